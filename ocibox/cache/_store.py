@@ -1,0 +1,349 @@
+"""The store on disk: paths, the SQLite database, temporary work and locks.
+
+Layout (see DESIGN.md)::
+
+    ocibox.db                 SQLite (WAL)
+    blobs/sha256/<hex>        verified manifests and configs
+    layers/<chain hex>/diff   an unpacked layer (read-only once published)
+    layers/l/<short>          short symlinks to layers/<chain hex>/diff
+    containers/<id>/          upper/, work/, merged/ of a container
+    tmp/                      work in progress, never read as complete
+    locks/                    flock files (one per layer being unpacked, ...)
+
+Everything is written under ``tmp/`` first and published by one ``rename``; the
+database row that makes it visible is committed after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ocibox.digest import Digest, verify_bytes
+from ocibox.errors import StoreError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- One row per image (docker's image id: the config digest).
+CREATE TABLE IF NOT EXISTS images (
+    id TEXT PRIMARY KEY,                 -- config digest, 'sha256:<hex>'
+    manifest_digest TEXT NOT NULL,       -- the platform manifest pulled
+    manifest_media_type TEXT NOT NULL,
+    platform TEXT NOT NULL,
+    created TEXT NOT NULL DEFAULT '',    -- config 'created'
+    size INTEGER NOT NULL DEFAULT 0,     -- unpacked bytes of all layers
+    pulled_at REAL NOT NULL,
+    last_used REAL NOT NULL
+);
+-- repository:tag -> image (a tag names one image at a time)
+CREATE TABLE IF NOT EXISTS tags (
+    name TEXT NOT NULL,                  -- 'registry/repository'
+    tag TEXT NOT NULL,
+    image_id TEXT NOT NULL REFERENCES images(id),
+    PRIMARY KEY (name, tag)
+);
+-- repository@digest -> image (the digest is the one pulled: an index or a manifest)
+CREATE TABLE IF NOT EXISTS repo_digests (
+    name TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    image_id TEXT NOT NULL REFERENCES images(id),
+    PRIMARY KEY (name, digest)
+);
+CREATE TABLE IF NOT EXISTS layers (
+    chain_id TEXT PRIMARY KEY,
+    diff_id TEXT NOT NULL,
+    parent TEXT,                         -- chain id of the layer below, NULL for the base
+    short TEXT NOT NULL UNIQUE,          -- name of the link in layers/l/
+    size INTEGER NOT NULL,               -- bytes on disk of diff/
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS image_layers (
+    image_id TEXT NOT NULL REFERENCES images(id),
+    idx INTEGER NOT NULL,
+    chain_id TEXT NOT NULL REFERENCES layers(chain_id),
+    blob_digest TEXT NOT NULL,           -- compressed blob as in the manifest
+    blob_size INTEGER NOT NULL,
+    media_type TEXT NOT NULL,
+    PRIMARY KEY (image_id, idx)
+);
+CREATE TABLE IF NOT EXISTS containers (
+    id TEXT PRIMARY KEY,
+    name TEXT UNIQUE,
+    image_id TEXT NOT NULL,
+    pid INTEGER NOT NULL DEFAULT 0,
+    pid_start INTEGER NOT NULL DEFAULT 0,  -- /proc/PID/stat starttime, to tell reused pids apart
+    state TEXT NOT NULL,                   -- created | running | exited
+    exit_code INTEGER,
+    command TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS image_layers_chain ON image_layers(chain_id);
+"""
+
+
+def default_root() -> Path:
+    """``$OCIBOX_ROOT``, else ``/var/lib/ocibox`` as root, else ``$XDG_DATA_HOME/ocibox``."""
+    env = os.environ.get("OCIBOX_ROOT")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/ocibox")
+    xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(xdg) / "ocibox"
+
+
+def process_start_time(pid: int) -> int:
+    """The start time of ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat), 0 if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return 0
+    # comm may contain spaces and parentheses: split after the last ')'.
+    rest = data[data.rfind(b")") + 2 :].split()
+    try:
+        return int(rest[19])
+    except (IndexError, ValueError):
+        return 0
+
+
+def _tmp_owner_alive(name: str) -> bool:
+    """tmp entries are named ``<pid>.<starttime>.<random>``; alive if that exact process still runs."""
+    parts = name.split(".")
+    if len(parts) < 3:
+        return False
+    try:
+        pid, start = int(parts[0]), int(parts[1])
+    except ValueError:
+        return False
+    return process_start_time(pid) == start
+
+
+@dataclass
+class Store:
+    """A store root. Cheap to create; the database connection is opened on first use."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        self._db: sqlite3.Connection | None = None
+        self._prefix = f"{os.getpid()}.{process_start_time(os.getpid())}."
+
+    # ----- layout -------------------------------------------------------------------------
+    @property
+    def blobs(self) -> Path:
+        return self.root / "blobs" / "sha256"
+
+    @property
+    def layers(self) -> Path:
+        return self.root / "layers"
+
+    @property
+    def links(self) -> Path:
+        return self.root / "layers" / "l"
+
+    @property
+    def containers(self) -> Path:
+        return self.root / "containers"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    def ensure(self) -> Store:
+        """Create the layout. The root is mode 0700: setuid files and device nodes of an
+        image must be out of reach of host users."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.root, 0o700)
+            for d in (self.blobs, self.links, self.containers, self.tmp, self.locks):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create store at {self.root}: {e.strerror}; pass --root PATH or set OCIBOX_ROOT") from None
+        return self
+
+    def blob_path(self, digest: Digest) -> Path:
+        return self.root / "blobs" / digest.algorithm / digest.hex
+
+    def layer_dir(self, chain_id: Digest) -> Path:
+        """``layers/<chain hex>`` (the unpacked tree is its ``diff/``)."""
+        return self.layers / chain_id.hex
+
+    def container_dir(self, cid: str) -> Path:
+        return self.containers / cid
+
+    # ----- database ------------------------------------------------------------------------
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.ensure()
+            try:
+                conn = sqlite3.connect(
+                    self.root / "ocibox.db", timeout=60.0, isolation_level=None, check_same_thread=False
+                )
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA busy_timeout=60000")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=OFF")
+                ver = conn.execute("PRAGMA user_version").fetchone()[0]
+                if ver < SCHEMA_VERSION:
+                    with _transaction(conn):
+                        conn.executescript(_SCHEMA.replace("\n\n", "\n"))
+                        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot open database {self.root / 'ocibox.db'}: {e}") from None
+            self._db = conn
+        return self._db
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``: one writer at a time, waits up to the busy timeout."""
+        with _transaction(self.db) as conn:
+            yield conn
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # ----- temporary work ------------------------------------------------------------------
+    def mkdtemp(self, what: str) -> Path:
+        """A fresh directory under ``tmp/`` owned by this process (cleaned if it dies)."""
+        self.ensure()
+        return Path(tempfile.mkdtemp(prefix=f"{self._prefix}{what}-", dir=self.tmp))
+
+    def mkstemp(self, what: str) -> tuple[int, Path]:
+        self.ensure()
+        fd, path = tempfile.mkstemp(prefix=f"{self._prefix}{what}-", dir=self.tmp)
+        return fd, Path(path)
+
+    def clean_tmp(self) -> list[Path]:
+        """Remove ``tmp/`` entries of processes that are gone. Returns what was removed."""
+        removed = []
+        try:
+            entries = list(os.scandir(self.tmp))
+        except FileNotFoundError:
+            return []
+        for e in entries:
+            if _tmp_owner_alive(e.name):
+                continue
+            p = Path(e.path)
+            remove_tree(p)
+            removed.append(p)
+        return removed
+
+    # ----- blobs (manifests, configs) ------------------------------------------------------
+    def has_blob(self, digest: Digest) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def read_blob(self, digest: Digest) -> bytes:
+        try:
+            return self.blob_path(digest).read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"blob {digest} is missing from the store; run 'ocibox verify --repair'") from None
+
+    def write_blob(self, digest: Digest, data: bytes) -> Path:
+        """Verify ``data`` against ``digest`` and publish it by rename (idempotent)."""
+        verify_bytes(data, digest, None, f"blob {digest}")
+        dest = self.blob_path(digest)
+        if dest.is_file():
+            return dest
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = self.mkstemp("blob")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.rename(tmp, dest)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise disk_error(e, f"writing blob {digest}") from None
+        return dest
+
+    # ----- locks ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, name: str, *, shared: bool = False) -> Iterator[None]:
+        """An flock on ``locks/<name>``; released when the block ends or the process dies."""
+        self.ensure()
+        fd = os.open(self.locks / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            break
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise StoreError(f"store database is busy: {e}") from None
+            time.sleep(0.05)
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    else:
+        conn.execute("COMMIT")
+
+
+def disk_error(e: OSError, what: str) -> StoreError:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreError(f"{what}: no space left on the store's filesystem; free space (e.g. 'ocibox prune') and try again")
+    return StoreError(f"{what}: {e.strerror or e}")
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a tree that may hold read-only directories (published layers are 0555-ish)."""
+
+    def onexc(func: object, p: str, exc: BaseException) -> None:
+        try:
+            parent = os.path.dirname(p)
+            os.chmod(parent, 0o700)
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, 0o700)
+                shutil.rmtree(p, onexc=onexc)  # type: ignore[call-arg]
+            else:
+                os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+    if path.is_symlink() or path.is_file():
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return
+    if sys_version_has_onexc():
+        shutil.rmtree(path, onexc=onexc)  # type: ignore[call-arg]
+    else:
+        shutil.rmtree(path, onerror=lambda f, p, ei: onexc(f, p, ei[1]))
+
+
+def sys_version_has_onexc() -> bool:
+    import sys
+
+    return sys.version_info >= (3, 12)

@@ -1,0 +1,1 @@
+"""Layer store: safe unpacking of layer streams, whiteouts, overlay mount options, image mount/export."""

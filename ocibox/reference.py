@@ -1,0 +1,147 @@
+"""Image references, parsed and normalised by docker's rules.
+
+``alpine`` is ``docker.io/library/alpine:latest``; a first component is a
+registry host when it contains ``.`` or ``:`` or is ``localhost``; API calls
+for ``docker.io`` go to ``registry-1.docker.io``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ocibox.digest import Digest
+from ocibox.errors import OciboxError, ReferenceError_
+
+DEFAULT_REGISTRY = "docker.io"
+DEFAULT_TAG = "latest"
+_DOCKER_API_HOST = "registry-1.docker.io"
+_DOCKER_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
+
+_PATH_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = re.compile(
+    rf"^(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?$"
+)
+_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+_HEX64 = re.compile(r"^[a-f0-9]{64}$")
+_NAME_MAX = 255
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A normalised image reference. ``tag`` is ``None`` only when a digest is given alone."""
+
+    registry: str
+    repository: str
+    tag: str | None = None
+    digest: Digest | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Reference:
+        return parse(text)
+
+    @property
+    def api_host(self) -> str:
+        """The host the distribution API is reached at (``registry-1.docker.io`` for Docker Hub)."""
+        return _DOCKER_API_HOST if self.registry == DEFAULT_REGISTRY else self.registry
+
+    @property
+    def name(self) -> str:
+        """``registry/repository``, the full name without tag or digest."""
+        return f"{self.registry}/{self.repository}"
+
+    @property
+    def identifier(self) -> str:
+        """What to ask the registry for: the digest when there is one, else the tag."""
+        if self.digest is not None:
+            return str(self.digest)
+        return self.tag or DEFAULT_TAG
+
+    def with_digest(self, digest: Digest) -> Reference:
+        return Reference(self.registry, self.repository, self.tag, digest)
+
+    def familiar(self) -> str:
+        """The short form docker prints: ``alpine:3.20``, ``user/app:1``, ``ghcr.io/o/r:tag``."""
+        repo = self.repository
+        if self.registry == DEFAULT_REGISTRY:
+            name = repo.removeprefix("library/") if repo.count("/") == 1 else repo
+        else:
+            name = f"{self.registry}/{repo}"
+        return name
+
+    def __str__(self) -> str:
+        s = self.name
+        if self.tag is not None:
+            s += f":{self.tag}"
+        if self.digest is not None:
+            s += f"@{self.digest}"
+        return s
+
+
+def _split_domain(name: str) -> tuple[str, str]:
+    i = name.find("/")
+    if i == -1:
+        return DEFAULT_REGISTRY, name
+    first = name[:i]
+    # docker/distribution normalize.go: a first component is a domain when it has
+    # a '.' or ':', is 'localhost', or has uppercase letters (never valid in a path).
+    if "." in first or ":" in first or first == "localhost" or first.lower() != first:
+        return first, name[i + 1 :]
+    return DEFAULT_REGISTRY, name
+
+
+def parse(text: str) -> Reference:
+    """Parse ``text`` into a :class:`Reference`, or raise :class:`ReferenceError_` naming the rule."""
+    orig = text
+    if not text:
+        raise ReferenceError_("invalid reference '': an image name is required")
+    if text != text.strip() or any(c.isspace() for c in text):
+        raise ReferenceError_(f"invalid reference {orig!r}: whitespace is not allowed")
+
+    digest: Digest | None = None
+    if "@" in text:
+        text, _, dpart = text.partition("@")
+        try:
+            digest = Digest.parse(dpart)
+        except OciboxError as e:
+            raise ReferenceError_(f"invalid reference {orig!r}: {e}") from None
+
+    tag: str | None = None
+    slash = text.rfind("/")
+    colon = text.rfind(":")
+    if colon > slash:
+        text, tag = text[:colon], text[colon + 1 :]
+        if not _TAG.match(tag):
+            raise ReferenceError_(
+                f"invalid reference {orig!r}: tag {tag!r} must be 1-128 of [A-Za-z0-9_.-], not starting with '.' or '-'"
+            )
+
+    registry, path = _split_domain(text)
+    if not path:
+        raise ReferenceError_(f"invalid reference {orig!r}: repository name is empty")
+    if not _DOMAIN.match(registry):
+        raise ReferenceError_(f"invalid reference {orig!r}: {registry!r} is not a valid registry host[:port]")
+    for comp in path.split("/"):
+        if not comp:
+            raise ReferenceError_(f"invalid reference {orig!r}: empty path component")
+        if not _PATH_COMPONENT.match(comp):
+            if comp.lower() != comp:
+                raise ReferenceError_(f"invalid reference {orig!r}: repository name must be lowercase")
+            raise ReferenceError_(
+                f"invalid reference {orig!r}: path component {comp!r} must be lowercase letters and digits "
+                "separated by '.', '_', '__' or '-'"
+            )
+    if registry in _DOCKER_ALIASES:
+        registry = DEFAULT_REGISTRY
+    if registry == DEFAULT_REGISTRY and "/" not in path:
+        if _HEX64.match(path) and tag is None and digest is None:
+            raise ReferenceError_(
+                f"invalid reference {orig!r}: a repository name cannot be 64 hex digits (that is an image id)"
+            )
+        path = f"library/{path}"
+    if len(registry) + 1 + len(path) > _NAME_MAX:
+        raise ReferenceError_(f"invalid reference {orig!r}: name is longer than {_NAME_MAX} characters")
+    if tag is None and digest is None:
+        tag = DEFAULT_TAG
+    return Reference(registry, path, tag, digest)

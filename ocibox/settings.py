@@ -1,0 +1,93 @@
+"""Explicit settings, passed down from the CLI: no module-level mutable state.
+
+The config file (``$OCIBOX_CONFIG``, else ``/etc/ocibox/config.toml``)::
+
+    [download]
+    concurrency = 4
+
+    [[registry]]
+    prefix = "docker.io"            # the registry (host[:port]) this entry is about
+    insecure = false                # allow plain http / unverified TLS to it
+    mirrors = ["127.0.0.1:5000"]    # tried in order before the origin
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ocibox.errors import ConfigError
+
+DEFAULT_CONFIG = Path("/etc/ocibox/config.toml")
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    prefix: str
+    insecure: bool = False
+    mirrors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    registries: tuple[RegistryConfig, ...] = ()
+    concurrency: int = 4
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Config:
+        if path is None:
+            env = os.environ.get("OCIBOX_CONFIG")
+            path = Path(env) if env else DEFAULT_CONFIG
+            if not env and not path.exists():
+                return cls()
+        import tomllib
+
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist; unset OCIBOX_CONFIG or create it") from None
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"config file {path}: {e}") from None
+        return cls.from_dict(data, str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "config") -> Config:
+        regs = []
+        for i, r in enumerate(data.get("registry", []) or []):
+            if not isinstance(r, dict) or not isinstance(r.get("prefix"), str):
+                raise ConfigError(f"{where}: [[registry]] entry {i} needs a string 'prefix'")
+            mirrors = r.get("mirrors", []) or []
+            if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
+                raise ConfigError(f"{where}: registry {r['prefix']!r}: 'mirrors' must be a list of host[:port]")
+            regs.append(RegistryConfig(r["prefix"], bool(r.get("insecure", False)), tuple(mirrors)))
+        dl = data.get("download", {}) or {}
+        conc = dl.get("concurrency", 4)
+        if not isinstance(conc, int) or conc < 1:
+            raise ConfigError(f"{where}: download.concurrency must be a positive integer")
+        return cls(tuple(regs), conc)
+
+    def registry(self, host: str) -> RegistryConfig | None:
+        for r in self.registries:
+            if r.prefix == host:
+                return r
+        return None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every verb gets: the store root and how to talk."""
+
+    root: Path
+    quiet: bool = False
+    debug: bool = False
+    insecure_registries: tuple[str, ...] = ()
+    config: Config = field(default_factory=Config)
+
+    def is_insecure(self, host: str) -> bool:
+        if host in self.insecure_registries:
+            return True
+        r = self.config.registry(host)
+        return bool(r and r.insecure)
