@@ -166,13 +166,17 @@ class Store:
     def locks(self) -> Path:
         return self.root / "locks"
 
+    @property
+    def leases(self) -> Path:
+        return self.root / "leases"
+
     def ensure(self) -> Store:
         """Create the layout. The root is mode 0700: setuid files and device nodes of an
         image must be out of reach of host users."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             os.chmod(self.root, 0o700)
-            for d in (self.blobs, self.links, self.containers, self.tmp, self.locks):
+            for d in (self.blobs, self.links, self.containers, self.tmp, self.locks, self.leases):
                 d.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create store at {self.root}: {e.strerror}; pass --root PATH or set OCIBOX_ROOT") from None
@@ -278,6 +282,46 @@ class Store:
                 os.unlink(tmp)
             raise disk_error(e, f"writing blob {digest}") from None
         return dest
+
+    # ----- leases: what a live process uses, so prune keeps it ----------------------------
+    @contextlib.contextmanager
+    def lease(self, what: str, items: list[str]) -> Iterator[Path]:
+        """Declare that this process uses ``items`` (chain ids, blob digests, image ids) until the
+        block ends. Written under the shared ``gc`` lock, so a prune (which takes it exclusively)
+        sees either no lease and no new use, or the lease. A lease of a dead process is ignored."""
+        self.ensure()
+        with self.lock("gc", shared=True):
+            fd, tmp = tempfile.mkstemp(prefix=f"{self._prefix}{what}-", dir=self.leases)
+            with os.fdopen(fd, "w") as f:
+                f.write("\n".join(items) + "\n")
+        try:
+            yield Path(tmp)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def extend_lease(self, lease: Path, items: list[str]) -> None:
+        with self.lock("gc", shared=True), open(lease, "a") as f:
+            f.write("\n".join(items) + "\n")
+
+    def leased(self) -> set[str]:
+        """Everything named by the leases of live processes (call with the ``gc`` lock held)."""
+        out: set[str] = set()
+        try:
+            entries = list(os.scandir(self.leases))
+        except FileNotFoundError:
+            return out
+        for e in entries:
+            if not _tmp_owner_alive(e.name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(e.path)
+                continue
+            try:
+                with open(e.path) as f:
+                    out.update(line.strip() for line in f if line.strip())
+            except FileNotFoundError:
+                continue
+        return out
 
     # ----- locks ---------------------------------------------------------------------------
     @contextlib.contextmanager
