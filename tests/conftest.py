@@ -14,7 +14,15 @@ from registry import Registry
 
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    """A plain-HTTP distribution registry on 127.0.0.1 shared by the session."""
+    """A plain-HTTP distribution registry on 127.0.0.1 shared by the session.
+
+    scripts/test (and so CI) starts one and names it in $OCIBOX_TEST_REGISTRY; otherwise the
+    session starts its own.
+    """
+    ext = os.environ.get("OCIBOX_TEST_REGISTRY")
+    if ext:
+        yield Registry.external(ext, Path(os.environ.get("OCIBOX_TEST_REGISTRY_LOG", "/dev/null")))
+        return
     reg = Registry(tmp_path_factory.mktemp("registry")).start()
     yield reg
     reg.stop()

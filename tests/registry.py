@@ -36,6 +36,18 @@ class Registry:
         self.log = root / "registry.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
+    @classmethod
+    def external(cls, host: str, log: Path) -> Registry:
+        """A registry started outside the tests (scripts/test); never stopped by them."""
+        reg = cls.__new__(cls)
+        reg.root = log.parent
+        reg.host = host
+        reg.port = int(host.rsplit(":", 1)[1])
+        reg.config = log.parent / "config.yml"
+        reg.log = log
+        reg.proc = None
+        return reg
+
     def start(self) -> Registry:
         exe = shutil.which("docker-registry") or "/usr/bin/docker-registry"
         logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child, closed by stop()
