@@ -39,3 +39,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "privileged" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def busybox_ref(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """tests/oci.busybox_layer() pushed (by skopeo) to the session registry as busybox:latest;
+    returns ``127.0.0.1:PORT/busybox:latest``."""
+    import oci
+
+    oci.push_image(tmp_path_factory.mktemp("busybox-layout"), registry.host, "busybox:latest",
+                   [oci.Layer(oci.busybox_layer())])
+    return f"{registry.host}/busybox:latest"
+
+
+@pytest.fixture
+def pulled_busybox(store_root: Path, busybox_ref: str) -> tuple[Path, str]:
+    """busybox pulled into ``store_root`` by the CLI (a subprocess); returns (store_root, ref)."""
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "ocibox", "--root", str(store_root), "pull", "-q", busybox_ref],
+                   check=True, capture_output=True, timeout=120)
+    return store_root, busybox_ref
