@@ -131,6 +131,9 @@ def _progress(settings: Settings) -> bool:
 def build_app(settings: Settings) -> typer.Typer:
     import typer
 
+    # typer evaluates the string annotations below against this module's globals
+    globals().setdefault("typer", typer)
+
     app = typer.Typer(
         add_completion=False,
         no_args_is_help=True,

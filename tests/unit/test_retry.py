@@ -78,7 +78,7 @@ def _run(script: list[object], attempts: int = 4) -> tuple[int | Exception, Scri
     req = httpx.Request("GET", "http://127.0.0.1:1/v2/")
     try:
         return t.handle_request(req).status_code, inner, waits
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         return e, inner, waits
 
 
