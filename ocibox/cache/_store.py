@@ -208,7 +208,10 @@ class Store:
                 ver = conn.execute("PRAGMA user_version").fetchone()[0]
                 if ver < SCHEMA_VERSION:
                     with _transaction(conn):
-                        conn.executescript(_SCHEMA.replace("\n\n", "\n"))
+                        # executescript() would COMMIT the open transaction first: one statement at a time
+                        for stmt in _SCHEMA.split(";"):
+                            if stmt.strip():
+                                conn.execute(stmt)
                         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             except sqlite3.Error as e:
                 raise StoreError(f"cannot open database {self.root / 'ocibox.db'}: {e}") from None
