@@ -1,1 +1,31 @@
-"""Layer store: safe unpacking of layer streams, whiteouts, overlay mount options, image mount/export."""
+"""Layer store: safe unpacking of layer streams, whiteouts, overlay mount options, image mount/export.
+
+Public surface::
+
+    has_layer(store, chain_id) -> bool
+    unpack_layer(store, stream, *, compression, diff_id, chain_id, parent, what) -> int
+    image_lowerdirs(store, record) -> list[Path]            # top layer first
+    overlay_options(lowers, upper=None, work=None) -> str   # pure
+    mount_rootfs(store, record, target, *, upper, work, readonly=False) -> None
+    mount_image(settings, name) -> Path / umount_image(settings, name) / export_image(settings, name, output)
+"""
+
+from ocibox.layers._image import export_image, mount_image, umount_image, write_flat_tar
+from ocibox.layers._merged import copy_merged, walk_merged
+from ocibox.layers._mount import image_lowerdirs, mount_rootfs, overlay_options, overlay_supported
+from ocibox.layers._unpack import has_layer, unpack_layer
+
+__all__ = [
+    "copy_merged",
+    "export_image",
+    "has_layer",
+    "image_lowerdirs",
+    "mount_image",
+    "mount_rootfs",
+    "overlay_options",
+    "overlay_supported",
+    "umount_image",
+    "unpack_layer",
+    "walk_merged",
+    "write_flat_tar",
+]

@@ -1,0 +1,454 @@
+"""Safe application of one layer's tar stream into its own directory.
+
+``tarfile`` is only the parser. Every entry is applied by this module relative
+to the layer directory:
+
+* each entry's parent directory is resolved from scratch, inside the layer
+  root, with ``openat2(RESOLVE_IN_ROOT)`` (symlinks met on the way, absolute or
+  relative, resolve as if the layer were ``/``: they can never lead out);
+* the final component is always acted on through the parent's fd with
+  no-follow calls (``O_NOFOLLOW``, ``AT_SYMLINK_NOFOLLOW``, ``lchown``), or
+  through an fd of the object just created;
+* ``..`` components, whiteouts that traverse, hardlinks to absent targets,
+  a change of the root's type, owners out of range and over-long names are
+  refused with :class:`HostileLayerError` naming the entry.
+
+Whiteouts are converted to overlayfs' format as they come: ``.wh.NAME`` becomes
+a 0:0 character device, ``.wh..wh..opq`` sets ``trusted.overlay.opaque=y`` on
+its directory. Per the OCI image spec (layer.md) whiteouts hide only lower
+layers: an entry of this layer with the same name is kept whether it comes
+before the whiteout or after it (a directory that replaces a whiteout of its
+own layer is made opaque, which is what the lower layers see: gone, then
+created anew).
+
+Directory modes and times are applied at the end, so a 0555 directory can be
+filled and mtimes are not disturbed by later entries.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import stat
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ocibox.digest import Readable
+from ocibox.errors import HostileLayerError, LayerError
+from ocibox.run import syscalls
+
+WHITEOUT_PREFIX = ".wh."
+WHITEOUT_META_PREFIX = ".wh..wh."
+WHITEOUT_OPAQUE = ".wh..wh..opq"
+OPAQUE_XATTR = "trusted.overlay.opaque"
+
+MAX_ID = 0xFFFFFFFE  # (uid_t)-1 means "no change" to chown: never a real owner
+PATH_MAX = 4096
+NAME_MAX = 255
+_COPY_CHUNK = 1 << 20
+_RESOLVE = syscalls.RESOLVE_IN_ROOT | syscalls.RESOLVE_NO_MAGICLINKS
+
+Parts = tuple[str, ...]
+
+
+class HashingReader:
+    """Counts and hashes every byte that passes; remembers whether any was non-zero."""
+
+    def __init__(self, inner: Readable) -> None:
+        self._inner = inner
+        self.hash = hashlib.sha256()
+        self.count = 0
+        self.nonzero = False
+
+    def read(self, n: int = -1, /) -> bytes:
+        data = self._inner.read(n)
+        if data:
+            self.hash.update(data)
+            self.count += len(data)
+            if not self.nonzero and data.count(0) != len(data):
+                self.nonzero = True
+        return data
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+def allowed_xattr(name: str) -> bool:
+    """PAX xattrs kept: never ``trusted.*`` (a layer must not steer overlayfs), and of
+    ``security.*`` only ``security.capability`` (file capabilities of the image)."""
+    if name.startswith("trusted."):
+        return False
+    return not (name.startswith("security.") and name != "security.capability")
+
+
+def pax_xattrs(ti: tarfile.TarInfo) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for key, value in ti.pax_headers.items():
+        if key.startswith("SCHILY.xattr."):
+            name = key[len("SCHILY.xattr.") :]
+            if allowed_xattr(name):
+                out[name] = value.encode("utf-8", "surrogateescape")
+    return out
+
+
+@dataclass
+class _DirMeta:
+    mode: int
+    mtime_ns: int
+
+
+@dataclass
+class Applier:
+    """Applies tar entries into ``root``; one per layer, not shared between threads."""
+
+    root: Path
+    what: str
+    size: int = 0
+    entries: int = 0
+    _dirs: dict[Parts, _DirMeta] = field(default_factory=dict)
+    _whiteouts: set[Parts] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._rootfd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        self._privileged = os.geteuid() == 0
+
+    def close(self) -> None:
+        if self._rootfd >= 0:
+            os.close(self._rootfd)
+            self._rootfd = -1
+
+    # ----- helpers ---------------------------------------------------------------------------
+    def _hostile(self, ti: tarfile.TarInfo | str, why: str) -> HostileLayerError:
+        name = ti if isinstance(ti, str) else ti.name
+        return HostileLayerError(f"{self.what}: refusing entry {name!r}: {why}; the image is unsafe, do not use it")
+
+    def _components(self, name: str, ti: tarfile.TarInfo, what: str = "name") -> Parts:
+        if "\0" in name:
+            raise self._hostile(ti, f"{what} contains a NUL byte")
+        if len(name.encode("utf-8", "surrogateescape")) >= PATH_MAX:
+            raise self._hostile(ti, f"{what} is longer than {PATH_MAX - 1} bytes")
+        parts = tuple(p for p in name.split("/") if p not in ("", "."))
+        for p in parts:
+            if p == "..":
+                raise self._hostile(ti, f"{what} {name!r} contains '..'")
+            if len(p.encode("utf-8", "surrogateescape")) > NAME_MAX:
+                raise self._hostile(ti, f"{what} has a component longer than {NAME_MAX} bytes")
+        return parts
+
+    def _open_in_root(self, parts: Parts, flags: int) -> int:
+        return syscalls.openat2(self._rootfd, "/".join(parts) or ".", flags, 0, _RESOLVE)
+
+    def _parent(self, parts: Parts, ti: tarfile.TarInfo, *, create: bool = True) -> int:
+        """An fd of directory ``parts`` inside the root, resolved from scratch (missing
+        directories are created 0755 root:root when ``create``)."""
+        flags = os.O_RDONLY | os.O_DIRECTORY
+        try:
+            return self._open_in_root(parts, flags)
+        except OSError as e:
+            if e.errno == errno.ENOTDIR:
+                raise LayerError(f"{self.what}: entry {ti.name!r}: a parent is not a directory") from None
+            if e.errno != errno.ENOENT or not create:
+                raise
+        fd = os.dup(self._rootfd)
+        try:
+            for i, comp in enumerate(parts):
+                try:
+                    nfd = self._open_in_root(parts[: i + 1], flags)
+                except OSError as e:
+                    if e.errno == errno.ENOTDIR:
+                        raise LayerError(f"{self.what}: entry {ti.name!r}: a parent is not a directory") from None
+                    if e.errno != errno.ENOENT:
+                        raise
+                    try:
+                        os.mkdir(comp, 0o755, dir_fd=fd)
+                    except FileExistsError:
+                        # a dangling symlink stands there
+                        raise self._hostile(ti, f"parent {'/'.join(parts[: i + 1])!r} is a dangling symlink") from None
+                    nfd = os.open(comp, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                    os.fchmod(nfd, 0o755)
+                os.close(fd)
+                fd = nfd
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _check_ids(self, ti: tarfile.TarInfo) -> None:
+        for kind, v in (("uid", ti.uid), ("gid", ti.gid)):
+            if not isinstance(v, int) or v < 0 or v > MAX_ID:
+                raise self._hostile(ti, f"{kind} {v} is out of range 0..{MAX_ID}")
+
+    def _clear(self, pfd: int, parts: Parts, *, keep_dir: bool) -> str:
+        """Make room for ``parts`` (in dir ``pfd``). Returns what stood there: '', 'dir', 'whiteout', 'other'."""
+        name = parts[-1]
+        try:
+            st = os.lstat(name, dir_fd=pfd)
+        except FileNotFoundError:
+            return ""
+        if stat.S_ISDIR(st.st_mode):
+            if keep_dir:
+                return "dir"
+            shutil.rmtree(name, dir_fd=pfd)
+            n = len(parts)
+            for k in [k for k in self._dirs if k[:n] == parts]:
+                del self._dirs[k]
+            for k in [k for k in self._whiteouts if k[:n] == parts]:
+                self._whiteouts.discard(k)
+            return "other"
+        os.unlink(name, dir_fd=pfd)
+        if parts in self._whiteouts:
+            self._whiteouts.discard(parts)
+            return "whiteout"
+        return "other"
+
+    def _set_xattrs(self, target: int | str, xattrs: dict[str, bytes], ti: tarfile.TarInfo) -> None:
+        for k, v in xattrs.items():
+            try:
+                os.setxattr(target, k, v)
+            except OSError as e:
+                if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP) or (e.errno == errno.EPERM and not ti.isreg()):
+                    continue  # the store's filesystem, or this kind of file, cannot hold it
+                raise
+
+    # ----- entries ---------------------------------------------------------------------------
+    def apply(self, ti: tarfile.TarInfo, tf: tarfile.TarFile) -> None:
+        self.entries += 1
+        parts = self._components(ti.name, ti)
+        self._check_ids(ti)
+        if not parts:
+            if not ti.isdir():
+                raise self._hostile(ti, "it would change the type of the layer root")
+            fd = os.dup(self._rootfd)
+            try:
+                self._dir_meta(fd, (), ti)
+            finally:
+                os.close(fd)
+            return
+        base = parts[-1]
+        if base.startswith(WHITEOUT_PREFIX):
+            self._whiteout(parts, ti)
+            return
+        pfd = self._parent(parts[:-1], ti)
+        try:
+            if ti.isdir():
+                self._mkdir(pfd, parts, ti)
+            elif ti.isreg():
+                self._file(pfd, parts, ti, tf)
+            elif ti.issym():
+                self._symlink(pfd, parts, ti)
+            elif ti.islnk():
+                self._hardlink(pfd, parts, ti)
+            elif ti.ischr() or ti.isblk() or ti.isfifo():
+                self._node(pfd, parts, ti)
+            else:
+                raise LayerError(f"{self.what}: entry {ti.name!r}: unsupported tar entry type {ti.type!r}")
+        finally:
+            os.close(pfd)
+
+    def _mkdir(self, pfd: int, parts: Parts, ti: tarfile.TarInfo) -> None:
+        was = self._clear(pfd, parts, keep_dir=True)
+        if was != "dir":
+            os.mkdir(parts[-1], 0o700, dir_fd=pfd)
+        fd = os.open(parts[-1], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+        try:
+            if was == "whiteout":
+                # Gone from the lower layers, then created anew in this one.
+                os.setxattr(fd, OPAQUE_XATTR, b"y")
+            self._dir_meta(fd, parts, ti)
+        finally:
+            os.close(fd)
+
+    def _dir_meta(self, fd: int, parts: Parts, ti: tarfile.TarInfo) -> None:
+        if self._privileged:
+            os.fchown(fd, ti.uid, ti.gid)
+        self._set_xattrs(fd, pax_xattrs(ti), ti)
+        self._dirs[parts] = _DirMeta(ti.mode & 0o7777, _ns(ti.mtime))
+
+    def _file(self, pfd: int, parts: Parts, ti: tarfile.TarInfo, tf: tarfile.TarFile) -> None:
+        self._clear(pfd, parts, keep_dir=False)
+        fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+        try:
+            src = tf.extractfile(ti)
+            if src is not None:
+                while True:
+                    chunk = src.read(_COPY_CHUNK)
+                    if not chunk:
+                        break
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    self.size += len(chunk)
+            if self._privileged:
+                os.fchown(fd, ti.uid, ti.gid)
+            os.fchmod(fd, ti.mode & 0o7777)  # after chown, which clears setuid/setgid
+            self._set_xattrs(fd, pax_xattrs(ti), ti)  # after chown, which clears security.capability
+            os.utime(fd, ns=(_ns(ti.mtime), _ns(ti.mtime)))
+        finally:
+            os.close(fd)
+
+    def _symlink(self, pfd: int, parts: Parts, ti: tarfile.TarInfo) -> None:
+        if "\0" in ti.linkname or len(ti.linkname.encode("utf-8", "surrogateescape")) >= PATH_MAX:
+            raise self._hostile(ti, "bad symlink target")
+        if not ti.linkname:
+            raise LayerError(f"{self.what}: entry {ti.name!r}: symlink with an empty target")
+        self._clear(pfd, parts, keep_dir=False)
+        # Absolute targets are kept as they are: they resolve inside the container at run time.
+        os.symlink(ti.linkname, parts[-1], dir_fd=pfd)
+        if self._privileged:
+            os.chown(parts[-1], ti.uid, ti.gid, dir_fd=pfd, follow_symlinks=False)
+        os.utime(parts[-1], ns=(_ns(ti.mtime), _ns(ti.mtime)), dir_fd=pfd, follow_symlinks=False)
+
+    def _hardlink(self, pfd: int, parts: Parts, ti: tarfile.TarInfo) -> None:
+        tparts = self._components(ti.linkname, ti, "hardlink target")
+        if not tparts:
+            raise self._hostile(ti, "hardlink to the layer root")
+        try:
+            tpfd = self._parent(tparts[:-1], ti, create=False)
+        except FileNotFoundError:
+            raise self._hostile(ti, f"hardlink target {ti.linkname!r} is not in this layer") from None
+        try:
+            try:
+                tst = os.lstat(tparts[-1], dir_fd=tpfd)
+            except FileNotFoundError:
+                raise self._hostile(ti, f"hardlink target {ti.linkname!r} is not in this layer") from None
+            if stat.S_ISDIR(tst.st_mode):
+                raise self._hostile(ti, f"hardlink target {ti.linkname!r} is a directory")
+            if tparts in self._whiteouts:
+                raise self._hostile(ti, f"hardlink target {ti.linkname!r} is a whiteout")
+            try:
+                cur = os.lstat(parts[-1], dir_fd=pfd)
+                if (cur.st_dev, cur.st_ino) == (tst.st_dev, tst.st_ino):
+                    return
+            except FileNotFoundError:
+                pass
+            self._clear(pfd, parts, keep_dir=False)
+            # linkat without AT_SYMLINK_FOLLOW: a link to a symlink is another name of the
+            # symlink itself. No metadata is applied: the inode's is that of its first entry.
+            os.link(tparts[-1], parts[-1], src_dir_fd=tpfd, dst_dir_fd=pfd, follow_symlinks=False)
+        finally:
+            os.close(tpfd)
+
+    def _node(self, pfd: int, parts: Parts, ti: tarfile.TarInfo) -> None:
+        self._clear(pfd, parts, keep_dir=False)
+        if ti.isfifo():
+            os.mkfifo(parts[-1], 0o600, dir_fd=pfd)
+        else:
+            kind = stat.S_IFCHR if ti.ischr() else stat.S_IFBLK
+            os.mknod(parts[-1], kind | 0o600, os.makedev(ti.devmajor, ti.devminor), dir_fd=pfd)
+        self._node_meta(pfd, parts[-1], ti.uid, ti.gid, ti.mode & 0o7777, _ns(ti.mtime), pax_xattrs(ti), ti)
+
+    def _node_meta(self, pfd: int, name: str, uid: int, gid: int, mode: int, mtime_ns: int,
+                   xattrs: dict[str, bytes], ti: tarfile.TarInfo) -> None:
+        if self._privileged:
+            os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+        try:
+            if stat.S_ISLNK(os.fstat(fd).st_mode):  # cannot happen: we just made it
+                raise LayerError(f"{self.what}: entry {ti.name!r}: changed under us")
+            # An O_PATH fd cannot fchmod; its /proc magic link reaches exactly this inode.
+            os.chmod(f"/proc/self/fd/{fd}", mode)
+            self._set_xattrs(f"/proc/self/fd/{fd}", xattrs, ti)
+        finally:
+            os.close(fd)
+        os.utime(name, ns=(mtime_ns, mtime_ns), dir_fd=pfd, follow_symlinks=False)
+
+    def _whiteout(self, parts: Parts, ti: tarfile.TarInfo) -> None:
+        base = parts[-1]
+        if base == WHITEOUT_OPAQUE:
+            pfd = self._parent(parts[:-1], ti)
+            try:
+                os.setxattr(pfd, OPAQUE_XATTR, b"y")
+            finally:
+                os.close(pfd)
+            return
+        if base.startswith(WHITEOUT_META_PREFIX):
+            return  # other aufs metadata (.wh..wh.plnk, .wh..wh.aufs): ignored, as containerd does
+        name = base[len(WHITEOUT_PREFIX) :]
+        if name in ("", ".", ".."):
+            raise self._hostile(ti, "whiteout name traverses")
+        target = (*parts[:-1], name)
+        pfd = self._parent(parts[:-1], ti)
+        try:
+            try:
+                os.lstat(name, dir_fd=pfd)
+                return  # an entry of this very layer: whiteouts hide only lower layers
+            except FileNotFoundError:
+                pass
+            os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
+            self._whiteouts.add(target)
+            self._node_meta(pfd, name, 0, 0, 0, _ns(ti.mtime), {}, ti)
+        finally:
+            os.close(pfd)
+
+    def finish(self) -> None:
+        """Directory modes and times, last (deepest first), each resolved from scratch."""
+        for parts in sorted(self._dirs, key=len, reverse=True):
+            meta = self._dirs[parts]
+            try:
+                fd = self._open_in_root(parts, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            except OSError:
+                continue  # replaced by a non-directory later in the layer
+            try:
+                os.fchmod(fd, meta.mode)
+                os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
+            finally:
+                os.close(fd)
+
+
+def _ns(mtime: float | int) -> int:
+    if isinstance(mtime, int):
+        return mtime * 1_000_000_000
+    return round(mtime * 1_000_000_000)
+
+
+def members(tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    """Entries of a stream-mode TarFile without keeping them all in memory."""
+    while True:
+        ti = tf.next()
+        if ti is None:
+            return
+        tf.members.clear()  # type: ignore[attr-defined]
+        yield ti
+
+
+def extract(stream: Readable, root: Path, what: str) -> tuple[HashingReader, Applier]:
+    """Parse ``stream`` (uncompressed tar) and apply it into ``root``; reads it to EOF.
+
+    Returns the hashing reader (digest and byte count of the whole stream) and
+    the applier (unpacked size, entry count)."""
+    hashing = HashingReader(stream)
+    applier = Applier(root, what)
+    last = "(start of stream)"
+    try:
+        try:
+            tf = tarfile.open(fileobj=hashing, mode="r|", bufsize=256 * 1024)  # type: ignore[call-overload]  # noqa: SIM115
+        except tarfile.ReadError as e:
+            # Python's tarfile refuses an archive of end-of-archive blocks only, which is what
+            # an empty layer is (e.g. docker's WORKDIR layers): accept all-zero streams.
+            hashing.drain()
+            if hashing.nonzero:
+                raise LayerError(f"{what}: not a tar stream ({e})") from None
+            return hashing, applier
+        with tf:
+            for ti in members(tf):
+                last = ti.name
+                applier.apply(ti, tf)
+        applier.finish()
+        hashing.drain()  # the end-of-archive blocks and padding are part of the diff_id
+    except (tarfile.TarError, EOFError) as e:
+        raise LayerError(f"{what}: truncated or corrupt tar after entry {last!r} ({e})") from None
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise LayerError(f"{what}: no space left on the store's filesystem at entry {last!r};"
+                             " free space (e.g. 'ocibox prune') and pull again") from None
+        raise LayerError(f"{what}: cannot apply entry {last!r}: {e.strerror or e}") from None
+    except ValueError as e:  # embedded NUL and the like
+        raise HostileLayerError(f"{what}: refusing entry {last!r}: {e}") from None
+    finally:
+        applier.close()
+    return hashing, applier

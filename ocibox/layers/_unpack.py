@@ -1,0 +1,138 @@
+"""Unpack one layer into the store: decompress, extract safely, verify diff_id, publish.
+
+Thread-safe: the puller calls :func:`unpack_layer` from several worker threads
+at once (one per layer, each under its ``layer-<chain>`` lock). Nothing here is
+shared between calls; each call uses its own SQLite connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from ocibox.cache import Store, remove_tree
+from ocibox.digest import Digest, Readable
+from ocibox.errors import LayerError, OciboxError, StoreError
+from ocibox.layers._decompress import decompressing_reader
+from ocibox.layers._extract import extract
+
+SHORT_LEN = 20  # hex digits of a short link name: 128 layers * len("l/<short>:") = 2944 bytes
+_DB_INIT = threading.Lock()
+
+
+def short_name(chain_id: Digest) -> str:
+    return chain_id.hex[:SHORT_LEN]
+
+
+@contextlib.contextmanager
+def connect(store: Store) -> Iterator[sqlite3.Connection]:
+    """A private connection to the store's database (schema created on first use)."""
+    with _DB_INIT:
+        store.db  # noqa: B018 - creates the layout and schema once
+    conn = sqlite3.connect(store.root / "ocibox.db", timeout=60.0, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout=60000")
+        yield conn
+    finally:
+        conn.close()
+
+
+def has_layer(store: Store, chain_id: Digest) -> bool:
+    """The layer is published: its ``diff/`` directory exists and its row is recorded."""
+    if not (store.layer_dir(chain_id) / "diff").is_dir():
+        return False
+    with connect(store) as conn:
+        row = conn.execute("SELECT 1 FROM layers WHERE chain_id=?", (str(chain_id),)).fetchone()
+    return row is not None
+
+
+def layer_row(store: Store, chain_id: Digest) -> tuple[str, int] | None:
+    """(short, size) of a recorded layer."""
+    with connect(store) as conn:
+        row = conn.execute("SELECT short, size FROM layers WHERE chain_id=?", (str(chain_id),)).fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def unpack_layer(
+    store: Store,
+    stream: Readable,
+    *,
+    compression: str,
+    diff_id: Digest,
+    chain_id: Digest,
+    parent: Digest | None,
+    what: str,
+) -> int:
+    """Decompress ``stream`` (read to EOF), extract it safely, check its diff_id, publish it.
+
+    Returns the unpacked size in bytes (regular file contents). On any error
+    nothing of this layer is left in the store; the error names ``what``.
+    """
+    if diff_id.algorithm != "sha256":
+        raise LayerError(f"{what}: diff_id {diff_id} is not sha256")
+    store.ensure()
+    tmp = store.mkdtemp("layer")
+    try:
+        diff = tmp / "diff"
+        diff.mkdir(mode=0o755)
+        os.chmod(diff, 0o755)
+        hashing, applier = extract(decompressing_reader(stream, compression, what), diff, what)
+        got = hashing.hash.hexdigest()
+        if got != diff_id.hex:
+            raise LayerError(
+                f"{what}: uncompressed content is sha256:{got}, but the image config says {diff_id}"
+                " (diff_id mismatch: truncated or altered layer); pull again or report the image"
+            )
+        _publish(store, tmp, chain_id=chain_id, diff_id=diff_id, parent=parent, size=applier.size, what=what)
+    except BaseException:
+        if tmp.exists():
+            remove_tree(tmp)
+        raise
+    return applier.size
+
+
+def _publish(store: Store, tmp: Path, *, chain_id: Digest, diff_id: Digest, parent: Digest | None,
+             size: int, what: str) -> None:
+    dest = store.layer_dir(chain_id)
+    short = short_name(chain_id)
+    try:
+        if dest.exists() or dest.is_symlink():
+            # A published dir without its row (a crash between rename and commit), or a
+            # concurrent publisher: replace it with ours, which is complete and verified.
+            stale = store.mkdtemp("stale-layer")
+            os.rename(dest, stale / "old")
+            remove_tree(stale)
+        os.rename(tmp, dest)
+        link = store.links / short
+        tmp_link = store.links / f".{short}.{os.getpid()}.{threading.get_ident()}"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_link)
+        os.symlink(f"../{chain_id.hex}/diff", tmp_link)
+        os.rename(tmp_link, link)
+    except OSError as e:
+        raise StoreError(f"{what}: cannot publish layer {chain_id}: {e.strerror or e}") from None
+    try:
+        with connect(store) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "INSERT INTO layers(chain_id, diff_id, parent, short, size, created) VALUES (?,?,?,?,?,?)"
+                    " ON CONFLICT(chain_id) DO UPDATE SET diff_id=excluded.diff_id, parent=excluded.parent,"
+                    " short=excluded.short, size=excluded.size",
+                    (str(chain_id), str(diff_id), str(parent) if parent else None, short, size, time.time()),
+                )
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+    except (sqlite3.Error, OciboxError) as e:
+        # Not recorded: take the directory back out so nothing half-published stays.
+        with contextlib.suppress(OSError):
+            os.unlink(store.links / short)
+        remove_tree(dest)
+        raise StoreError(f"{what}: cannot record layer {chain_id}: {e}") from None
