@@ -104,7 +104,14 @@ def _typer_main(settings: Settings, rest: list[str]) -> None:
         if e.code not in (0, None):
             raise
     except Exception as e:  # click's usage errors
-        import click
+        from ocibox.errors import OciboxError
+
+        if isinstance(e, OciboxError):
+            raise
+        try:
+            import click
+        except ModuleNotFoundError:  # typer >= 0.2x vendors click as typer._click
+            from typer import _click as click
 
         if isinstance(e, click.exceptions.UsageError):
             e.show()
