@@ -11,7 +11,26 @@ from ocibox.cache._containers import (
     set_container_pid,
 )
 from ocibox.cache._images import ImageRecord, LayerRef, find_image, load_image, record_image, touch_image
+from ocibox.cache._listing import complete_images, inspect_image, list_images, render_table
+from ocibox.cache._prune import prune, remove_images
 from ocibox.cache._store import Store, default_root, process_start_time, remove_tree
+from ocibox.cache._usage import disk_usage
+from ocibox.cache._verify import verify
+
+
+def clean_stale_containers(store: Store) -> list[str]:
+    """Clean up containers whose process is gone (a crash): unmount what is left mounted under
+    ``containers/<id>``, drop the rows, remove the directories and the cgroups named after them.
+    Returns the ids cleaned. Any command may call it; prune and verify --repair do."""
+    from ocibox.cache._gc import Trash, remove_containers, stale_containers
+
+    trash = Trash(store)
+    try:
+        with store.lock("gc"):
+            return remove_containers(store, trash, stale_containers(store))
+    finally:
+        trash.empty()
+
 
 __all__ = [
     "ContainerRecord",
@@ -19,17 +38,26 @@ __all__ = [
     "LayerRef",
     "Store",
     "add_container",
+    "clean_stale_containers",
+    "complete_images",
     "default_root",
+    "disk_usage",
     "find_image",
     "finish_container",
     "get_container",
+    "inspect_image",
     "list_containers",
+    "list_images",
     "live_containers",
     "load_image",
     "new_container_id",
     "process_start_time",
+    "prune",
     "record_image",
+    "remove_images",
     "remove_tree",
+    "render_table",
     "set_container_pid",
     "touch_image",
+    "verify",
 ]

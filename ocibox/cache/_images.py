@@ -78,6 +78,11 @@ def record_image(
             ],
         )
         if ref.tag is not None:
+            # A tag that moves to another image takes that image's digest of this repository with
+            # it (docker): the old image is then named by nothing, i.e. dangling, and prune removes it.
+            old = db.execute("SELECT image_id FROM tags WHERE name=? AND tag=?", (ref.name, ref.tag)).fetchone()
+            if old is not None and old[0] != str(config_digest):
+                db.execute("DELETE FROM repo_digests WHERE name=? AND image_id=?", (ref.name, old[0]))
             db.execute(
                 "INSERT INTO tags(name, tag, image_id) VALUES (?,?,?) ON CONFLICT(name, tag) DO UPDATE SET image_id=excluded.image_id",
                 (ref.name, ref.tag, str(config_digest)),
