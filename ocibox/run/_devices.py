@@ -1,0 +1,178 @@
+"""Which device nodes a container may use: the default allow list, ``--device``, the v1 ``devices``
+cgroup, and what to do on cgroup v2.
+
+A container root can mknod any node (``CAP_MKNOD``) or find one shipped in its image, so the kernel
+must refuse opening nodes outside the list. cgroup v1 does it with the ``devices`` controller (deny
+``a`` first, then allow the list, as runc's ``AllowedDevices``); cgroup v2 has no such file and needs an
+eBPF ``BPF_PROG_TYPE_CGROUP_DEVICE`` program (what runc and crun attach). ocibox does not attach one
+(it would mean assembling eBPF by hand outside libseccomp); on v2 the runner therefore drops
+``CAP_MKNOD`` (no new nodes) and mounts the image's rootfs ``nodev`` (nodes shipped in the image
+cannot be opened); /dev is a fresh tmpfs holding only the nodes of the list (see ``V2_FALLBACK``).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from ocibox.errors import CgroupError, UsageError
+
+ANY = -1  # "*" in a cgroup rule
+
+
+class Device(NamedTuple):
+    """One cgroup device rule: type "c", "b" or "a", major/minor (ANY for *), access from "rwm"."""
+
+    type: str
+    major: int
+    minor: int
+    access: str
+
+    def rule(self) -> str:
+        def n(x: int) -> str:
+            return "*" if x == ANY else str(x)
+
+        return f"{self.type} {n(self.major)}:{n(self.minor)} {self.access}"
+
+
+class DeviceSpec(NamedTuple):
+    """``--device HOST[:CTR][:rwm]``: the host node, where it appears in the container, its type and
+    numbers (from stat of the host node), the access granted and the node's mode and owner to mknod."""
+
+    host_path: str
+    container_path: str
+    type: str
+    major: int
+    minor: int
+    access: str
+    mode: int
+    uid: int
+    gid: int
+
+    @property
+    def device(self) -> Device:
+        return Device(self.type, self.major, self.minor, self.access)
+
+
+# runc's AllowedDevices (libcontainer/specconv), which docker and podman use: mknod of any node is
+# allowed (opening is what is refused), then the nodes every container gets in /dev.
+_MKNOD_ANY = (Device("c", ANY, ANY, "m"), Device("b", ANY, ANY, "m"))
+_DEFAULT_NODES = (
+    ("/dev/null", Device("c", 1, 3, "rwm")),
+    ("/dev/zero", Device("c", 1, 5, "rwm")),
+    ("/dev/full", Device("c", 1, 7, "rwm")),
+    ("/dev/random", Device("c", 1, 8, "rwm")),
+    ("/dev/urandom", Device("c", 1, 9, "rwm")),
+    ("/dev/tty", Device("c", 5, 0, "rwm")),
+    ("/dev/ptmx", Device("c", 5, 2, "rwm")),
+    ("/dev/pts/*", Device("c", 136, ANY, "rwm")),  # the container's own devpts instance
+)
+_CONSOLE = ("/dev/console", Device("c", 5, 1, "rwm"))  # with -t: the pty is bind-mounted there
+
+V2_FALLBACK = ("cgroup v2 without an eBPF device program: drop CAP_MKNOD and mount the rootfs nodev, "
+               "so no node can be created and none shipped in the image can be opened")
+
+
+def default_devices(tty: bool = False) -> tuple[Device, ...]:
+    """The default allow list (``-t`` adds /dev/console)."""
+    nodes = (*_DEFAULT_NODES, _CONSOLE) if tty else _DEFAULT_NODES
+    return (*_MKNOD_ANY, *(d for _, d in nodes))
+
+
+def device_rules(specs: Iterable[DeviceSpec] = (), *, tty: bool = False) -> tuple[Device, ...]:
+    """The full allow list: defaults, then every ``--device``."""
+    return (*default_devices(tty), *(s.device for s in specs))
+
+
+def _valid_access(s: str) -> bool:
+    return bool(s) and all(c in "rwm" for c in s) and len(set(s)) == len(s)
+
+
+def parse_device_option(value: str) -> DeviceSpec:
+    """Parse docker's ``--device HOST[:CTR][:PERMS]`` and stat the host node (symlinks followed, as
+    docker does). PERMS is a combination of r, w, m (default rwm); CTR defaults to HOST."""
+    parts = value.split(":")
+    if not 1 <= len(parts) <= 3 or not parts[0]:
+        raise UsageError(f"--device {value}: expected HOST[:CONTAINER][:PERMISSIONS]")
+    host, ctr, access = parts[0], parts[0], "rwm"
+    if len(parts) == 2:
+        if _valid_access(parts[1]):
+            access = parts[1]
+        else:
+            ctr = parts[1]
+    elif len(parts) == 3:
+        ctr, access = parts[1], parts[2]
+    if not _valid_access(access):
+        raise UsageError(f"--device {value}: permissions {access!r} must be a combination of r, w and m")
+    if not host.startswith("/") or not ctr.startswith("/"):
+        raise UsageError(f"--device {value}: host and container paths must be absolute")
+    if os.path.normpath(ctr) in ("/", "/dev") or ".." in ctr.split("/"):
+        raise UsageError(f"--device {value}: {ctr} cannot be a device path in the container")
+    try:
+        st = os.stat(host)
+    except OSError as e:
+        raise UsageError(f"--device {value}: {host}: {e.strerror}; give an existing device node") from None
+    if stat.S_ISCHR(st.st_mode):
+        kind = "c"
+    elif stat.S_ISBLK(st.st_mode):
+        kind = "b"
+    else:
+        raise UsageError(f"--device {value}: {host} is not a character or block device node")
+    return DeviceSpec(host, os.path.normpath(ctr), kind, os.major(st.st_rdev), os.minor(st.st_rdev), access,
+                      st.st_mode, st.st_uid, st.st_gid)
+
+
+# ------------------------------------------------------------------ cgroup v1 devices controller
+def own_v1_devices_cgroup(pid: int | str = "self") -> str | None:
+    """The directory of ``pid``'s cgroup in the v1 devices hierarchy, or None when there is none
+    (a pure v2 host)."""
+    mount = None
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            for line in f:
+                pre, _, post = line.partition(" - ")
+                fields, sfields = pre.split(), post.split()
+                if sfields and sfields[0] == "cgroup" and "devices" in sfields[-1].split(","):
+                    mount = (fields[3], fields[4])  # (root within the hierarchy, mount point)
+                    break
+        if mount is None:
+            return None
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if "devices" in controllers.split(","):
+                    root, point = mount
+                    rel = os.path.relpath(path, root) if root != "/" else path.lstrip("/")
+                    return os.path.normpath(os.path.join(point, rel))
+    except OSError:
+        return None
+    return None
+
+
+def write_v1(cgroup_dir: str, rules: Iterable[Device]) -> None:
+    """Deny everything, then allow ``rules``, in a v1 devices cgroup directory (one rule per write,
+    as the kernel parses them). Done before any container process joins the cgroup."""
+
+    def put(name: str, text: str) -> None:
+        path = os.path.join(cgroup_dir, name)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, text.encode())
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise CgroupError(f"devices cgroup: writing {text!r} to {path} failed: {e.strerror}; the parent "
+                              "cgroup must allow every device given with --device") from None
+
+    put("devices.deny", "a")
+    for d in rules:
+        put("devices.allow", d.rule())
+
+
+def read_v1(cgroup_dir: str) -> list[str]:
+    """devices.list of a v1 devices cgroup (for --debug and tests)."""
+    with open(os.path.join(cgroup_dir, "devices.list"), encoding="utf-8") as f:
+        return f.read().split("\n")[:-1]

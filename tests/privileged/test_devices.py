@@ -1,0 +1,115 @@
+"""The v1 devices cgroup for real: deny-all plus the default allow list, a forked child inside it.
+
+A block device node made with mknod (as an image could ship one) opens for the test process, and is
+refused (EPERM) once the child is in the cgroup, while /dev/null still works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ocibox.run import _devices as dv
+
+pytestmark = pytest.mark.privileged
+
+
+@pytest.fixture
+def devices_cgroup() -> Iterator[str]:
+    parent = dv.own_v1_devices_cgroup()
+    if parent is None:
+        pytest.skip("no cgroup v1 devices hierarchy on this host (pure v2): see the v2 fallback")
+    path = os.path.join(parent, f"ocibox-test-devices-{os.getpid()}")
+    os.mkdir(path)
+    try:
+        yield path
+    finally:
+        # every child we put there has exited and been reaped; an empty cgroup can be removed
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(path)
+    assert not os.path.exists(path)
+
+
+def a_block_device() -> os.stat_result:
+    for name in sorted(os.listdir("/dev")):
+        st = os.stat(os.path.join("/dev", name))
+        if stat.S_ISBLK(st.st_mode):
+            return st
+    pytest.skip("no block device under /dev to copy")
+    raise AssertionError  # unreachable
+
+
+def in_child(cgroup: str | None, paths: list[str]) -> dict[str, int]:
+    """Fork; the child joins ``cgroup`` and tries to open each path; returns {path: errno or 0}."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            if cgroup:
+                with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+                    f.write("0")
+            out = []
+            for p in paths:
+                try:
+                    os.close(os.open(p, os.O_RDONLY))
+                    out.append(f"{p}=0")
+                except OSError as e:
+                    out.append(f"{p}={e.errno}")
+            os.write(w, "\n".join(out).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 65536):
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return {k: int(v) for k, v in (line.rsplit("=", 1) for line in data.decode().splitlines())}
+
+
+def test_deny_all_then_defaults(devices_cgroup: str, tmp_path: Path) -> None:
+    blk = a_block_device()
+    node = tmp_path / "sda"
+    os.mknod(node, stat.S_IFBLK | 0o600, blk.st_rdev)  # as an image could ship it
+    kmsg = tmp_path / "kmsg"
+    os.mknod(kmsg, stat.S_IFCHR | 0o600, os.makedev(1, 11))
+    paths = [str(node), str(kmsg), "/dev/null", "/dev/zero", "/dev/urandom"]
+    assert in_child(None, paths) == dict.fromkeys(paths, 0)  # without the cgroup, root opens them all
+
+    dv.write_v1(devices_cgroup, dv.device_rules())
+    listed = dv.read_v1(devices_cgroup)
+    assert "c 1:3 rwm" in listed and "b *:* m" in listed and "a *:* rwm" not in listed
+    got = in_child(devices_cgroup, paths)
+    assert got == {str(node): errno.EPERM, str(kmsg): errno.EPERM, "/dev/null": 0, "/dev/zero": 0,
+                   "/dev/urandom": 0}
+
+
+def test_device_option_adds_one_node(devices_cgroup: str, tmp_path: Path) -> None:
+    blk = a_block_device()
+    node = tmp_path / "disk"
+    os.mknod(node, stat.S_IFBLK | 0o600, blk.st_rdev)
+    spec = dv.parse_device_option(f"{node}:/dev/xvda:r")
+    assert spec.type == "b" and os.makedev(spec.major, spec.minor) == blk.st_rdev
+    dv.write_v1(devices_cgroup, dv.device_rules([spec]))
+    assert f"b {spec.major}:{spec.minor} r" in dv.read_v1(devices_cgroup)
+    assert in_child(devices_cgroup, [str(node)]) == {str(node): 0}
+
+
+def test_a_device_the_parent_forbids_is_a_cgroup_error(devices_cgroup: str) -> None:
+    from ocibox.errors import CgroupError
+
+    child = os.path.join(devices_cgroup, "inner")
+    dv.write_v1(devices_cgroup, dv.default_devices())
+    os.mkdir(child)
+    try:
+        with pytest.raises(CgroupError, match=r"b 8:0 rwm.*inner/devices.allow.*parent cgroup"):
+            dv.write_v1(child, [dv.Device("b", 8, 0, "rwm")])
+    finally:
+        os.rmdir(child)
