@@ -150,7 +150,7 @@ def test_one_layer_image_is_a_read_only_bind(tmp_path: Path) -> None:
 
 
 def test_image_mount_umount_export(big: tuple[Store, ImageRecord], tmp_path: Path) -> None:
-    store, record = big
+    store, _ = big
     settings = Settings(root=store.root)
     path = mount_image(settings, "test/many:128")
     try:

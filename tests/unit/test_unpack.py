@@ -223,7 +223,7 @@ def test_broken_streams(store: Store, case: str) -> None:
         "empty-gzip": b"",
     }[case]
     diff_id = digest(tar[:30_000]) if case == "tar-truncated" else digest(tar)
-    with pytest.raises(LayerError, match="^layer l1: ") as ei:
+    with pytest.raises(LayerError, match=r"^layer l1: ") as ei:
         unpack_layer(store, io.BytesIO(blob), compression=compression, diff_id=diff_id, chain_id=diff_id,
                      parent=None, what="layer l1")
     assert "\n" not in str(ei.value)
