@@ -113,3 +113,73 @@ def test_a_device_the_parent_forbids_is_a_cgroup_error(devices_cgroup: str) -> N
             dv.write_v1(child, [dv.Device("b", 8, 0, "rwm")])
     finally:
         os.rmdir(child)
+
+
+def own_v2_cgroup() -> str | None:
+    """This process's cgroup in the cgroup2 hierarchy (the whole tree on v2, /sys/fs/cgroup/unified on a
+    hybrid host like these machines), or None."""
+    with open("/proc/self/mountinfo") as f:
+        point = next((line.split()[4] for line in f if line.partition(" - ")[2].startswith("cgroup2 ")), None)
+    if point is None:
+        return None
+    with open("/proc/self/cgroup") as f:
+        rel = next((line.rstrip("\n").split(":", 2)[2] for line in f if line.startswith("0::")), None)
+    return None if rel is None else os.path.normpath(point + rel)
+
+
+@pytest.fixture
+def v2_cgroup() -> Iterator[str]:
+    parent = own_v2_cgroup()
+    if parent is None:
+        pytest.skip("no cgroup2 hierarchy mounted on this host")
+    path = os.path.join(parent, f"ocibox-test-devices-{os.getpid()}")
+    os.mkdir(path)
+    try:
+        yield path
+    finally:
+        os.rmdir(path)  # detaches the program with the cgroup
+
+
+def in_child_v2(cgroup: str, paths: list[str]) -> dict[str, int]:
+    return in_child(cgroup, paths)  # joining is the same cgroup.procs write on v2
+
+
+def test_v2_ebpf_device_program(v2_cgroup: str, tmp_path: Path) -> None:
+    """The eBPF program attached to a cgroup2 directory (on a hybrid host it acts alongside the v1
+    devices cgroup, which allows everything at our level)."""
+    blk = a_block_device()
+    node = tmp_path / "sda"
+    os.mknod(node, stat.S_IFBLK | 0o600, blk.st_rdev)
+    kmsg = tmp_path / "kmsg"
+    os.mknod(kmsg, stat.S_IFCHR | 0o600, os.makedev(1, 11))
+    paths = [str(node), str(kmsg), "/dev/null", "/dev/urandom"]
+    assert in_child(None, paths) == dict.fromkeys(paths, 0)
+    spec = dv.parse_device_option(f"{kmsg}:/dev/kmsg:r")
+    dv.attach_v2(v2_cgroup, dv.device_rules([spec]))
+    got = in_child_v2(v2_cgroup, paths)
+    assert got == {str(node): errno.EPERM, str(kmsg): 0, "/dev/null": 0, "/dev/urandom": 0}
+    # the access must be within the rule's: kmsg was given "r" only
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        with open(os.path.join(v2_cgroup, "cgroup.procs"), "w") as f:
+            f.write("0")
+        try:
+            os.close(os.open(kmsg, os.O_WRONLY))
+            os.write(w, b"0")
+        except OSError as e:
+            os.write(w, str(e.errno).encode())
+        os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    assert os.read(r, 16) == str(errno.EPERM).encode()
+    os.close(r)
+
+
+def test_v2_program_for_every_rule_shape_passes_the_verifier() -> None:
+    rules = [dv.Device("a", dv.ANY, dv.ANY, "m"), dv.Device("b", 8, dv.ANY, "rw"), dv.Device("c", dv.ANY, 3, "w"),
+             *dv.device_rules(tty=True)]
+    from ocibox.run import syscalls
+
+    fd = syscalls.bpf_prog_load_cgroup_device(dv.bpf_device_program(rules))
+    os.close(fd)

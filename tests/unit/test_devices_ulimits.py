@@ -109,3 +109,19 @@ def test_apply_lowers_only_what_is_asked() -> None:
     os.close(w)
     got = os.read(r, 4096).decode()
     assert got == repr([(64, 128), *before.values()])
+
+
+def test_bpf_program_shape() -> None:
+    """6 loads, per rule its comparisons + return 1, then return 0; jumps land on the next rule."""
+    import struct
+
+    prog = dv.bpf_device_program([dv.Device("c", 1, 3, "rwm"), dv.Device("b", dv.ANY, dv.ANY, "m")])
+    insns = [struct.unpack("<BBhi", prog[i:i + 8]) for i in range(0, len(prog), 8)]
+    assert len(insns) == 6 + 5 + 6 + 2
+    rule1 = insns[6:11]
+    assert [(c, off, imm) for c, _, off, imm in rule1] == [
+        (0x55, 4, 2), (0x55, 3, 1), (0x55, 2, 3), (0xB7, 0, 1), (0x95, 0, 0)]
+    rule2 = insns[11:17]
+    assert [(c, off, imm) for c, _, off, imm in rule2] == [
+        (0x55, 5, 1), (0xBC, 0, 0), (0x54, 0, 1), (0x5D, 2, 0), (0xB7, 0, 1), (0x95, 0, 0)]
+    assert insns[-2:] == [(0xB7, 0, 0, 0), (0x95, 0, 0, 0)]
