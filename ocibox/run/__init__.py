@@ -1,0 +1,42 @@
+"""Runner: ``ocibox run`` (RunSpec, namespaces, rootfs and pivot_root, cgroups v1/v2, the process).
+
+This package is on the warm path of ``ocibox run``: importing it costs nothing; the parts load
+when used. Public surface::
+
+    run_main(settings, argv) -> int                    the CLI verb (argv: everything after 'run')
+    RunSpec.from_image(config, flags) -> RunSpec       pure: docker's entrypoint/cmd/env/user rules
+    run_container(spec, rootfs, state_dir, ...) -> int one container's whole life; the exit status
+    open_cgroup(name, limits, parent=...)              the cgroup manager of this host (v1 or v2)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ocibox.settings import Settings
+
+__all__ = ["Limits", "Mount", "RunFlags", "RunSpec", "open_cgroup", "parse_run_args", "run_container",
+           "run_main"]
+
+
+def run_main(settings: Settings, argv: list[str]) -> int:
+    """``ocibox run [OPTIONS] IMAGE [COMMAND] [ARG...]``; returns the exit status."""
+    from ocibox.run._main import main
+
+    return main(settings, argv)
+
+
+_LAZY = {
+    "Limits": "ocibox.run._spec", "Mount": "ocibox.run._spec", "RunFlags": "ocibox.run._spec",
+    "RunSpec": "ocibox.run._spec", "open_cgroup": "ocibox.run._cgroup", "parse_run_args": "ocibox.run._flags",
+    "run_container": "ocibox.run._container",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ocibox.run' has no attribute {name!r}")

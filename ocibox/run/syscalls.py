@@ -9,9 +9,7 @@ friends; only what it lacks is here.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
-import platform
 from functools import cache
 
 # mount(2) flags
@@ -45,14 +43,22 @@ _SYS = {
 
 @cache
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # "libc.so.6" directly: ctypes.util.find_library imports subprocess and friends (~10 ms on
+    # the warm path of 'ocibox run'); it is only the fallback for a libc of another name.
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        from ctypes.util import find_library
+
+        return ctypes.CDLL(find_library("c") or "libc.so.6", use_errno=True)
 
 
 def _nr(name: str) -> int:
+    machine = os.uname().machine
     try:
-        return _SYS[platform.machine()][name]
+        return _SYS[machine][name]
     except KeyError:
-        raise OSError(38, f"{name}: syscall number unknown on {platform.machine()}") from None
+        raise OSError(38, f"{name}: syscall number unknown on {machine}") from None
 
 
 def _check(ret: int, what: str) -> int:
@@ -372,9 +378,9 @@ class _BpfAttachAttr(ctypes.Structure):
 
 
 def _bpf(cmd: int, attr: ctypes.Structure, what: str) -> int:
-    nr = _SYS_BPF.get(platform.machine())
+    nr = _SYS_BPF.get(os.uname().machine)
     if nr is None:
-        raise OSError(38, f"bpf: syscall number unknown on {platform.machine()}")
+        raise OSError(38, f"bpf: syscall number unknown on {os.uname().machine}")
     return _check(_libc().syscall(nr, cmd, ctypes.byref(attr), ctypes.sizeof(attr)), what)
 
 
@@ -397,3 +403,8 @@ def bpf_prog_attach(cgroup_fd: int, prog_fd: int, attach_type: int = BPF_CGROUP_
     """Attach a loaded program to a cgroup v2 directory fd; the attachment keeps the program alive
     until the cgroup is removed."""
     _bpf(BPF_PROG_ATTACH, _BpfAttachAttr(cgroup_fd, prog_fd, attach_type, flags), "bpf(BPF_PROG_ATTACH)")
+
+
+def socket(domain: int, type_: int, protocol: int = 0) -> int:
+    """socket(2) as a bare fd (for ioctls; importing the socket module costs ~5 ms)."""
+    return _check(_libc().socket(domain, type_ | os.O_CLOEXEC, protocol), "socket")

@@ -1,0 +1,187 @@
+"""``ocibox run`` flags: one argparse parser (docker's names), turned into a RunFlags value here."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import posixpath
+from collections.abc import Mapping
+
+from ocibox.errors import UsageError
+from ocibox.run._spec import Mount, RunFlags, parse_size
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"ocibox run: {message} (see 'ocibox run --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="ocibox run",
+        usage="ocibox run [OPTIONS] IMAGE [COMMAND] [ARG...]",
+        description="Run a command in a new container (fresh namespaces, pivot_root, cgroup limits).",
+        add_help=False,
+    )
+    a = p.add_argument
+    a("-e", "--env", action="append", default=[], metavar="NAME[=VALUE]", help="set an environment variable")
+    a("--env-file", action="append", default=[], metavar="FILE", help="read environment variables from a file")
+    a("-w", "--workdir", default="", help="working directory inside the container")
+    a("-u", "--user", default="", help="user[:group] (name or number) to run as")
+    a("--entrypoint", default=None, help="override the image's entrypoint ('' clears it)")
+    a("--hostname", "-h", default="", help="container host name (default: the short container id)")
+    a("--help", action="help", help="show this help and exit")
+    a("-v", "--volume", action="append", default=[], metavar="HOST:CTR[:ro]", help="bind mount a host path")
+    a("--tmpfs", action="append", default=[], metavar="PATH[:OPTS]", help="mount a tmpfs")
+    a("--read-only", action="store_true", help="mount the root filesystem read-only")
+    a("-i", "--interactive", action="store_true", help="keep stdin open")
+    a("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
+    a("--rm", action="store_true", help="remove the container record when it exits")
+    a("--name", default="", help="container name")
+    a("--network", "--net", default="", metavar="MODE",
+      help="private (the default) or none: an own network namespace with only loopback up; "
+           "host: the host's network")
+    a("-m", "--memory", default="", metavar="SIZE", help="memory limit (e.g. 64m)")
+    a("--memory-swap", default="", metavar="SIZE", help="memory plus swap limit; -1 unlimited")
+    a("--cpus", default="", metavar="N", help="number of CPUs (cfs quota)")
+    a("-c", "--cpu-shares", default=0, type=int, metavar="N", help="relative CPU weight")
+    a("--cpuset-cpus", default="", metavar="LIST", help="CPUs the container may use (0-1, 0,2)")
+    a("--pids-limit", default=0, type=int, metavar="N", help="maximum number of processes (-1 unlimited)")
+    a("--cap-add", action="append", default=[], metavar="CAP", help="add a capability (or ALL)")
+    a("--cap-drop", action="append", default=[], metavar="CAP", help="drop a capability (or ALL)")
+    a("--init", action="store_true", help="run a minimal reaper as PID 1")
+    a("--platform", default="", metavar="OS/ARCH[/VARIANT]", help="platform to pull if the image is missing")
+    a("--pull", default="missing", choices=("missing", "always", "never"), help="when to pull the image")
+    a("--cgroup-parent", default="", metavar="PATH", help="parent cgroup (default: the caller's own)")
+    a("image", metavar="IMAGE")
+    a("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
+    return p
+
+
+def parse_env_file(path: str, environ: Mapping[str, str]) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read(1 << 20).splitlines()
+    except OSError as e:
+        raise UsageError(f"cannot read --env-file {path}: {e.strerror}") from None
+    out: list[str] = []
+    for line in lines:
+        line = line.lstrip()
+        if not line or line.startswith("#"):
+            continue
+        out.extend(_env_entry(line, environ, f"--env-file {path}"))
+    return out
+
+
+def _env_entry(text: str, environ: Mapping[str, str], what: str) -> list[str]:
+    name, eq, _ = text.partition("=")
+    if not name or any(c.isspace() for c in name):
+        raise UsageError(f"invalid environment variable {text!r} in {what}: use NAME=VALUE")
+    if eq:
+        return [text]
+    # docker: "-e NAME" takes the value from the caller's environment, or is dropped.
+    return [f"{name}={environ[name]}"] if name in environ else []
+
+
+def parse_volume(text: str) -> Mount:
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise UsageError(f"invalid volume {text!r}: use HOST:CONTAINER[:ro|rw]")
+    host, ctr = parts[0], parts[1]
+    opts = parts[2].split(",") if len(parts) == 3 else []
+    if not host.startswith("/"):
+        raise UsageError(f"invalid volume {text!r}: named volumes are not supported; give an absolute host path")
+    if not ctr.startswith("/"):
+        raise UsageError(f"invalid volume {text!r}: the container path must be absolute")
+    ro = False
+    for o in opts:
+        if o == "ro":
+            ro = True
+        elif o not in ("rw", "z", "Z", ""):
+            raise UsageError(f"invalid volume option {o!r} in {text!r}: use ro or rw")
+    return Mount("bind", posixpath.normpath(ctr), source=os.path.abspath(host), readonly=ro)
+
+
+_TMPFS_FLAGS = {"ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec"}
+
+
+def parse_tmpfs(text: str) -> Mount:
+    path, _, opts = text.partition(":")
+    if not path.startswith("/"):
+        raise UsageError(f"invalid --tmpfs {text!r}: the path must be absolute")
+    flags = {"nosuid": True, "nodev": True, "noexec": True}
+    data = []
+    ro = False
+    for o in filter(None, opts.split(",")):
+        if o in _TMPFS_FLAGS:
+            if o in ("ro", "rw"):
+                ro = o == "ro"
+            elif o.startswith("no"):
+                flags[o] = True
+            else:
+                flags["no" + o] = False
+        elif o.split("=")[0] in ("size", "mode", "uid", "gid", "nr_inodes", "nr_blocks"):
+            data.append(o)
+        else:
+            raise UsageError(f"invalid --tmpfs option {o!r}: use size=, mode=, uid=, gid=, ro, exec, dev, suid")
+    return Mount("tmpfs", posixpath.normpath(path), readonly=ro,
+                 flags=tuple(sorted(k for k, v in flags.items() if v)), data=",".join(data))
+
+
+def parse_run_args(argv: list[str], environ: Mapping[str, str] | None = None) -> RunFlags:
+    env_map = os.environ if environ is None else environ
+    ns = build_parser().parse_args(argv)
+    env: list[str] = []
+    for path in ns.env_file:
+        env += parse_env_file(path, env_map)
+    for e in ns.env:
+        env += _env_entry(e, env_map, "-e")
+    network = ns.network or "private"
+    if network not in ("private", "none", "host"):
+        raise UsageError(f"unsupported --network {network!r}: use none, host or private "
+                         "(ocibox has no bridge networks)")
+    cpus = 0.0
+    if ns.cpus:
+        try:
+            cpus = float(ns.cpus)
+        except ValueError:
+            raise UsageError(f"invalid --cpus {ns.cpus!r}: use a number such as 0.5 or 2") from None
+        if cpus <= 0 or cpus > (os.cpu_count() or 1) * 1.0:
+            raise UsageError(f"invalid --cpus {ns.cpus}: the range is 0.01 to {os.cpu_count()} (this host's CPUs)")
+    memory = parse_size(ns.memory, "--memory") if ns.memory else 0
+    if memory == -1:
+        memory = 0
+    if memory and memory < 6 * 2**20:
+        raise UsageError(f"--memory {ns.memory} is below the minimum of 6m")
+    if ns.pids_limit < -1:
+        raise UsageError("--pids-limit must be a positive number, or -1 for unlimited")
+    if ns.cpu_shares < 0:
+        raise UsageError("--cpu-shares must not be negative")
+    return RunFlags(
+        image=ns.image,
+        command=tuple(ns.command),
+        entrypoint=ns.entrypoint,
+        env=tuple(env),
+        workdir=ns.workdir,
+        user=ns.user,
+        hostname=ns.hostname,
+        mounts=tuple([parse_volume(v) for v in ns.volume] + [parse_tmpfs(t) for t in ns.tmpfs]),
+        read_only=ns.read_only,
+        interactive=ns.interactive,
+        tty=ns.tty,
+        rm=ns.rm,
+        name=ns.name,
+        network=network,
+        memory=memory,
+        memory_swap=parse_size(ns.memory_swap, "--memory-swap") if ns.memory_swap else 0,
+        cpus=cpus,
+        cpu_shares=ns.cpu_shares,
+        pids_limit=ns.pids_limit,
+        cpuset_cpus=ns.cpuset_cpus,
+        cap_add=tuple(ns.cap_add),
+        cap_drop=tuple(ns.cap_drop),
+        init=ns.init,
+        platform=ns.platform,
+        pull=ns.pull,
+        cgroup_parent=ns.cgroup_parent,
+    )

@@ -1,0 +1,88 @@
+"""The store glue of ``ocibox run``: find (or pull) the image, record the container, run it, clean up.
+
+On the warm path (image present) nothing heavy is imported: no httpx, tqdm, typer, tarfile or
+puller; the puller is imported only when the image has to be pulled.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from ocibox import cache
+from ocibox.errors import ImageNotFound, RuntimeSetupError
+from ocibox.run._cgroup import open_cgroup
+from ocibox.run._container import run_container
+from ocibox.run._flags import parse_run_args
+from ocibox.run._spec import RunFlags, RunSpec
+
+if TYPE_CHECKING:
+    from ocibox.settings import Settings
+
+
+def _image(settings: Settings, store: cache.Store, flags: RunFlags) -> cache.ImageRecord:
+    if flags.pull != "always":
+        try:
+            record = cache.find_image(store, flags.image)
+        except ImageNotFound:
+            if flags.pull == "never":
+                raise ImageNotFound(f"no such image: {flags.image}; --pull never forbids pulling it "
+                                    f"(run 'ocibox pull {flags.image}')") from None
+        else:
+            if not flags.platform:
+                return record
+            from ocibox.image import Platform
+
+            if str(Platform.parse(flags.platform)) == record.platform:
+                return record
+    from ocibox import puller
+    from ocibox.image import Platform
+    from ocibox.reference import Reference
+
+    ref = Reference.parse(flags.image)
+    puller.pull(settings, ref, platform=Platform.parse(flags.platform) if flags.platform else None)
+    return cache.find_image(store, flags.image)
+
+
+def main(settings: Settings, argv: list[str]) -> int:
+    flags = parse_run_args(argv)
+    store = cache.Store(settings.root)
+    record = _image(settings, store, flags)
+    config = record.config(store)
+    cid = cache.new_container_id()
+    spec = RunSpec.from_image(config, flags, container_id=cid)
+    for warning in spec.warnings:
+        sys.stderr.write(f"ocibox: warning: {warning}\n")
+
+    def echo(line: str) -> None:
+        sys.stderr.write(f"ocibox: {line}\n")
+
+    from ocibox import layers
+
+    mount_rootfs = getattr(layers, "mount_rootfs", None)
+    if mount_rootfs is None:
+        raise RuntimeSetupError("this ocibox has no layer store mount (ocibox.layers.mount_rootfs); "
+                                "install a complete ocibox")
+    cgroup = open_cgroup(f"ocibox-{cid}", spec.limits, parent=flags.cgroup_parent,
+                         echo=echo if settings.debug else None)
+    cache.add_container(store, cid, flags.name or None, str(record.id), list(spec.argv))
+    cdir = store.container_dir(cid)
+    upper, work, merged = cdir / "upper", cdir / "work", cdir / "merged"
+    status: int | None = None
+    try:
+        cache.touch_image(store, record.id)
+        for d in (upper, work, merged):
+            d.mkdir(parents=True)
+        status = run_container(
+            spec,
+            merged,
+            cdir,
+            mount_rootfs=lambda: mount_rootfs(store, record, merged, upper=upper, work=work),
+            cgroup=cgroup,
+            on_start=lambda pid: cache.set_container_pid(store, cid, pid),
+            echo=echo if settings.debug else None,
+        )
+        return status
+    finally:
+        cache.remove_tree(cdir)
+        cache.finish_container(store, cid, status, remove=flags.rm)
