@@ -323,6 +323,8 @@ class RegistryClient:
                                       self._auth_for(scheme) if use_auth else None)
             except TransportError as e:
                 last = e
+                if scheme == "https" and not getattr(e, "tls", False):
+                    break  # nothing listens (or it broke): plain HTTP would not fare better
                 continue
             self._scheme = scheme
             return resp
@@ -341,9 +343,11 @@ class RegistryClient:
                                      temporary=True) from None
             except httpx.TransportError as e:
                 if _is_tls_error(e):
-                    raise TransportError(
+                    err = TransportError(
                         f"{what}: TLS with {url.netloc.decode()} failed ({e}); if this registry has no valid"
-                        " certificate, pass --insecure-registry " + url.netloc.decode(), temporary=False) from None
+                        " certificate, pass --insecure-registry " + url.netloc.decode(), temporary=False)
+                    err.tls = True  # type: ignore[attr-defined]
+                    raise err from None
                 raise TransportError(f"{what}: cannot reach {url.netloc.decode()}: {e or type(e).__name__}",
                                      temporary=True) from None
             if response.status_code in _REDIRECTS and "location" in response.headers:
@@ -515,7 +519,7 @@ class BlobStream:
 
     def _accept(self, resp: httpx.Response) -> None:
         self._resp = resp
-        self._iter = resp.iter_raw(CHUNK)
+        self._iter = resp.iter_raw()
         if self.pos and resp.status_code == 200:
             # The server ignored Range: skip what we already have.
             skip = self.pos

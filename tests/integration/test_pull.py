@@ -230,7 +230,7 @@ def test_cli_end_to_end(pulled_busybox: tuple[Path, str], registry: Registry) ->
     root, ref = pulled_busybox
     db = sqlite3.connect(root / "ocibox.db")
     rows = db.execute("SELECT id, manifest_digest, platform FROM images").fetchall()
-    assert len(rows) == 1 and rows[0][2] == "linux/amd64" or rows[0][2] == str(Platform.host())
+    assert (len(rows) == 1 and rows[0][2] == "linux/amd64") or rows[0][2] == str(Platform.host())
     (cid,) = db.execute("SELECT chain_id FROM image_layers WHERE image_id=?", (rows[0][0],)).fetchone()
     assert (root / "layers" / cid.split(":")[1] / "diff" / "bin" / "busybox").is_file()
     assert db.execute("SELECT tag FROM tags WHERE name=?", (ref.rsplit(":", 1)[0],)).fetchone() == ("latest",)
