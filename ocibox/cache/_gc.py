@@ -268,19 +268,35 @@ def stale_containers(store: Store) -> list[ContainerRecord]:
 
 
 def container_cgroups(cid: str) -> list[Path]:
-    """Cgroup directories named after the container (v1 hierarchies and the v2 tree)."""
-    out: list[Path] = []
+    """Cgroup directories named after the container (``ocibox-<id>``, ``ocibox-<id12>`` or the id)
+    in every hierarchy: at its top, under ``ocibox/``, and under this process's own cgroup
+    (the runner nests a container's cgroup under its caller's, as runc does)."""
     root = Path("/sys/fs/cgroup")
-    names = {f"ocibox-{cid}", f"ocibox-{cid[:12]}", cid}
+    names = (f"ocibox-{cid}", f"ocibox-{cid[:12]}", cid)
+    own: dict[str, str] = {}
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                parts = line.rstrip("\n").split(":", 2)
+                if len(parts) == 3:
+                    for c in (parts[1].split(",") if parts[1] else [""]):
+                        own[c.removeprefix("name=")] = parts[2].lstrip("/")
+    except OSError:
+        pass
     try:
         tops = [root, *[Path(e.path) for e in os.scandir(root) if e.is_dir(follow_symlinks=False)]]
     except OSError:
-        return out
+        return []
+    out: list[Path] = []
     for top in tops:
-        for parent in (top, top / "ocibox"):
+        key = "" if top == root or top.name == "unified" else top.name.split(",")[0]
+        parents = {top, top / "ocibox"}
+        if own.get(key):
+            parents.add(top / own[key])
+        for parent in parents:
             for n in names:
                 p = parent / n
-                if p.is_dir() and (p / "cgroup.procs").exists():
+                if p not in out and (p / "cgroup.procs").exists():
                     out.append(p)
     return out
 

@@ -33,6 +33,9 @@ def disk_usage(settings: Settings, *, verbose: bool) -> dict[str, Any]:
     live_ids = {c.id for c in live}
     leased = normalize_leases(store.leased())
     active_images = {c.image_id for c in live} | (leased & refs.images)
+    # Closing the last connection checkpoints the WAL and removes it and the shared-memory
+    # file: measure the store at rest, as du sees it once this command has exited.
+    store.close()
 
     du = DiskUsage()
     root = store.root
