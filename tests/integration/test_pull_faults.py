@@ -148,5 +148,5 @@ def test_mirror_before_origin(image: tuple[str, oci.Layer], registry: Registry, 
 
 
 def test_unreachable_registry(store_root: Path) -> None:
-    with pytest.raises(TransportError, match="cannot reach 127.0.0.1:9"):
+    with pytest.raises(TransportError, match=r"cannot reach 127\.0\.0\.1:9"):
         pull(Settings(root=store_root, quiet=True), Reference.parse("127.0.0.1:9/x:y"))
