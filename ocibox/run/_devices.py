@@ -129,9 +129,9 @@ def parse_device_option(value: str) -> DeviceSpec:
 
 
 # ------------------------------------------------------------------ cgroup v1 devices controller
-def own_v1_devices_cgroup(pid: int | str = "self") -> str | None:
-    """The directory of ``pid``'s cgroup in the v1 devices hierarchy, or None when there is none
-    (a pure v2 host)."""
+def own_v1_devices_cgroup(pid: int | str = "self", parent: str = "") -> str | None:
+    """The directory of ``pid``'s cgroup in the v1 devices hierarchy (or of ``parent``, a path from the
+    hierarchy's root, as --cgroup-parent), or None when there is none (a pure v2 host)."""
     mount = None
     try:
         with open("/proc/self/mountinfo", encoding="utf-8") as f:
@@ -143,6 +143,8 @@ def own_v1_devices_cgroup(pid: int | str = "self") -> str | None:
                     break
         if mount is None:
             return None
+        if parent:
+            return os.path.normpath(os.path.join(mount[1], parent.lstrip("/")))
         with open(f"/proc/{pid}/cgroup", encoding="utf-8") as f:
             for line in f:
                 _, controllers, path = line.rstrip("\n").split(":", 2)

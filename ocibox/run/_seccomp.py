@@ -23,7 +23,6 @@ Use::
 from __future__ import annotations
 
 import os
-import platform
 import zlib
 from typing import NamedTuple
 
@@ -252,7 +251,7 @@ def _resolve(entries: tuple[_Entry, ...] | list[_Entry], caps: set[str], goarch:
 def default_profile(caps: set[str], *, machine: str | None = None, release: str | None = None) -> Profile:
     """docker's default profile for a container whose bounding set is ``caps`` ("CAP_SYS_ADMIN" or
     "SYS_ADMIN")."""
-    machine = machine or platform.machine()
+    machine = machine or os.uname().machine
     release = release or os.uname().release
     norm = {_norm_cap(c) for c in caps}
     rules = _resolve(_DEFAULT, norm, _GOARCH.get(machine, machine), release)
@@ -359,7 +358,7 @@ def parse_profile(text: str, caps: set[str], *, source: str = "profile", machine
     """
     import json  # only for profile files: the default path stays free of it
 
-    machine = machine or platform.machine()
+    machine = machine or os.uname().machine
     release = release or os.uname().release
     try:
         doc = json.loads(text)
@@ -476,7 +475,7 @@ def compile_filter(profile: Profile, cache_dir: str | None = None) -> SeccompFil
     if cache_dir is None:
         program, skipped = _build(profile)
         return SeccompFilter(program, profile.source, skipped)
-    key = f"{syscalls.seccomp_version()} {platform.machine()} {profile!r}\n".encode()
+    key = f"{syscalls.seccomp_version()} {os.uname().machine} {profile!r}\n".encode()
     path = os.path.join(cache_dir, f"seccomp-{zlib.crc32(key):08x}-{len(key)}.bpf")
     try:
         with open(path, "rb") as f:
