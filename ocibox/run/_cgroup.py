@@ -57,7 +57,7 @@ class _Writer:
     def __call__(self, path: Path, value: str | int, why: str = "") -> None:
         text = str(value)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
             try:
                 os.write(fd, text.encode())
             finally:

@@ -65,10 +65,12 @@ def run_container(
 
     ``mount_rootfs`` mounts the rootfs at ``rootfs`` inside the container's mount namespace
     (the overlay of the image's layers); without it ``rootfs`` is a prepared directory that is
-    bind-mounted. ``state_dir`` receives hostname, hosts and resolv.conf. Setup failures raise
+    bind-mounted. ``state_dir/etc`` gets a tmpfs, in the container's mount namespace only, holding
+    its hostname, hosts and resolv.conf. Setup failures raise
     the matching OciboxError (125; 126/127 when the command cannot be executed).
     """
-    _write_etc_files(spec, state_dir)
+    (state_dir / "etc").mkdir(parents=True, exist_ok=True)
+    etc = _etc_files(spec)
     master = slave = -1
     c2 = 0
     reaped = False
@@ -86,7 +88,7 @@ def run_container(
         c1 = os.fork()
         if c1 == 0:  # pragma: no cover - child
             os.close(r)
-            _stage1(spec, rootfs, state_dir, mount_rootfs, cgroup, slave, w)
+            _stage1(spec, rootfs, state_dir, etc, mount_rootfs, cgroup, slave, w)
         os.close(w)
         if slave >= 0:
             os.close(slave)
@@ -253,18 +255,15 @@ def _human(n: int) -> str:
     return f"{n} bytes"
 
 
-def _write_etc_files(spec: RunSpec, state_dir: Path) -> None:
-    """hostname, hosts and resolv.conf, bind-mounted over the image's (docker keeps them per container)."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    (state_dir / "hostname").write_text(spec.hostname + "\n")
+def _etc_files(spec: RunSpec) -> dict[str, str]:
+    """hostname, hosts and resolv.conf of the container (docker keeps them per container)."""
     if spec.network == "host":
         hosts = _read_host_file("/etc/hosts")
     else:
         hosts = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n"
                  "ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
                  f"127.0.1.1\t{spec.hostname}\n")
-    (state_dir / "hosts").write_text(hosts)
-    (state_dir / "resolv.conf").write_text(_read_host_file("/etc/resolv.conf"))
+    return {"hostname": spec.hostname + "\n", "hosts": hosts, "resolv.conf": _read_host_file("/etc/resolv.conf")}
 
 
 def _read_host_file(path: str) -> str:
@@ -290,7 +289,7 @@ def _report(w: int, e: BaseException) -> int:
     return code
 
 
-def _stage1(spec: RunSpec, rootfs: Path, state_dir: Path, mount_rootfs: Callable[[], None] | None,
+def _stage1(spec: RunSpec, rootfs: Path, state_dir: Path, etc: dict[str, str], mount_rootfs: Callable[[], None] | None,
             cgroup: Cgroup | None, slave: int, w: int) -> None:  # pragma: no cover - runs in C1
     code = 125
     try:
@@ -308,7 +307,7 @@ def _stage1(spec: RunSpec, rootfs: Path, state_dir: Path, mount_rootfs: Callable
         pid = os.fork()
         if pid == 0:
             try:
-                _container_init(spec, rootfs, state_dir, mount_rootfs, cgroup, slave, w)
+                _container_init(spec, rootfs, state_dir, etc, mount_rootfs, cgroup, slave, w)
             except BaseException as e:
                 code = _report(w, e)
             os._exit(code)
@@ -410,7 +409,7 @@ def _on_initramfs() -> bool:
     return False
 
 
-def _container_init(spec: RunSpec, rootfs: Path, state_dir: Path, mount_rootfs: Callable[[], None] | None,
+def _container_init(spec: RunSpec, rootfs: Path, state_dir: Path, etc: dict[str, str], mount_rootfs: Callable[[], None] | None,
                     cgroup: Cgroup | None, slave: int, w: int) -> None:  # pragma: no cover - runs as PID 1
     """PID 1 of the new namespaces: set up the container and exec its command. Never returns."""
     # Until exec this process is the host's Python with the host's files mapped: make it
@@ -441,6 +440,14 @@ def _container_init(spec: RunSpec, rootfs: Path, state_dir: Path, mount_rootfs: 
     # 3. Mounts made here must not propagate back to the host, while host unmounts still
     # reach us: make the whole tree a recursive slave (runc's rootfsPropagation default).
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_SLAVE)
+    # hostname, hosts, resolv.conf live on a small tmpfs seen only in this mount namespace:
+    # nothing is written to the host's disk and the container's mountinfo names no host path.
+    state = str(state_dir / "etc")
+    sc.mount("tmpfs", state, "tmpfs", _KERNEL_FS, "mode=755,size=256k")
+    for name, text in etc.items():
+        with open(os.path.join(state, name), "w") as f:
+            f.write(text)
+        os.chmod(os.path.join(state, name), 0o644)
     # The rootfs: the overlay of the image's layers, or a prepared directory bound onto itself
     # (pivot_root needs new_root to be a mount point).
     rootfs_s = str(rootfs)
@@ -490,7 +497,7 @@ def _container_init(spec: RunSpec, rootfs: Path, state_dir: Path, mount_rootfs: 
             _remount_ro_in(root, "/sys/fs/cgroup", _KERNEL_FS)
     # The container's own hostname, hosts and resolv.conf (docker bind-mounts them).
     for name in ("hostname", "hosts", "resolv.conf"):
-        _mount_in(root, f"/etc/{name}", str(state_dir / name), None, sc.MS_BIND, create="file")
+        _mount_in(root, f"/etc/{name}", os.path.join(state, name), None, sc.MS_BIND, create="file")
     # Volumes and tmpfs, targets resolved inside the rootfs like every other mount.
     for m in spec.mounts:
         if m.kind == "bind":
