@@ -187,7 +187,7 @@ def test_token_private_needs_credentials(token: tuple[Registry, TokenIssuer], st
     # one token serves the whole pull (manifest, config, layer)
     assert len(issuer.requests) == 1
     write_docker_config(isolated_creds, reg.host, "alice", "bad")
-    with pytest.raises(AuthError, match="token service .* rejected the credentials"):
+    with pytest.raises(AuthError, match=r"token service .* rejected the credentials"):
         _pull(store_root / "2", f"{reg.host}/private/img:v1")
 
 
