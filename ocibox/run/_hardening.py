@@ -75,11 +75,24 @@ class Prepared:
         self.seccomp: _seccomp.SeccompFilter | None = None
         self.rules: tuple[_devices.Device, ...] = ()
         self.devices_dir: str | None = None
+        self.v2_dir: str | None = None
         self.v2_fallback = False
         self.notes: list[str] = []
 
     def join(self, pid: int) -> None:
-        """Put ``pid`` in the v1 devices cgroup (the v2 program acts on the runner's own cgroup)."""
+        """With the runner's own cgroup joins: put ``pid`` in the v1 devices cgroup, or attach the eBPF
+        device program to the runner's v2 cgroup. Where the program cannot be attached, the V2_FALLBACK
+        holds the devices (this runs in the first child: the container process forked from it sees
+        ``v2_fallback`` set)."""
+        if self.v2_dir is not None:
+            try:
+                _devices.attach_v2(self.v2_dir, self.rules)
+                self.notes.append(f"devices: eBPF program on {self.v2_dir}")
+            except CgroupError as e:
+                # runc/crun would fail here; ocibox keeps the container held by other means.
+                self.v2_fallback = True
+                self.notes.append(f"{e}; {_devices.V2_FALLBACK}")
+            self.v2_dir = None
         if self.devices_dir is not None:
             try:
                 with open(os.path.join(self.devices_dir, "cgroup.procs"), "w") as f:
@@ -105,7 +118,8 @@ def prepare(h: Hardening, caps: Iterable[str], tty: bool, name: str, cgroup: obj
             cgroup_parent: str = "") -> Prepared:
     """In the parent, before fork: check the rlimits, build the seccomp program (libseccomp is on the
     host's /usr/lib, gone after pivot_root), and set up device access for the cgroup named ``name``
-    (v1: a devices cgroup of that name; v2: the eBPF program on ``cgroup.dir``)."""
+    (v1: a devices cgroup of that name below the caller's devices cgroup or ``cgroup_parent``; v2: the
+    eBPF program for ``cgroup.dir``, attached by ``join``)."""
     p = Prepared()
     _rlimits.check_ulimits(h.ulimits)
     if h.privileged:
@@ -120,13 +134,7 @@ def prepare(h: Hardening, caps: Iterable[str], tty: bool, name: str, cgroup: obj
     p.rules = _devices.device_rules(h.devices, tty=tty)
     v2_dir = getattr(cgroup, "dir", None) if getattr(cgroup, "version", 0) == 2 else None
     if v2_dir is not None:
-        try:
-            _devices.attach_v2(str(v2_dir), p.rules)
-            p.notes.append(f"devices: eBPF program on {v2_dir}")
-        except CgroupError as e:
-            # runc/crun would fail here; ocibox keeps the container held by other means.
-            p.v2_fallback = True
-            p.notes.append(f"{e}; {_devices.V2_FALLBACK}")
+        p.v2_dir = str(v2_dir)  # the program is attached by join(), once the runner made the cgroup
     else:
         base = _devices.own_v1_devices_cgroup(parent=cgroup_parent)
         if base is None:
