@@ -97,30 +97,20 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
 
 def _typer_main(settings: Settings, rest: list[str]) -> None:
+    import click
+
     app = build_app(settings)
     try:
-        app(args=rest, prog_name="ocibox", standalone_mode=False)
-    except SystemExit as e:
-        if e.code not in (0, None):
-            raise
-    except Exception as e:  # click's usage errors
-        from ocibox.errors import OciboxError
-
-        if isinstance(e, OciboxError):
-            raise
-        try:
-            import click
-        except ModuleNotFoundError:  # typer >= 0.2x vendors click as typer._click
-            from typer import _click as click
-
-        if isinstance(e, click.exceptions.UsageError):
-            e.show()
-            sys.exit(125)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(130)
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        raise
+        # standalone_mode=False: click returns typer.Exit's code instead of exiting, and raises
+        # usage errors, so that every exit goes through main() and its docker exit codes.
+        code = app(args=rest, prog_name="ocibox", standalone_mode=False)
+    except click.exceptions.UsageError as e:
+        e.show()
+        sys.exit(125)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    if isinstance(code, int) and code != 0:
+        sys.exit(code)
 
 
 def _out(text: str = "") -> None:
