@@ -55,6 +55,10 @@ _RESOLVE = syscalls.RESOLVE_IN_ROOT | syscalls.RESOLVE_NO_MAGICLINKS
 Parts = tuple[str, ...]
 
 
+class _ParentNotADir(LayerError):
+    """An entry below a path that is not a directory in this layer."""
+
+
 class HashingReader:
     """Counts and hashes every byte that passes; remembers whether any was non-zero."""
 
@@ -151,7 +155,7 @@ class Applier:
             return self._open_in_root(parts, flags)
         except OSError as e:
             if e.errno == errno.ENOTDIR:
-                raise LayerError(f"{self.what}: entry {ti.name!r}: a parent is not a directory") from None
+                raise _ParentNotADir(f"{self.what}: entry {ti.name!r}: a parent is not a directory") from None
             if e.errno != errno.ENOENT or not create:
                 raise
         fd = os.dup(self._rootfd)
@@ -161,7 +165,7 @@ class Applier:
                     nfd = self._open_in_root(parts[: i + 1], flags)
                 except OSError as e:
                     if e.errno == errno.ENOTDIR:
-                        raise LayerError(f"{self.what}: entry {ti.name!r}: a parent is not a directory") from None
+                        raise _ParentNotADir(f"{self.what}: entry {ti.name!r}: a parent is not a directory") from None
                     if e.errno != errno.ENOENT:
                         raise
                     try:
@@ -358,6 +362,14 @@ class Applier:
         os.utime(name, ns=(mtime_ns, mtime_ns), dir_fd=pfd, follow_symlinks=False)
 
     def _whiteout(self, parts: Parts, ti: tarfile.TarInfo) -> None:
+        try:
+            self._check_whiteout(parts, ti)
+        except _ParentNotADir:
+            # Below a non-directory of this same layer (umoci writes "d" as a file, then
+            # "d/.wh.x"): that non-directory already hides everything of the lower layers.
+            return
+
+    def _check_whiteout(self, parts: Parts, ti: tarfile.TarInfo) -> None:
         base = parts[-1]
         if base == WHITEOUT_OPAQUE:
             pfd = self._parent(parts[:-1], ti)

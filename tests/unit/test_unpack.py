@@ -138,6 +138,14 @@ def test_whiteouts_and_opaque_dirs(store: Store) -> None:
         os.getxattr(d / "etc", "trusted.overlay.opaque")
 
 
+def test_whiteout_below_a_file_of_the_same_layer_is_moot(store: Store) -> None:
+    """umoci writes a directory that became a file as the file, then whiteouts below it."""
+    tar = make_tar([Entry("var/lib/d", data=b"now a file"), Entry("var/lib/d/.wh.x", data=b""),
+                    Entry("var/lib/d/.wh..wh..opq", data=b"")])
+    d = unpack(store, tar)
+    assert (d / "var/lib/d").read_bytes() == b"now a file"
+
+
 def test_replacing_entries(store: Store) -> None:
     tar = make_tar([
         Entry("a", "dir"), Entry("a/x", data=b"x"),
