@@ -55,6 +55,9 @@ def base_rootfs(rootfs: Path) -> None:
         run("cp", "-a", *[f"/usr/bin/{n}" for n in names], rootfs / "usr/bin")
     os.chmod(rootfs / "tmp", 0o1777)
     (rootfs / "dev").mkdir(exist_ok=True)
+    for n in ("null", "loop0", "initctl"):
+        if os.path.lexists(rootfs / "dev" / n):
+            os.unlink(rootfs / "dev" / n)
     os.mknod(rootfs / "dev/null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
     os.mknod(rootfs / "dev/loop0", stat.S_IFBLK | 0o660, os.makedev(7, 0))
     os.mkfifo(rootfs / "dev/initctl", 0o600)
