@@ -38,6 +38,8 @@ CHUNK = 1 << 20
 TIMEOUT = httpx.Timeout(connect=15.0, read=60.0, write=60.0, pool=120.0)
 USER_AGENT = "ocibox/0.1"
 _REDIRECTS = (301, 302, 303, 307, 308)
+#: whole seconds a manifest or config may take to arrive: a body that trickles forever is cut
+MANIFEST_DEADLINE = 120.0
 _MAX_REDIRECTS = 10
 
 
@@ -440,11 +442,15 @@ def read_capped(resp: httpx.Response, limit: int, what: str, kind: DigestMismatc
     if length.isdigit() and int(length) > limit:
         raise too_big()
     buf = bytearray()
+    deadline = time.monotonic() + MANIFEST_DEADLINE
     try:
         for chunk in resp.iter_bytes():
             buf += chunk
             if len(buf) > limit:
                 raise too_big()
+            if time.monotonic() > deadline:
+                raise TransportError(f"{what}: still incomplete after {MANIFEST_DEADLINE:g} s ({len(buf)} bytes);"
+                                     " the registry is too slow or broken, try again later", temporary=True)
     except httpx.TransportError as e:
         raise TransportError(f"{what}: connection failed while reading: {e}", temporary=True) from None
     finally:
