@@ -16,7 +16,7 @@ import argparse
 import contextlib
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
 from ocibox.errors import CgroupError, UsageError
@@ -176,6 +176,17 @@ def make_device_nodes(h: Hardening, dev_fd: int) -> None:
             os.unlink(rel, dir_fd=dev_fd)
         os.mknod(rel, kind | stat.S_IMODE(d.mode), os.makedev(d.major, d.minor), dir_fd=dev_fd)
         os.chown(rel, d.uid, d.gid, dir_fd=dev_fd, follow_symlinks=False)
+
+
+def bounded_caps(cap_number: Mapping[str, int]) -> frozenset[str]:
+    """--privileged: every capability this process can pass on (its bounding set). "All" capabilities
+    would fail at capset on hosts whose runtime lacks some (CAP_SYS_RESOURCE on these machines)."""
+    bnd = 0
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("CapBnd:"):
+                bnd = int(line.split()[1], 16)
+    return frozenset(name for name, n in cap_number.items() if bnd >> n & 1)
 
 
 def drop_for_fallback(caps: Iterable[str], prep: Prepared) -> frozenset[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,9 @@ import pytest
 from ocibox.errors import RuntimeSetupError
 from ocibox.run import _devices as dv
 from ocibox.run import _hardening as hd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_devices import a_block_device
 
 pytestmark = pytest.mark.privileged
 CAPS = {"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "NET_BIND_SERVICE", "SETFCAP", "SETGID",
@@ -31,7 +35,7 @@ def child(prep: hd.Prepared, h: hd.Hardening, script: str) -> subprocess.Complet
 def test_default_hardening(tmp_path: Path) -> None:
     if dv.own_v1_devices_cgroup() is None:
         pytest.skip("no v1 devices hierarchy here: the v2 path is tested in test_devices.py")
-    blk = next(os.stat(f"/dev/{n}") for n in sorted(os.listdir("/dev")) if stat.S_ISBLK(os.stat(f"/dev/{n}").st_mode))
+    blk = a_block_device()
     node = tmp_path / "disk"
     os.mknod(node, stat.S_IFBLK | 0o600, blk.st_rdev)
     h = hd.from_args(ulimit=["nofile=100:200"])
@@ -49,7 +53,7 @@ def test_default_hardening(tmp_path: Path) -> None:
 
 
 def test_privileged_lifts_everything(tmp_path: Path) -> None:
-    blk = next(os.stat(f"/dev/{n}") for n in sorted(os.listdir("/dev")) if stat.S_ISBLK(os.stat(f"/dev/{n}").st_mode))
+    blk = a_block_device()
     node = tmp_path / "disk"
     os.mknod(node, stat.S_IFBLK | 0o600, blk.st_rdev)
     h = hd.from_args(privileged=True)

@@ -43,3 +43,10 @@ def test_privileged_help_says_what_it_lifts() -> None:
     hd.add_arguments(p)
     text = " ".join(p.format_help().split())
     assert "no seccomp filter" in text and "every device" in text and "every capability" in text
+
+
+def test_bounded_caps_are_those_of_this_process() -> None:
+    with open("/proc/self/status") as f:
+        bnd = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
+    names = {"CHOWN": 0, "SYS_ADMIN": 21, "SYS_RESOURCE": 24}
+    assert hd.bounded_caps(names) == {n for n, i in names.items() if bnd >> i & 1}
