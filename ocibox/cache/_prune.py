@@ -249,7 +249,9 @@ def prune(settings: Settings, *, all_: bool, dry_run: bool, keep_storage: str | 
         freed = fs_free(store.root) - free_before
     finally:
         trash.empty()
-    lines.append(f"Total reclaimed space: {human_size(max(freed, 0))} ({freed} bytes freed on the filesystem, "
+    # statvfs sees every writer of the filesystem: with nothing removed, nothing was reclaimed.
+    head = max(freed, 0) if removed else 0
+    lines.append(f"Total reclaimed space: {human_size(head)} ({freed} bytes freed on the filesystem, "
                  f"measured by statvfs; the removed files held {removed} bytes)")
     if budget is not None and plan.store_size > budget:
         lines.append(f"The store still holds {human_size(plan.store_size)}, over --keep-storage {human_size(budget)}: "

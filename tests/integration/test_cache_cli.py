@@ -10,13 +10,15 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from ocibox import cache
 from ocibox.cache import Store
+from ocibox.cache._gc import container_cgroups
 
 pytestmark = pytest.mark.integration
 
@@ -143,3 +145,66 @@ def test_prune_reports_what_statvfs_sees(busybox_ref: str, tmp_path: Path) -> No
         assert removed >= layer_bytes - (8 << 10) and reported >= layer_bytes - (64 << 10), (removed, reported, layer_bytes)
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def wait_for(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def live(root: Path) -> list[cache.ContainerRecord]:
+    store = Store(root)
+    try:
+        return cache.live_containers(store)
+    finally:
+        store.close()
+
+
+@pytest.mark.privileged
+def test_prune_and_rmi_during_a_real_run(pulled_busybox: tuple[Path, str]) -> None:
+    """A container started by 'ocibox run' keeps its image and layers through prune --all, and
+    rmi is refused; once it has exited, prune --all removes them."""
+    root, ref = pulled_busybox
+    info = json.loads(ocibox(root, "inspect", ref).stdout)[0]
+    layer = Path(info["Layers"][0]["Path"])
+    run = subprocess.Popen([sys.executable, "-m", "ocibox", "--root", str(root), "run", "--rm", ref, "sleep", "3"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: any(c.pid != run.pid for c in live(root)), "the container to start")
+        (c,) = live(root)
+        r = ocibox(root, "rmi", ref, check=False)
+        assert r.returncode == 125 and f"running container {c.id[:12]} uses it" in r.stderr
+        out = ocibox(root, "prune", "--all", "-f").stdout
+        assert info["Id"] not in out and layer.is_dir() and (root / "containers" / c.id / "merged").is_dir()
+        assert ocibox(root, "verify").stdout == ""
+    finally:
+        out, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err
+    out = ocibox(root, "prune", "--all", "-f").stdout
+    assert f"deleted: {info['Id']}" in out and not layer.exists()
+
+
+@pytest.mark.privileged
+def test_run_killed_leaves_a_container_prune_cleans(pulled_busybox: tuple[Path, str]) -> None:
+    """kill -9 of 'ocibox run': once the container's process is gone too, its row is stale;
+    prune removes the row, the directory and the cgroup named after it."""
+    root, ref = pulled_busybox
+    run = subprocess.Popen([sys.executable, "-m", "ocibox", "--root", str(root), "run", ref, "sleep", "1"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: any(c.pid != run.pid for c in live(root)), "the container to start")
+    (c,) = live(root)
+    run.kill()
+    run.wait()
+    wait_for(lambda: not live(root), "the container's process to end", timeout=20)
+    cgroups = container_cgroups(c.id)
+    assert cgroups, "the cgroups the runner made for the container (ocibox-<id>) were not found"
+    out = ocibox(root, "prune", "-f").stdout
+    assert c.id in out
+    assert not (root / "containers" / c.id).exists() and os.listdir(root / "containers") == []
+    assert [p for p in cgroups if p.exists()] == [] and container_cgroups(c.id) == []
+    assert all(c.id not in line for line in Path("/proc/self/mountinfo").read_text().splitlines())
+    assert ocibox(root, "verify").stdout == ""
+    assert len(json.loads(ocibox(root, "images", "--format", "json").stdout)) == 1
