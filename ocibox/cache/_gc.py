@@ -115,7 +115,7 @@ class Refs:
 
 class Trash:
     """A directory under ``tmp/`` owned by this process, into which objects are renamed before
-    removal. If the process dies, ``Store.clean_tmp`` of the next command removes it."""
+    removal. If the process dies, the next prune (or ``Store.clean_tmp``) removes it."""
 
     def __init__(self, store: Store) -> None:
         self.store = store

@@ -250,6 +250,8 @@ class Store:
         for e in entries:
             if _tmp_owner_alive(e.name):
                 continue
+            if e.name.startswith("partial-") and self.lock_busy("blob-" + e.name[len("partial-"):]):
+                continue  # a resumable download kept across processes, in use right now
             p = Path(e.path)
             remove_tree(p)
             removed.append(p)
@@ -327,6 +329,20 @@ class Store:
         return out
 
     # ----- locks ---------------------------------------------------------------------------
+    def lock_busy(self, name: str) -> bool:
+        """Whether another process holds ``locks/<name>`` right now (a non-blocking try)."""
+        try:
+            fd = os.open(self.locks / name, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
     @contextlib.contextmanager
     def lock(self, name: str, *, shared: bool = False) -> Iterator[None]:
         """An flock on ``locks/<name>``; released when the block ends or the process dies."""

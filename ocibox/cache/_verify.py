@@ -72,7 +72,12 @@ def verify(settings: Settings, *, repair: bool) -> list[str]:
                     problems.append(f"blob {d}: content does not match its digest (corrupt){fixed}")
                     bad_blobs.add(d)
 
-            refs = Refs.load(store.db)
+            db = store.db
+            db.execute("BEGIN")  # one snapshot: a pull may commit while we read
+            try:
+                refs = Refs.load(db)
+            finally:
+                db.execute("COMMIT")
             # 2. Layers: every row has its directory and link, every directory its row.
             bad_layers: set[str] = set()
             for cid, short in sorted(refs.layers.items()):
@@ -111,7 +116,6 @@ def verify(settings: Settings, *, repair: bool) -> list[str]:
                     problems.append(f"image {iid[7:19]} ({', '.join(names) or 'no name'}): {why}"
                                     + (" (removed: pull it again)" if repair else "; pull it again after 'ocibox verify --repair'"))
                     bad_images[iid] = why
-            db = store.db
             orphan_refs = db.execute(
                 "SELECT 'tag', name, tag FROM tags WHERE image_id NOT IN (SELECT id FROM images) UNION ALL "
                 "SELECT 'digest', name, digest FROM repo_digests WHERE image_id NOT IN (SELECT id FROM images)").fetchall()
