@@ -433,3 +433,28 @@ def test_stale_containers_are_cleaned(env: tuple[Settings, Store]) -> None:
     assert not store.container_dir("d" * 64).exists() and cache.list_containers(store) == []
     assert cache.verify(s, repair=False) == []
     assert du(store.containers) == du_cmd(store.containers)
+
+
+def test_a_crash_between_rows_and_rename_leaves_garbage_never_a_broken_image(
+        env: tuple[Settings, Store], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection (a fake for what cannot be timed reliably: dying exactly after the commit):
+    the first move into the trash fails. The rows are gone, so nothing lists the image; the
+    directory left behind is a leftover that verify names and prune removes."""
+    s, store = env
+    make_image(store, "app:1", [b"a"])
+    (h,) = layer_hexes([b"a"])
+
+    def die(self: object, path: Path) -> bool:
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(cache._gc.Trash, "take", die)
+    with pytest.raises(KeyboardInterrupt):
+        cache.remove_images(s, ["app:1"], force=False)
+    monkeypatch.undo()
+    assert cache.list_images(s, all_=True) == []
+    assert (store.layers / h / "diff").is_dir()
+    assert cache.verify(s, repair=False) == [
+        f"layers/{h}: a directory with no database row (leftover of interrupted work)"]
+    out = cache.prune(s, all_=False, dry_run=False, keep_storage=None, filters=[], force=True)
+    assert f"deleted: layers/{h} (no database row: leftover of interrupted work)" in out
+    assert cache.verify(s, repair=False) == [] and not (store.layers / h).exists()
