@@ -122,6 +122,26 @@ def _rerecord(store: Store, ref: Reference, pinned: Digest, rec: ImageRecord) ->
                         platform=Platform.parse(rec.platform), size=rec.size)
 
 
+def _reuse_local(store: Store, ref: Reference, pinned: Digest, data: bytes | None, want: Platform,
+                 explicit: bool) -> ImageRecord | None:
+    """Re-record an image that is completely in the store, under a lease.
+
+    The lease names the image and its layers before the second check, so a concurrent
+    prune either ran before it (and the second check sees what it removed) or keeps them.
+    """
+    with store.lease("pull", [str(pinned)]) as lease:
+        rec = _local_image(store, ref, pinned, data, want, explicit)
+        if rec is None:
+            return None
+        store.extend_lease(lease, [str(rec.id), str(rec.manifest_digest)] + [str(x.chain_id) for x in rec.layers])
+        rec = _local_image(store, ref, pinned, data, want, explicit)
+        if rec is None:
+            return None
+        if data is not None:
+            store.write_blob(pinned, data)
+        return _rerecord(store, ref, pinned, rec)
+
+
 def pull(settings: Settings, ref: Reference, *, platform: Platform | None = None,
          progress: Progress | None = None) -> PullResult:
     store = Store(settings.root).ensure()
@@ -144,9 +164,8 @@ def _pull(settings: Settings, store: Store, ref: Reference, want: Platform, expl
           progress: Progress) -> PullResult:
     # A digest names content: if it is all here, no request is needed at all.
     if ref.digest is not None:
-        rec = _local_image(store, ref, ref.digest, None, want, explicit)
+        rec = _reuse_local(store, ref, ref.digest, None, want, explicit)
         if rec is not None:
-            rec = _rerecord(store, ref, ref.digest, rec)
             _done(progress, ref, ref.digest, False)
             return PullResult(ref, ref.digest, rec, True)
 
@@ -181,10 +200,8 @@ def _pull(settings: Settings, store: Store, ref: Reference, want: Platform, expl
 
 def _pull_from(settings: Settings, store: Store, client: RegistryClient, ref: Reference, pinned: Digest,
                data: bytes, ctype: str, want: Platform, explicit: bool, progress: Progress) -> PullResult:
-    rec = _local_image(store, ref, pinned, data, want, explicit)
+    rec = _reuse_local(store, ref, pinned, data, want, explicit)
     if rec is not None:
-        store.write_blob(pinned, data)
-        rec = _rerecord(store, ref, pinned, rec)
         _done(progress, ref, pinned, False)
         return PullResult(ref, pinned, rec, True)
 
