@@ -477,7 +477,8 @@ def _container_init(spec: RunSpec, rootfs: Path, state_dir: Path, etc: dict[str,
     _mount_in(root, "/dev/mqueue", "mqueue", "mqueue", _KERNEL_FS)
     if slave >= 0:
         # -t: the pty is the container's console, as runc does with its console socket.
-        _mount_in(root, "/dev/console", f"/proc/self/fd/{slave}", None, sc.MS_BIND, create="file")
+        # By path: the fd belongs to the mount namespace of ocibox, which a bind cannot take from.
+        _mount_in(root, "/dev/console", os.ttyname(slave), None, sc.MS_BIND, create="file")
     # /sys read-only: the container must not reconfigure host devices or the kernel.
     _mount_in(root, "/sys", "sysfs", "sysfs", _KERNEL_FS | sc.MS_RDONLY)
     if cgroup is not None:

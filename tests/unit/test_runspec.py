@@ -8,7 +8,15 @@ from ocibox.digest import Digest
 from ocibox.errors import UsageError
 from ocibox.image import ImageConfig, Platform
 from ocibox.run._flags import build_parser, parse_run_args, parse_tmpfs, parse_volume
-from ocibox.run._spec import DEFAULT_CAPS, DEFAULT_PATH, RunSpec, capabilities, merge_env, parse_size, resolve_user
+from ocibox.run._spec import (
+    DEFAULT_CAPS,
+    DEFAULT_PATH,
+    RunSpec,
+    capabilities,
+    merge_env,
+    parse_size,
+    resolve_user,
+)
 
 D = Digest.parse("sha256:" + "0" * 64)
 
