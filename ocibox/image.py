@@ -134,6 +134,8 @@ class Descriptor:
             raise ManifestError(f"{what}: {e}") from None
         plat = obj.get("platform")
         urls = obj.get("urls") or ()
+        if not isinstance(urls, list | tuple):
+            raise ManifestError(f"{what}: descriptor urls {urls!r} is not a list")
         ann = obj.get("annotations") or {}
         return cls(
             media_type=media_type,
@@ -308,8 +310,8 @@ class ImageConfig:
             user=str(c.get("User") or ""),
             working_dir=str(c.get("WorkingDir") or ""),
             labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())) if isinstance(labels, dict) else (),
-            exposed_ports=tuple(sorted(c.get("ExposedPorts") or {})),
-            volumes=tuple(sorted(c.get("Volumes") or {})),
+            exposed_ports=tuple(sorted(ep)) if isinstance(ep := c.get("ExposedPorts"), dict) else (),
+            volumes=tuple(sorted(vs)) if isinstance(vs := c.get("Volumes"), dict) else (),
             stop_signal=str(c.get("StopSignal") or ""),
             created=str(obj.get("created") or ""),
             memory=int_field("Memory"),
