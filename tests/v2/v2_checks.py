@@ -1,0 +1,95 @@
+"""cgroup v2 checks of the runner, run INSIDE the pure-v2 VM (../shared/v2vm/run-in-v2vm.sh) by
+tests/v2/test_cgroup_v2.py. A plain script, not pytest: python under TCG is 30-60x slower, so one
+process runs every container in turn (run_container on a busybox rootfs unpacked on the VM's tmpfs).
+Prints one line per check and exits 1 if any failed."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import oci
+
+from ocibox.image import ImageConfig
+from ocibox.run._cgroup import CGROUP_ROOT, detect, open_cgroup
+from ocibox.run._container import run_container
+from ocibox.run._flags import parse_run_args
+from ocibox.run._spec import RunSpec
+
+FAILED: list[str] = []
+
+
+def check(name: str, ok: bool, detail: str = "") -> None:
+    print(f"{'ok  ' if ok else 'FAIL'} {name}" + ("" if ok else f": {detail}"), flush=True)
+    if not ok:
+        FAILED.append(name)
+
+
+def run(work: Path, rootfs: Path, config: ImageConfig, *argv: str) -> tuple[int, str, str]:
+    """One container; its stdout/stderr captured through files on fds 1 and 2."""
+    flags = parse_run_args(list(argv), {})
+    cid = os.urandom(8).hex()
+    spec = RunSpec.from_image(config, flags, container_id=cid)
+    cg = open_cgroup(f"ocibox-{cid}", spec.limits, parent=flags.cgroup_parent)
+    out, err = work / f"{cid}.out", work / f"{cid}.err"
+    saved = os.dup(1), os.dup(2)
+    with open(out, "wb") as o, open(err, "wb") as e:
+        sys.stdout.flush()
+        os.dup2(o.fileno(), 1)
+        os.dup2(e.fileno(), 2)
+        try:
+            code = run_container(spec, rootfs, work / cid, cgroup=cg)
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+    return code, out.read_text(), err.read_text()
+
+
+def main() -> int:
+    check("pure cgroup v2 detected", detect() == 2, (CGROUP_ROOT / "cgroup.controllers").read_text())
+    work = Path(tempfile.mkdtemp(prefix="ocibox-v2-", dir="/tmp"))  # the VM's tmpfs
+    rootfs = work / "rootfs"
+    with tarfile.open(fileobj=io.BytesIO(oci.busybox_layer())) as tf:
+        tf.extractall(rootfs, filter="fully_trusted")
+    config = ImageConfig.parse(oci.image_config(["sha256:" + "0" * 64]))
+    t0 = time.monotonic()
+
+    code, out, err = run(work, rootfs, config, "--cpus", "0.5", "--cpu-shares", "1024", "-m", "64m",
+                         "--memory-swap", "96m", "--pids-limit", "20", "img", "sh", "-c",
+                         "cat /proc/self/cgroup /sys/fs/cgroup/cpu.max /sys/fs/cgroup/cpu.weight "
+                         "/sys/fs/cgroup/memory.max /sys/fs/cgroup/memory.swap.max /sys/fs/cgroup/pids.max")
+    want = ["0::/", "50000", "100000", "39", str(64 << 20), str(32 << 20), "20"]
+    check("limits visible in the container's own cgroup (cgroup namespace root)",
+          code == 0 and out.split() == want, f"{code} {out!r} {err!r}")
+
+    code, out, err = run(work, rootfs, config, "-m", "32m", "img", "sh", "-c",
+                         "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived")
+    check("memory limit: OOM kill, 137 and a message", code == 137 and "OOM" in err and "32 MiB" in err
+          and "survived" not in out, f"{code} {out!r} {err!r}")
+
+    code, out, err = run(work, rootfs, config, "--pids-limit", "12", "img", "sh", "-c",
+                         "cat /sys/fs/cgroup/pids.max; i=0; while [ $i -lt 40 ]; do sleep 2 & i=$((i+1)); done")
+    check("pids limit holds a fork bomb", code == 2 and out.split() == ["12"] and "can't fork" in err,
+          f"{code} {out!r} {err!r}")
+
+    code, out, err = run(work, rootfs, config, "img", "sh", "-c", "echo $$; ls /sys/fs/cgroup | grep -c ^memory")
+    check("PID 1 and a cgroup2 mount in the container", code == 0 and out.split()[0] == "1" and int(out.split()[1]) > 0,
+          f"{code} {out!r} {err!r}")
+
+    left = [p.name for p in CGROUP_ROOT.iterdir() if p.name.startswith("ocibox-")]
+    check("every container cgroup removed", left == [], str(left))
+    print(f"{4} containers in {time.monotonic() - t0:.1f} s", flush=True)
+    return 1 if FAILED else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
