@@ -340,3 +340,13 @@ def test_same_view_as_runc(box: Box, tmp_path: Path) -> None:
     assert theirs.returncode == 0, theirs.stderr
     ours = box.sh(script)
     assert ours.stdout == theirs.stdout
+
+
+def test_missing_image_is_pulled_first(busybox_ref: str, tmp_path: Path) -> None:
+    root = tmp_path / "fresh"
+    r = subprocess.run([sys.executable, "-m", "ocibox", "--root", str(root), "run", "--rm", busybox_ref,
+                        "echo", "pulled-and-ran"], capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stdout) == (0, "pulled-and-ran\n"), r.stderr
+    r = subprocess.run([sys.executable, "-m", "ocibox", "--root", str(root), "run", "--pull", "never", busybox_ref,
+                        "true"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr  # now in the store
