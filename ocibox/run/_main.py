@@ -35,12 +35,17 @@ def _image(settings: Settings, store: cache.Store, flags: RunFlags) -> cache.Ima
 
             if str(Platform.parse(flags.platform)) == record.platform:
                 return record
+    import contextlib
+
     from ocibox import puller
     from ocibox.image import Platform
     from ocibox.reference import Reference
 
     ref = Reference.parse(flags.image)
-    puller.pull(settings, ref, platform=Platform.parse(flags.platform) if flags.platform else None)
+    sys.stderr.write(f"Unable to find image '{flags.image}' locally\n" if flags.pull == "missing" else "")
+    # docker run: the pull's progress goes to stderr; stdout is the container's alone.
+    with contextlib.redirect_stdout(sys.stderr):
+        puller.pull(settings, ref, platform=Platform.parse(flags.platform) if flags.platform else None)
     return cache.find_image(store, flags.image)
 
 
