@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ocibox import errors
+from ocibox.run import _hardening
 from ocibox.run import syscalls as sc
 from ocibox.run._cgroup import CgroupV1, CgroupV2
 from ocibox.run._spec import CAP_NUMBER, DEFAULT_PATH, RunSpec, resolve_user
@@ -60,6 +61,7 @@ def run_container(
     cgroup: Cgroup | None = None,
     on_start: Callable[[int], None] | None = None,
     echo: Callable[[str], None] | None = None,
+    hardening: _hardening.Prepared | None = None,
 ) -> int:
     """Run ``spec`` with ``rootfs`` as its root; return the exit status (docker's convention).
 
@@ -88,7 +90,7 @@ def run_container(
         c1 = os.fork()
         if c1 == 0:  # pragma: no cover - child
             os.close(r)
-            _stage1(spec, rootfs, state_dir, etc, mount_rootfs, cgroup, slave, w)
+            _stage1(spec, rootfs, state_dir, etc, mount_rootfs, cgroup, slave, w, hardening)
         os.close(w)
         if slave >= 0:
             os.close(slave)
@@ -290,13 +292,17 @@ def _report(w: int, e: BaseException) -> int:
 
 
 def _stage1(spec: RunSpec, rootfs: Path, state_dir: Path, etc: dict[str, str], mount_rootfs: Callable[[], None] | None,
-            cgroup: Cgroup | None, slave: int, w: int) -> None:  # pragma: no cover - runs in C1
+            cgroup: Cgroup | None, slave: int, w: int,
+            hardening: _hardening.Prepared | None = None) -> None:  # pragma: no cover - runs in C1
     code = 125
     try:
         # Join the cgroup before unsharing the cgroup namespace: the new namespace is rooted at
         # the cgroup the process is in, so the container sees its own cgroup as "/".
         if cgroup is not None:
             cgroup.join(os.getpid())
+        if hardening is not None:
+            # the devices cgroup (v1) or the eBPF device program on the cgroup (v2)
+            hardening.join(os.getpid())
         flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWPID
         if cgroup is not None:
             flags |= sc.CLONE_NEWCGROUP
@@ -307,7 +313,7 @@ def _stage1(spec: RunSpec, rootfs: Path, state_dir: Path, etc: dict[str, str], m
         pid = os.fork()
         if pid == 0:
             try:
-                _container_init(spec, rootfs, state_dir, etc, mount_rootfs, cgroup, slave, w)
+                _container_init(spec, rootfs, state_dir, etc, mount_rootfs, cgroup, slave, w, hardening)
             except BaseException as e:
                 code = _report(w, e)
             os._exit(code)
@@ -410,7 +416,8 @@ def _on_initramfs() -> bool:
 
 
 def _container_init(spec: RunSpec, rootfs: Path, state_dir: Path, etc: dict[str, str], mount_rootfs: Callable[[], None] | None,
-                    cgroup: Cgroup | None, slave: int, w: int) -> None:  # pragma: no cover - runs as PID 1
+                    cgroup: Cgroup | None, slave: int, w: int,
+                    hardening: _hardening.Prepared | None = None) -> None:  # pragma: no cover - runs as PID 1
     """PID 1 of the new namespaces: set up the container and exec its command. Never returns."""
     # Until exec this process is the host's Python with the host's files mapped: make it
     # non-dumpable so nothing in the container can ptrace it or open /proc/1/mem (runc does the
@@ -455,6 +462,10 @@ def _container_init(spec: RunSpec, rootfs: Path, state_dir: Path, etc: dict[str,
         mount_rootfs()
     else:
         sc.mount(rootfs_s, rootfs_s, None, sc.MS_BIND | sc.MS_REC)
+    if hardening is not None and hardening.v2_fallback:
+        # No device cgroup could be set up (see _devices.V2_FALLBACK): nodes shipped in the image
+        # must not open, so the rootfs is nodev (/dev is a separate tmpfs below).
+        sc.mount(None, rootfs_s, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_NODEV)
     root = os.open(rootfs_s, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
     # 4. Kernel filesystems. An image whose /proc, /sys or /dev is a symlink could point these
@@ -469,6 +480,7 @@ def _container_init(spec: RunSpec, rootfs: Path, state_dir: Path, etc: dict[str,
         os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
     for name, target in DEV_LINKS:
         os.symlink(target, name, dir_fd=dev)
+    _hardening.make_device_nodes(spec.hardening, dev)  # --device
     os.close(dev)
     # A private devpts instance: the container cannot see or open the host's terminals.
     _mount_in(root, "/dev/pts", "devpts", "devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
@@ -542,7 +554,7 @@ def _container_init(spec: RunSpec, rootfs: Path, state_dir: Path, etc: dict[str,
     # 6. Mask docker's masked paths (/dev/null over files, an empty read-only tmpfs over
     # directories) and make its read-only paths read-only: they leak host data or let a
     # process reconfigure the host kernel.
-    for p in MASKED_PATHS:
+    for p in () if spec.hardening.privileged else MASKED_PATHS:
         try:
             is_dir = stat.S_ISDIR(os.stat(p).st_mode)
         except OSError:
@@ -551,7 +563,7 @@ def _container_init(spec: RunSpec, rootfs: Path, state_dir: Path, etc: dict[str,
             sc.mount("tmpfs", p, "tmpfs", sc.MS_RDONLY | _KERNEL_FS, "size=0")
         else:
             sc.mount("/dev/null", p, None, sc.MS_BIND)
-    for p in READONLY_PATHS:
+    for p in () if spec.hardening.privileged else READONLY_PATHS:
         if not os.path.exists(p):
             continue
         sc.mount(p, p, None, sc.MS_BIND | sc.MS_REC)
@@ -569,7 +581,8 @@ def _container_init(spec: RunSpec, rootfs: Path, state_dir: Path, etc: dict[str,
     # 7. Capabilities: drop everything else from the bounding set (so no exec can regain it),
     # clear ambient; permitted and effective are set after the uid change.
     keep = 0
-    for name in spec.caps:
+    # (without CAP_MKNOD where the v2 device fallback holds the devices)
+    for name in _hardening.drop_for_fallback(spec.caps, hardening) if hardening else spec.caps:
         keep |= 1 << CAP_NUMBER[name]
     for cap in range(cap_last + 1):
         if not keep & (1 << cap):
@@ -605,6 +618,10 @@ def _container_init(spec: RunSpec, rootfs: Path, state_dir: Path, etc: dict[str,
                 if int(name) > 2:
                     os.set_inheritable(int(name), False)
 
+    # Last, after no_new_privs and the uid change: --ulimit, then the seccomp filter (nothing but
+    # exec may follow it; the filter was built in the parent while libseccomp was reachable).
+    if hardening is not None:
+        _hardening.before_exec(spec.hardening, hardening)
     if spec.init:
         _reaper(spec, env, w)
     _exec(spec.argv, env)

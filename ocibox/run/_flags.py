@@ -8,6 +8,7 @@ import posixpath
 from collections.abc import Mapping
 
 from ocibox.errors import UsageError
+from ocibox.run import _hardening
 from ocibox.run._spec import Mount, RunFlags, parse_size
 
 
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--platform", default="", metavar="OS/ARCH[/VARIANT]", help="platform to pull if the image is missing")
     a("--pull", default="missing", choices=("missing", "always", "never"), help="when to pull the image")
     a("--cgroup-parent", default="", metavar="PATH", help="parent cgroup (default: the caller's own)")
+    _hardening.add_arguments(p)  # --security-opt, --device, --ulimit, --privileged
     a("image", metavar="IMAGE")
     a("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
     return p
@@ -184,4 +186,5 @@ def parse_run_args(argv: list[str], environ: Mapping[str, str] | None = None) ->
         platform=ns.platform,
         pull=ns.pull,
         cgroup_parent=ns.cgroup_parent,
+        hardening=_hardening.from_args(ns.security_opt, ns.device, ns.ulimit, ns.privileged),
     )

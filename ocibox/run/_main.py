@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ocibox import cache
 from ocibox.errors import ImageNotFound, RuntimeSetupError
+from ocibox.run import _hardening
 from ocibox.run._cgroup import open_cgroup
 from ocibox.run._container import run_container
 from ocibox.run._flags import parse_run_args
@@ -74,7 +75,12 @@ def main(settings: Settings, argv: list[str]) -> int:
     cdir = store.container_dir(cid)
     upper, work, merged = cdir / "upper", cdir / "work", cdir / "merged"
     status: int | None = None
+    hardening: _hardening.Prepared | None = None
     try:
+        # seccomp program built while libseccomp is reachable, device rules, --ulimit checked
+        hardening = _hardening.prepare(spec.hardening, spec.caps, spec.tty, f"ocibox-{cid}", cgroup,
+                                       cache_dir=str(settings.root / "seccomp"),
+                                       cgroup_parent=flags.cgroup_parent, echo=echo if settings.debug else None)
         cache.touch_image(store, record.id)
         for d in (upper, work, merged):
             d.mkdir(parents=True)
@@ -86,8 +92,11 @@ def main(settings: Settings, argv: list[str]) -> int:
             cgroup=cgroup,
             on_start=lambda pid: cache.set_container_pid(store, cid, pid),
             echo=echo if settings.debug else None,
+            hardening=hardening,
         )
         return status
     finally:
         cache.remove_tree(cdir)
+        for problem in hardening.destroy() if hardening is not None else []:
+            sys.stderr.write(f"ocibox: warning: {problem}\n")
         cache.finish_container(store, cid, status, remove=flags.rm)

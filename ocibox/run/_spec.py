@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from ocibox.errors import UsageError
 from ocibox.image import ImageConfig
+from ocibox.run._hardening import Hardening, bounded_caps
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -101,6 +102,7 @@ class RunFlags:
     platform: str = ""
     pull: str = "missing"
     cgroup_parent: str = ""
+    hardening: Hardening = field(default_factory=Hardening)
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class RunSpec:
     init: bool = False
     limits: Limits = field(default_factory=Limits)
     warnings: tuple[str, ...] = ()
+    hardening: Hardening = field(default_factory=Hardening)
 
     @classmethod
     def from_image(cls, config: ImageConfig, flags: RunFlags, *, container_id: str = "") -> RunSpec:
@@ -153,10 +156,11 @@ class RunSpec:
             tty=flags.tty,
             interactive=flags.interactive,
             network=flags.network,
-            caps=capabilities(flags.cap_add, flags.cap_drop),
+            caps=bounded_caps(CAP_NUMBER) if flags.hardening.privileged else capabilities(flags.cap_add, flags.cap_drop),
             init=flags.init,
             limits=limits,
             warnings=warnings,
+            hardening=flags.hardening,
         )
 
 
