@@ -10,10 +10,34 @@ Public surface::
     mount_image(settings, name) -> Path / umount_image(settings, name) / export_image(settings, name, output)
 """
 
-from ocibox.layers._image import export_image, mount_image, umount_image, write_flat_tar
-from ocibox.layers._merged import copy_merged, walk_merged
-from ocibox.layers._mount import image_lowerdirs, mount_rootfs, overlay_options, overlay_supported
-from ocibox.layers._unpack import has_layer, unpack_layer
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ocibox._lazy import lazy_getattr
+
+if TYPE_CHECKING:
+    from ocibox.layers._image import export_image, mount_image, umount_image, write_flat_tar
+    from ocibox.layers._merged import copy_merged, walk_merged
+    from ocibox.layers._mount import image_lowerdirs, mount_rootfs, overlay_options, overlay_supported
+    from ocibox.layers._unpack import has_layer, unpack_layer
+
+_TABLE = {
+    "export_image": "_image",
+    "mount_image": "_image",
+    "umount_image": "_image",
+    "write_flat_tar": "_image",
+    "copy_merged": "_merged",
+    "walk_merged": "_merged",
+    "image_lowerdirs": "_mount",
+    "mount_rootfs": "_mount",
+    "overlay_options": "_mount",
+    "overlay_supported": "_mount",
+    "has_layer": "_unpack",
+    "unpack_layer": "_unpack",
+}
+
+__getattr__ = lazy_getattr(__name__, _TABLE)
 
 __all__ = [
     "copy_merged",
