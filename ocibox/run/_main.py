@@ -71,7 +71,12 @@ def main(settings: Settings, argv: list[str]) -> int:
                                 "install a complete ocibox")
     cgroup = open_cgroup(f"ocibox-{cid}", spec.limits, parent=flags.cgroup_parent,
                          echo=echo if settings.debug else None)
-    cache.add_container(store, cid, flags.name or None, str(record.id), list(spec.argv))
+    # Between finding the image and recording the container, a prune or rmi could remove the
+    # image: lease it, look it up again under the lease, then record the container (whose live
+    # row protects the image from then on).
+    with store.lease("run", [str(record.id)] + [str(x.chain_id) for x in record.layers]):
+        record = cache.load_image(store, record.id)
+        cache.add_container(store, cid, flags.name or None, str(record.id), list(spec.argv))
     cdir = store.container_dir(cid)
     upper, work, merged = cdir / "upper", cdir / "work", cdir / "merged"
     status: int | None = None
