@@ -247,6 +247,17 @@ def mount_points_under(path: Path) -> list[str]:
     return sorted(out, key=lambda p: p.count("/"), reverse=True)
 
 
+def mounted_images(store: Store) -> set[str]:
+    """Image ids mounted by ``ocibox image mount`` (``<root>/mounts/<hex>/merged``): in use."""
+    base = os.path.realpath(store.root / "mounts")
+    out = set()
+    for mp in mount_points_under(Path(base)):
+        parts = os.path.relpath(mp, base).split(os.sep)
+        if len(parts) == 2 and parts[1] == "merged":
+            out.add(f"sha256:{parts[0]}")
+    return out
+
+
 def _unescape(s: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
 

@@ -23,6 +23,7 @@ from ocibox.cache._gc import (
     delete_image_rows,
     delete_layer_rows,
     layer_dirs,
+    mounted_images,
     normalize_leases,
     orphan_container_dirs,
     remove_containers,
@@ -56,7 +57,7 @@ def remove_images(settings: Settings, names: list[str], *, force: bool) -> list[
     out: list[str] = []
     try:
         with store.lock("gc"):
-            leased = normalize_leases(store.leased())
+            leased = normalize_leases(store.leased()) | mounted_images(store)
             live = live_containers(store)
             with store.transaction() as db:
                 before = Refs.load(db)
@@ -135,8 +136,8 @@ def _check_not_in_use(iid: str, text: str, leased: set[str], live: list[Containe
             raise InUseError(f"unable to remove image {text} ({iid[7:19]}): running container {c.id[:12]} uses it; "
                              "stop the container first")
     if iid in leased:
-        raise InUseError(f"unable to remove image {text} ({iid[7:19]}): a running ocibox process uses it; "
-                         "wait for it to finish")
+        raise InUseError(f"unable to remove image {text} ({iid[7:19]}): it is in use by a running ocibox process "
+                         "or mounted by 'ocibox image mount'; wait for it to finish or run 'ocibox image umount'")
 
 
 def _garbage_of(before: Refs, after: Refs, deleted: list[str], leased: set[str]) -> tuple[list[str], list[str]]:
@@ -201,7 +202,7 @@ def prune(settings: Settings, *, all_: bool, dry_run: bool, keep_storage: str | 
     lines: list[str] = []
     try:
         with store.lock("gc"):
-            leased = normalize_leases(store.leased())
+            leased = normalize_leases(store.leased()) | mounted_images(store)
             live = live_containers(store)
             plan = Plan()
             plan.containers = stale_containers(store) + [c for c in list_containers(store) if c.state == "exited"]
