@@ -12,6 +12,7 @@ from ocibox.cache import ImageRecord, Store, load_image, record_image
 from ocibox.digest import Digest, VerifyingReader, verify_bytes
 from ocibox.errors import (
     DigestMismatch,
+    LayerError,
     ManifestError,
     OciboxError,
     RegistryError,
@@ -303,19 +304,32 @@ def _pull_layer(store: Store, client: RegistryClient, ref: Reference, desc: Desc
                 resumed = partial.exists() and partial.stat().st_size > 0
                 counted: Callable[[int], None] = lambda n: progress.layer_bytes(short, n)  # noqa: E731
                 stream = client.open_blob(ref.repository, desc, what, partial=partial, on_bytes=counted)
+                reader = VerifyingReader(stream, desc.digest, desc.size, what)
                 try:
-                    reader = VerifyingReader(stream, desc.digest, desc.size, what)
                     size = unpack_layer(store, reader, compression=desc.compression, diff_id=diff_id,
                                         chain_id=cid, parent=parent, what=what)
                 except (RegistryError, KeyboardInterrupt):
                     stream.close()  # keep the partial file: the next try resumes from it
                     raise
                 except BaseException as e:
+                    err: BaseException = e
+                    if isinstance(e, LayerError) and not reader.verified:
+                        # Bytes changed in transit usually break the decompressor before the
+                        # digest is checked at EOF: read the rest (at most the descriptor's size)
+                        # to tell "the blob does not match its digest" from "the layer is corrupt".
+                        try:
+                            reader.verify_to_end()
+                        except DigestMismatch as mismatch:
+                            err = mismatch
+                        except (OciboxError, OSError):
+                            pass
                     stream.close()
                     with contextlib.suppress(FileNotFoundError):
                         partial.unlink()
-                    if resumed and attempt == 1 and isinstance(e, OciboxError):
+                    if resumed and attempt == 1 and isinstance(err, OciboxError):
                         continue  # the partial file from an earlier process was bad: start over
+                    if err is not e:
+                        raise err from None
                     raise
                 stream.close()
                 with contextlib.suppress(FileNotFoundError):
