@@ -24,7 +24,7 @@ import posixpath
 import signal
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ocibox import errors
@@ -349,6 +349,15 @@ def _open_in(root: int, path: str, create: str = "") -> int:
     return sc.openat2(root, rel, os.O_PATH, 0, _RESOLVE)
 
 
+@contextlib.contextmanager
+def _naming(what: str, hint: str) -> Iterator[None]:
+    """Turn an OSError of one setup step into one line that names what was wrong and what to do."""
+    try:
+        yield
+    except OSError as e:
+        raise errors.RuntimeSetupError(f"{what}: {e.strerror or e}; {hint}") from None
+
+
 def _mount_in(root: int, path: str, source: str | None, fstype: str | None, flags: int = 0,
               data: str | None = None, create: str = "dir") -> None:
     """Mount on ``path`` inside the rootfs through /proc/self/fd (the target was resolved safely)."""
@@ -513,19 +522,22 @@ def _container_init(spec: RunSpec, rootfs: Path, state_dir: Path, etc: dict[str,
         _mount_in(root, f"/etc/{name}", os.path.join(state, name), None, sc.MS_BIND, create="file")
     # Volumes and tmpfs, targets resolved inside the rootfs like every other mount.
     for m in spec.mounts:
-        if m.kind == "bind":
-            if not os.path.exists(m.source):
-                os.makedirs(m.source, 0o755)  # docker creates a missing host directory
-            kind = "dir" if os.path.isdir(m.source) else "file"
-            _mount_in(root, m.target, m.source, None, sc.MS_BIND | sc.MS_REC, create=kind)
-            if m.readonly:
-                _remount_ro_in(root, m.target)
-        else:
-            flags = sum(getattr(sc, "MS_" + f.upper()) for f in m.flags)
-            flags |= sc.MS_RDONLY if m.readonly else 0
-            _mount_in(root, m.target, "tmpfs", "tmpfs", flags, m.data or None)
+        with _naming(f"{'volume' if m.kind == 'bind' else 'tmpfs'} target {m.target}",
+                     "the target must be a path inside the image that does not leave it through a symlink"):
+            if m.kind == "bind":
+                if not os.path.exists(m.source):
+                    os.makedirs(m.source, 0o755)  # docker creates a missing host directory
+                kind = "dir" if os.path.isdir(m.source) else "file"
+                _mount_in(root, m.target, m.source, None, sc.MS_BIND | sc.MS_REC, create=kind)
+                if m.readonly:
+                    _remount_ro_in(root, m.target)
+            else:
+                flags = sum(getattr(sc, "MS_" + f.upper()) for f in m.flags)
+                flags |= sc.MS_RDONLY if m.readonly else 0
+                _mount_in(root, m.target, "tmpfs", "tmpfs", flags, m.data or None)
     # The working directory is created if missing (docker does), inside the rootfs.
-    os.close(_open_in(root, spec.cwd, "dir"))
+    with _naming(f"working directory {spec.cwd}", "use -w with a directory inside the image"):
+        os.close(_open_in(root, spec.cwd, "dir"))
 
     # 5. pivot_root, never chroot: chroot leaves the host's mounts reachable (runc's
     # pivot_root(".", ".") then a lazy unmount of the old root stacked on top).
