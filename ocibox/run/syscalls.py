@@ -53,6 +53,7 @@ def _libc() -> ctypes.CDLL:
         return ctypes.CDLL(find_library("c") or "libc.so.6", use_errno=True)
 
 
+@cache
 def _nr(name: str) -> int:
     machine = os.uname().machine
     try:
