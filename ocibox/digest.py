@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ocibox.errors import DigestMismatch, UsageError
+
+if TYPE_CHECKING:
+    import hashlib
 
 _ALGOS = {"sha256": 64, "sha512": 128}
 _DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
@@ -36,9 +38,13 @@ class Digest:
 
     @classmethod
     def of_bytes(cls, data: bytes, algorithm: str = "sha256") -> Digest:
+        import hashlib  # here, not at import: a warm 'ocibox run' parses digests but hashes nothing
+
         return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
 
     def hasher(self) -> hashlib._Hash:
+        import hashlib
+
         return hashlib.new(self.algorithm)
 
     @property
@@ -58,6 +64,8 @@ def verify_bytes(data: bytes, digest: Digest, size: int | None, what: str) -> No
     """Raise :class:`DigestMismatch` unless ``data`` has ``size`` and ``digest``."""
     if size is not None and len(data) != size:
         raise DigestMismatch(f"{what}: expected {size} bytes, got {len(data)}")
+    import hashlib
+
     got = hashlib.new(digest.algorithm, data).hexdigest()
     if got != digest.hex:
         raise DigestMismatch(f"{what}: digest mismatch, expected {digest}, got {digest.algorithm}:{got}")

@@ -9,7 +9,6 @@ the rest of ocibox passes these frozen values.
 from __future__ import annotations
 
 import json
-import platform as _platform
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +70,9 @@ class Platform:
 
     @classmethod
     def host(cls) -> Platform:
-        m = _platform.machine().lower()
+        import platform  # not at import time: it compiles a dozen regexes, and a warm run never needs it
+
+        m = platform.machine().lower()
         arch = {
             "x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
             "armv7l": "arm", "armv6l": "arm", "i686": "386", "i386": "386",

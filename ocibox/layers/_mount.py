@@ -6,12 +6,10 @@ import contextlib
 import functools
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from ocibox.cache import ImageRecord, Store, remove_tree
 from ocibox.errors import RuntimeSetupError, StoreError
-from ocibox.layers._merged import copy_merged
 from ocibox.layers._unpack import layer_row
 from ocibox.run import syscalls
 
@@ -77,6 +75,8 @@ def _overlay_works(tmp: str) -> bool:
                 return False
     except OSError:
         return False
+    import tempfile
+
     probe = tempfile.mkdtemp(prefix=f"{os.getpid()}.overlay-probe-", dir=tmp)
     try:
         for d in ("l1", "l2", "u", "w", "m"):
@@ -140,39 +140,54 @@ def mount_rootfs(
         raise RuntimeSetupError("mounting a rootfs needs both an upper and a work directory, or neither")
     diffs = image_lowerdirs(store, record)
     try:
+        overlay = len(diffs) > 1 or upper_s is not None
+        if overlay:
+            # Try the overlay first; probe whether overlayfs works here only when it failed (the
+            # probe is a real mount of its own: a warm run should not pay for it every time).
+            try:
+                _mount_overlay(store, record, target_s, upper_s, work_s, readonly)
+                return
+            except (OSError, StoreError, RuntimeSetupError):
+                if overlay_supported(store):
+                    raise  # an OSError is named by the handler below
         if not overlay_supported(store):
             print(f"ocibox: overlayfs is not usable for the store {store.root}; using a copied rootfs (slower)",
                   file=sys.stderr)
             dest = Path(upper_s) if upper_s is not None else copy_dir_for(Path(target_s))
             dest.mkdir(parents=True, exist_ok=True)
             if not any(dest.iterdir()):
+                # the extraction modules (tarfile, ...) load only for this fallback, not on a warm run
+                from ocibox.layers._merged import copy_merged
+
                 copy_merged(diffs, dest)
             _bind(str(dest), target_s, readonly or upper_s is None)
             return
-        if len(diffs) == 1 and upper_s is None:
-            _bind(str(diffs[0]), target_s, True)
-            return
-        lowers = _short_lowers(store, record)
-        if upper_s is not None and work_s is not None:
-            upper_s, work_s = _rel_if_inside(upper_s, store.layers), _rel_if_inside(work_s, store.layers)
-        opts = overlay_options(lowers, upper_s, work_s)
-        if len(opts.encode()) > OPTIONS_LIMIT:
-            raise RuntimeSetupError(
-                f"image {record.id.short} has too many layers ({len(lowers)}) for one page of overlay options"
-            )
-        try:
-            cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
-            cwd = -1  # the cwd was removed: go back to /
-        try:
-            os.chdir(store.layers)
-            syscalls.mount("overlay", target_s, "overlay", syscalls.MS_RDONLY if readonly else 0, opts)
-        finally:
-            with contextlib.suppress(OSError):
-                if cwd >= 0:
-                    os.fchdir(cwd)
-                    os.close(cwd)
-                else:
-                    os.chdir("/")
+        _bind(str(diffs[0]), target_s, True)  # one layer, no upper: a read-only bind
     except OSError as e:
         raise RuntimeSetupError(f"cannot mount the rootfs of image {record.id.short} at {target_s}: {e.strerror or e}") from None
+
+
+def _mount_overlay(store: Store, record: ImageRecord, target_s: str, upper_s: str | None, work_s: str | None,
+                   readonly: bool) -> None:
+    lowers = _short_lowers(store, record)
+    if upper_s is not None and work_s is not None:
+        upper_s, work_s = _rel_if_inside(upper_s, store.layers), _rel_if_inside(work_s, store.layers)
+    opts = overlay_options(lowers, upper_s, work_s)
+    if len(opts.encode()) > OPTIONS_LIMIT:
+        raise RuntimeSetupError(
+            f"image {record.id.short} has too many layers ({len(lowers)}) for one page of overlay options"
+        )
+    try:
+        cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        cwd = -1  # the cwd was removed: go back to /
+    try:
+        os.chdir(store.layers)
+        syscalls.mount("overlay", target_s, "overlay", syscalls.MS_RDONLY if readonly else 0, opts)
+    finally:
+        with contextlib.suppress(OSError):
+            if cwd >= 0:
+                os.fchdir(cwd)
+                os.close(cwd)
+            else:
+                os.chdir("/")

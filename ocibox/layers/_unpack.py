@@ -18,8 +18,6 @@ from pathlib import Path
 from ocibox.cache import Store, remove_tree
 from ocibox.digest import Digest, Readable
 from ocibox.errors import LayerError, OciboxError, StoreError
-from ocibox.layers._decompress import decompressing_reader
-from ocibox.layers._extract import extract
 
 SHORT_LEN = 20  # hex digits of a short link name: 128 layers * len("l/<short>:") = 2944 bytes
 _DB_INIT = threading.Lock()
@@ -73,6 +71,10 @@ def unpack_layer(
     Returns the unpacked size in bytes (regular file contents). On any error
     nothing of this layer is left in the store; the error names ``what``.
     """
+    # here, not at import: 'ocibox run' reads layer rows through this module but never extracts
+    from ocibox.layers._decompress import decompressing_reader
+    from ocibox.layers._extract import extract
+
     if diff_id.algorithm != "sha256":
         raise LayerError(f"{what}: diff_id {diff_id} is not sha256")
     store.ensure()
