@@ -22,7 +22,6 @@ import fcntl
 import os
 import shutil
 import sqlite3
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -233,10 +232,14 @@ class Store:
     def mkdtemp(self, what: str) -> Path:
         """A fresh directory under ``tmp/`` owned by this process (cleaned if it dies)."""
         self.ensure()
+        import tempfile  # here, not at import: tempfile loads random, and a warm run never needs it
+
         return Path(tempfile.mkdtemp(prefix=f"{self._prefix}{what}-", dir=self.tmp))
 
     def mkstemp(self, what: str) -> tuple[int, Path]:
         self.ensure()
+        import tempfile
+
         fd, path = tempfile.mkstemp(prefix=f"{self._prefix}{what}-", dir=self.tmp)
         return fd, Path(path)
 
@@ -296,7 +299,7 @@ class Store:
         sees either no lease and no new use, or the lease. A lease of a dead process is ignored."""
         self.ensure()
         with self.lock("gc", shared=True):
-            fd, tmp = tempfile.mkstemp(prefix=f"{self._prefix}{what}-", dir=self.leases)
+            fd, tmp = _create_unique(self.leases, f"{self._prefix}{what}-")
             with os.fdopen(fd, "w") as f:
                 f.write("\n".join(items) + "\n")
         try:
@@ -353,6 +356,17 @@ class Store:
             yield
         finally:
             os.close(fd)
+
+
+def _create_unique(directory: Path, prefix: str) -> tuple[int, str]:
+    """A new file ``prefix<random>`` in ``directory``, mode 0600: tempfile.mkstemp's guarantees
+    (O_EXCL, no symlink followed) without importing tempfile on the warm path of a run."""
+    while True:
+        path = os.path.join(directory, prefix + os.urandom(6).hex())
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), path
+        except FileExistsError:
+            continue
 
 
 @contextlib.contextmanager
