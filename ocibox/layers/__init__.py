@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING
 from ocibox._lazy import lazy_getattr
 
 if TYPE_CHECKING:
+    from ocibox.layers._forked import Unpackers
     from ocibox.layers._image import export_image, mount_image, umount_image, write_flat_tar
     from ocibox.layers._merged import copy_merged, walk_merged
     from ocibox.layers._mount import image_lowerdirs, mount_rootfs, overlay_options, overlay_supported
     from ocibox.layers._unpack import has_layer, unpack_layer
 
 _TABLE = {
+    "Unpackers": "_forked",
     "export_image": "_image",
     "mount_image": "_image",
     "umount_image": "_image",
@@ -40,6 +42,7 @@ _TABLE = {
 __getattr__ = lazy_getattr(__name__, _TABLE)
 
 __all__ = [
+    "Unpackers",
     "copy_merged",
     "export_image",
     "has_layer",

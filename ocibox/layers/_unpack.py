@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ocibox.cache import Store, remove_tree
@@ -65,11 +65,15 @@ def unpack_layer(
     chain_id: Digest,
     parent: Digest | None,
     what: str,
+    before_publish: Callable[[], None] | None = None,
 ) -> int:
     """Decompress ``stream`` (read to EOF), extract it safely, check its diff_id, publish it.
 
     Returns the unpacked size in bytes (regular file contents). On any error
     nothing of this layer is left in the store; the error names ``what``.
+    ``before_publish`` runs after the diff_id check and before anything is visible;
+    it raises to stop the publication (a forked unpacker waits there for the parent's
+    word that the compressed blob verified).
     """
     # here, not at import: 'ocibox run' reads layer rows through this module but never extracts
     from ocibox.layers._decompress import decompressing_reader
@@ -90,6 +94,8 @@ def unpack_layer(
                 f"{what}: uncompressed content is sha256:{got}, but the image config says {diff_id}"
                 " (diff_id mismatch: truncated or altered layer); pull again or report the image"
             )
+        if before_publish is not None:
+            before_publish()
         _publish(store, tmp, chain_id=chain_id, diff_id=diff_id, parent=parent, size=applier.size, what=what)
     except BaseException:
         if tmp.exists():

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ocibox.cache import ImageRecord, Store, load_image, record_image
 from ocibox.digest import Digest, VerifyingReader, verify_bytes
@@ -33,7 +34,12 @@ from ocibox.puller._progress import Progress, make_progress
 from ocibox.reference import Reference
 from ocibox.settings import Settings
 
+if TYPE_CHECKING:
+    from ocibox.layers import Unpackers
+
 _MAX_NESTING = 4
+#: layers of one pull unpacked in forked children at most (the rest in their download thread)
+_MAX_FORKED = 16
 
 
 @dataclass(frozen=True)
@@ -269,27 +275,41 @@ def _pull_layers(settings: Settings, store: Store, client: RegistryClient, ref: 
     todo = [i for i, p in enumerate(present) if not p]
     sizes = {i: _layer_size(store, cids[i]) for i, p in enumerate(present) if p}
     if todo:
+        from ocibox.layers import Unpackers
+
         workers = max(1, min(settings.config.concurrency, len(todo)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="layer") as pool:
-            futures: dict[Future[int], int] = {}
-            for i in todo:
-                parent = cids[i - 1] if i else None
-                fut = pool.submit(_pull_layer, store, client, ref, manifest.layers[i], config.diff_ids[i],
-                                  cids[i], parent, progress)
-                futures[fut] = i
-            finished, _pending = wait(futures, return_when=FIRST_EXCEPTION)
-            for fut in finished:
-                if fut.exception() is not None:
-                    for other in futures:
-                        other.cancel()
-                    raise fut.exception()  # type: ignore[misc]
-            for fut, i in futures.items():
-                sizes[i] = fut.result()
+        # Extraction is GIL-bound: each layer unpacks in a child process of its own (see
+        # layers/_forked.py), forked here, in the main thread, before any download thread
+        # starts. Layers past the first _MAX_FORKED unpack in their download thread.
+        unpackers = Unpackers()
+        try:
+            for i in todo[:_MAX_FORKED]:
+                unpackers.start(i, store, compression=manifest.layers[i].compression, diff_id=config.diff_ids[i],
+                                chain_id=cids[i], parent=cids[i - 1] if i else None,
+                                what=f"{ref}: layer {manifest.layers[i].digest}")
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="layer") as pool:
+                futures: dict[Future[int], int] = {}
+                for i in todo:
+                    parent = cids[i - 1] if i else None
+                    fut = pool.submit(_pull_layer, store, client, ref, manifest.layers[i], config.diff_ids[i],
+                                      cids[i], parent, progress, unpackers, i)
+                    futures[fut] = i
+                finished, _pending = wait(futures, return_when=FIRST_EXCEPTION)
+                for fut in finished:
+                    if fut.exception() is not None:
+                        for other in futures:
+                            other.cancel()
+                        raise fut.exception()  # type: ignore[misc]
+                for fut, i in futures.items():
+                    sizes[i] = fut.result()
+        finally:
+            unpackers.close()
     return sum(sizes.values())
 
 
 def _pull_layer(store: Store, client: RegistryClient, ref: Reference, desc: Descriptor, diff_id: Digest,
-                cid: Digest, parent: Digest | None, progress: Progress) -> int:
+                cid: Digest, parent: Digest | None, progress: Progress, unpackers: Unpackers | None = None,
+                index: int = -1) -> int:
     from ocibox.layers import has_layer, unpack_layer
 
     short = desc.digest.short
@@ -305,9 +325,13 @@ def _pull_layer(store: Store, client: RegistryClient, ref: Reference, desc: Desc
                 counted: Callable[[int], None] = lambda n: progress.layer_bytes(short, n)  # noqa: E731
                 stream = client.open_blob(ref.repository, desc, what, partial=partial, on_bytes=counted)
                 reader = VerifyingReader(stream, desc.digest, desc.size, what)
+                child = unpackers.take(index) if unpackers is not None and attempt == 1 else None
                 try:
-                    size = unpack_layer(store, reader, compression=desc.compression, diff_id=diff_id,
-                                        chain_id=cid, parent=parent, what=what)
+                    if child is not None:
+                        size = child.run(reader)
+                    else:
+                        size = unpack_layer(store, reader, compression=desc.compression, diff_id=diff_id,
+                                            chain_id=cid, parent=parent, what=what)
                 except (RegistryError, KeyboardInterrupt):
                     stream.close()  # keep the partial file: the next try resumes from it
                     raise
