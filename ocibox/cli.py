@@ -93,6 +93,12 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except KeyboardInterrupt:
         print("Error: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as e:  # a bug or an unforeseen failure: one line, docker's 125
+        if debug:
+            raise
+        print(f"Error: ocibox failed: {type(e).__name__}: {e} (run with --debug for the traceback)",
+              file=sys.stderr)
+        sys.exit(125)
     sys.exit(0)
 
 
@@ -134,6 +140,7 @@ def build_app(settings: Settings) -> typer.Typer:
     app = typer.Typer(
         add_completion=False,
         no_args_is_help=True,
+        pretty_exceptions_enable=False,
         context_settings={"help_option_names": ["-h", "--help"]},
         help="ocibox: pull OCI/Docker images into a layer store and run them in fresh namespaces.",
     )

@@ -597,7 +597,12 @@ class BlobStream:
         data, self._buf = self._buf[:n], self._buf[n:]
         self.pos += len(data)
         if self._tee is not None:
-            self._tee.write(data)
+            try:
+                self._tee.write(data)
+            except OSError as e:
+                from ocibox.cache._store import disk_error
+
+                raise disk_error(e, f"{self.what}: saving the download") from None
         if self.on_bytes:
             self.on_bytes(len(data))
         return data
