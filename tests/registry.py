@@ -18,9 +18,10 @@ def free_port() -> int:
 
 
 class Registry:
-    """One registry process. ``auth`` is a YAML fragment for the ``auth:`` section, or empty."""
+    """One registry process. ``auth`` is a YAML fragment for the ``auth:`` section, or empty;
+    ``extra`` is more top-level YAML appended to the config (e.g. a ``validation:`` section)."""
 
-    def __init__(self, root: Path, auth: str = "", port: int | None = None) -> None:
+    def __init__(self, root: Path, auth: str = "", port: int | None = None, extra: str = "") -> None:
         self.root = root
         self.port = port or free_port()
         self.host = f"127.0.0.1:{self.port}"
@@ -32,6 +33,7 @@ class Registry:
             f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
             f"http:\n  addr: 127.0.0.1:{self.port}\n"
             + (f"auth:\n{auth}" if auth else "")
+            + extra
         )
         self.log = root / "registry.log"
         self.proc: subprocess.Popen[bytes] | None = None
