@@ -110,6 +110,7 @@ class Bench:
         self.results: list[CaseResult] = []
         self.runroot_base = Path(f"/run/obench{os.getpid()}")
         self.runroots: dict[Path, Path] = {}
+        self.rev_start = git_rev()
 
     # ------------------------------------------------------------------ setup
     def start_registry(self, images: list[str]) -> None:
@@ -510,7 +511,7 @@ def table(res: CaseResult, summary: list[str]) -> list[str]:
                        f"crun cannot run on this host) | <= 0.5x | {r:.2f}x ({med:.3f} s) | "
                        f"{'met' if r <= 0.5 else '**MISSED**'} |")
     if res.key == "zstd-after-gzip":
-        lines += ["", "| tool | blob GETs | blob MB downloaded | manifest GETs | layer dirs before -> after |",
+        lines += ["", "| tool | blob GETs | blob bytes downloaded | manifest GETs | layer dirs before -> after |",
                   "|---|---|---|---|---|"]
         for t in res.tools:
             ex = res.extras[t.key]
@@ -520,9 +521,9 @@ def table(res: CaseResult, summary: list[str]) -> list[str]:
             if t.key == "ocibox":
                 only = e["blob_gets"] <= 1 and e["manifest_gets"] <= 2 and e["layers_after"] == e["layers_before"]
                 summary.append(f"| zstd-after-gzip: ocibox downloads only manifest + config | that only | "
-                               f"{e['blob_gets']} blob GET(s), {e['blob_bytes'] / 1e6:.2f} MB, layers "
+                               f"{e['blob_gets']} blob GET(s), {e['blob_bytes']:,} bytes, layers "
                                f"{e['layers_before']} -> {e['layers_after']} | {'met' if only else '**MISSED**'} |")
-            lines.append(f"| {t.label} | {e['blob_gets']} | {e['blob_bytes'] / 1e6:.2f} | {e['manifest_gets']} | "
+            lines.append(f"| {t.label} | {e['blob_gets']} | {e['blob_bytes']:,} | {e['manifest_gets']} | "
                          f"{e['layers_before']} -> {e['layers_after']} |")
     if res.key == "mem-2g":
         lines += ["", "| tool | peak RSS tree MiB (median) | peak anon (cgroup) MiB | cgroup peak incl. page cache MiB "
@@ -555,7 +556,14 @@ def table(res: CaseResult, summary: list[str]) -> list[str]:
     return lines
 
 
-def machine_facts(meter: Meter) -> list[str]:
+def git_rev() -> str:
+    r = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h %s"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "ocibox"],
+                           capture_output=True, text=True).stdout.strip()
+    return r.stdout.strip()[:100] + (" + uncommitted changes in ocibox/" if dirty else "")
+
+
+def machine_facts(meter: Meter, rev_start: str) -> list[str]:
     def out(cmd: list[str]) -> str:
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
@@ -566,13 +574,14 @@ def machine_facts(meter: Meter) -> list[str]:
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), "?")
     rootfs = next((ln for ln in Path("/proc/mounts").read_text().splitlines() if ln.split()[1] == "/"), "?")
-    rev = out(["git", "-C", str(REPO), "log", "-1", "--format=%h %s"])
+    rev = git_rev()
     facts = [
         f"- machine: {os.cpu_count()} CPUs ({cpu}), {int(mem.split()[1]) / 2**20:.1f} GiB RAM, "
         f"kernel {platform.release()}, / is `{' '.join(rootfs.split()[2:4])}`",
         f"- cgroups: {'hybrid (v1 controllers + unified)' if Path('/sys/fs/cgroup/unified').is_dir() else 'see /proc/mounts'}; "
         f"memory measured by {meter.how}",
-        f"- ocibox: {rev}, Python {platform.python_version()}",
+        f"- ocibox: {rev}, Python {platform.python_version()}" + (
+            f" (WARNING: the checkout moved during the run; it started at {rev_start})" if rev != rev_start else ""),
         "- peers: " + "; ".join([
             out(["podman", "--version"]), out(["skopeo", "--version"]), out(["umoci", "--version"]),
             out(["runc", "--version"]), out(["crun", "--version"]), out(["tar", "--version"]),
@@ -593,7 +602,7 @@ def report(bench: Bench, argv: list[str], started: float) -> str:
              "per-round ratios ocibox/peer. Peak RSS is the max over 20 ms samples of the summed VmRSS "
              "of every process of the command's tree (found through a fresh memory cgroup). podman pulls run with a private, empty blob-info cache "
              "(bind mount in a private mount namespace: `unshare -m`).",
-             "", *machine_facts(bench.meter),
+             "", *machine_facts(bench.meter, bench.rev_start),
              f"- ocibox readiness at start: pull {bench.ocibox_pull}; run {bench.ocibox_run}", ""]
     summary: list[str] = []
     body: list[str] = []
