@@ -137,3 +137,73 @@ def decompressing_reader(raw: Readable, compression: str, what: str) -> Readable
     if compression == "none":
         return _Plain(raw)
     raise LayerError(f"{what}: unknown compression {compression!r} (expected gzip, zstd or none)")
+
+
+class Prefetcher:
+    """Reads ``inner`` in a thread of its own, a bounded queue of chunks ahead of the consumer.
+
+    Decompression (isal, zstandard) and sha256 release the GIL, so with the decompressing and
+    hashing readers inside the thread they run beside the tar parsing and the per-entry work of
+    the consumer: for one big layer that is most of a core. At most ``depth`` chunks of
+    ``chunk`` bytes are buffered. ``close()`` stops the thread and waits for it, so that nobody
+    reads ``inner`` once it returns. An exception in the thread is raised by the consumer's
+    next ``read``.
+    """
+
+    def __init__(self, inner: Readable, chunk: int = 1 << 20, depth: int = 8) -> None:
+        import queue
+        import threading
+
+        self._inner = inner
+        self._chunk = chunk
+        self._q: queue.Queue[bytes | BaseException] = queue.Queue(depth)
+        self._full = queue.Full
+        self._stop = threading.Event()
+        self._buf = b""
+        self._pos = 0
+        self._eof = False
+        self._thread = threading.Thread(target=self._run, name="prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: bytes | BaseException) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except self._full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                data = self._inner.read(self._chunk)
+                if not self._put(data) or not data:
+                    return
+        except BaseException as e:  # handed to the consumer
+            self._put(e)
+
+    def read(self, n: int = -1, /) -> bytes:
+        while self._pos >= len(self._buf):
+            if self._eof:
+                return b""
+            item = self._q.get()
+            if isinstance(item, BaseException):
+                self._eof = True
+                raise item
+            if not item:
+                self._eof = True
+                return b""
+            self._buf, self._pos = item, 0
+        end = len(self._buf) if n < 0 else min(len(self._buf), self._pos + n)
+        out = self._buf[self._pos : end]
+        self._pos = end
+        return out
+
+    def drain(self) -> None:
+        while self.read(self._chunk):
+            pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from ocibox.digest import Readable
 from ocibox.errors import HostileLayerError, LayerError
+from ocibox.layers._decompress import Prefetcher
 from ocibox.run import syscalls
 
 WHITEOUT_PREFIX = ".wh."
@@ -434,15 +435,17 @@ def extract(stream: Readable, root: Path, what: str) -> tuple[HashingReader, App
     Returns the hashing reader (digest and byte count of the whole stream) and
     the applier (unpacked size, entry count)."""
     hashing = HashingReader(stream)
+    # Decompression and hashing in a thread of their own, beside the parsing (see Prefetcher).
+    ahead = Prefetcher(hashing)
     applier = Applier(root, what)
     last = "(start of stream)"
     try:
         try:
-            tf = tarfile.open(fileobj=hashing, mode="r|", bufsize=256 * 1024)  # type: ignore[call-overload]  # noqa: SIM115
+            tf = tarfile.open(fileobj=ahead, mode="r|", bufsize=256 * 1024)  # type: ignore[call-overload]  # noqa: SIM115
         except tarfile.ReadError as e:
             # Python's tarfile refuses an archive of end-of-archive blocks only, which is what
             # an empty layer is (e.g. docker's WORKDIR layers): accept all-zero streams.
-            hashing.drain()
+            ahead.drain()
             if hashing.nonzero:
                 raise LayerError(f"{what}: not a tar stream ({e})") from None
             return hashing, applier
@@ -451,7 +454,7 @@ def extract(stream: Readable, root: Path, what: str) -> tuple[HashingReader, App
                 last = ti.name
                 applier.apply(ti, tf)
         applier.finish()
-        hashing.drain()  # the end-of-archive blocks and padding are part of the diff_id
+        ahead.drain()  # the end-of-archive blocks and padding are part of the diff_id
     except (tarfile.TarError, EOFError) as e:
         raise LayerError(f"{what}: truncated or corrupt tar after entry {last!r} ({e})") from None
     except OSError as e:
@@ -462,5 +465,6 @@ def extract(stream: Readable, root: Path, what: str) -> tuple[HashingReader, App
     except ValueError as e:  # embedded NUL and the like
         raise HostileLayerError(f"{what}: refusing entry {last!r}: {e}") from None
     finally:
+        ahead.close()
         applier.close()
     return hashing, applier
