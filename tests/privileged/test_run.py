@@ -283,7 +283,8 @@ def test_debug_shows_cgroup_writes(box: Box) -> None:
 
 
 def _own_cgroup_dirs(parent: str) -> list[Path]:
-    return [Path("/sys/fs/cgroup") / h / parent.lstrip("/") for h in ("memory", "cpu", "pids")]
+    # every v1 hierarchy the runner writes to, devices included (the hardening's device rules)
+    return [Path("/sys/fs/cgroup") / h / parent.lstrip("/") for h in ("memory", "cpu", "pids", "devices")]
 
 
 def test_many_runs_leave_nothing_behind(box: Box) -> None:
