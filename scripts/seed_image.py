@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from oci import Layer, busybox_layer, push_image  # noqa: E402
+from oci import Layer, busybox_layer, push_image
 
 
 def main() -> None:
