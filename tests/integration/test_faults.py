@@ -35,7 +35,8 @@ from ocibox.puller import pull as _pull_fn
 from ocibox.reference import Reference
 from ocibox.settings import Settings
 
-pytestmark = pytest.mark.integration
+# every test here runs with no credentials from the machine (tests/integration/conftest.py)
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("isolated_creds")]
 USER, PASSWORD = "alice", "fault-Pw-1"
 REPO = "fx/img"
 
@@ -60,15 +61,6 @@ def _summary(request: pytest.FixtureRequest) -> None:
     pm = request.config.pluginmanager
     if not pm.has_plugin("ocibox-fault-summary"):
         pm.register(_Summary(), "ocibox-fault-summary")
-
-
-@pytest.fixture(autouse=True)
-def isolated_creds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No credentials from the machine: every lookup location points into tmp_path."""
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))
-    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
-    return tmp_path
 
 
 def _creds_for(tmp_path: Path, host: str) -> None:

@@ -28,17 +28,9 @@ from ocibox.puller._hosts import is_loopback, schemes
 from ocibox.reference import Reference
 from ocibox.settings import Config, RegistryConfig, Settings
 
-pytestmark = pytest.mark.integration
+# every test here runs with no credentials from the machine (tests/integration/conftest.py)
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("isolated_creds")]
 USERS = {"alice": "s3cret-Pw"}
-
-
-@pytest.fixture(autouse=True)
-def isolated_creds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No credentials from the machine: every lookup location points into tmp_path."""
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))
-    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
-    return tmp_path
 
 
 def _layout(tmp: Path, name: str, text: bytes) -> oci.Layout:
