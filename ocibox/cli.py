@@ -318,7 +318,7 @@ def build_app(settings: Settings) -> typer.Typer:
 
 
 def _with(settings: Settings, **kw: Any) -> Settings:
-    from dataclasses import replace
+    from ocibox._record import replace
 
     return replace(settings, **kw)
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from ocibox._record import record
 from ocibox.errors import DigestMismatch, UsageError
 
 if TYPE_CHECKING:
@@ -15,7 +15,7 @@ _ALGOS = {"sha256": 64, "sha512": 128}
 _DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
 
 
-@dataclass(frozen=True, order=True)
+@record(order=True)
 class Digest:
     """``algorithm:hex``, e.g. ``sha256:e3b0...``. Only sha256 and sha512 are accepted."""
 

@@ -9,9 +9,9 @@ the rest of ocibox passes these frozen values.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
+from ocibox._record import field, record
 from ocibox.digest import Digest
 from ocibox.errors import ManifestError, OciboxError, UsageError
 
@@ -54,7 +54,7 @@ LAYER_COMPRESSION = {
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
 
-@dataclass(frozen=True)
+@record
 class Platform:
     os: str
     architecture: str
@@ -108,7 +108,7 @@ class Platform:
         return f"{self.os}/{self.architecture}" + (f"/{self.variant}" if self.variant else "")
 
 
-@dataclass(frozen=True)
+@record
 class Descriptor:
     media_type: str
     digest: Digest
@@ -187,7 +187,7 @@ def sniff_media_type(data: bytes, header_type: str, what: str) -> str:
     return str(mt)
 
 
-@dataclass(frozen=True)
+@record
 class Index:
     media_type: str
     manifests: tuple[Descriptor, ...]
@@ -225,7 +225,7 @@ class Index:
         raise ManifestError(f"{what}: no image for platform {want} (available: {have}); use --platform")
 
 
-@dataclass(frozen=True)
+@record
 class Manifest:
     media_type: str
     config: Descriptor
@@ -250,7 +250,7 @@ class Manifest:
         )
 
 
-@dataclass(frozen=True)
+@record
 class ImageConfig:
     """The parts of an image config ocibox uses; ``raw`` keeps the whole verified JSON."""
 

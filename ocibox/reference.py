@@ -8,8 +8,8 @@ for ``docker.io`` go to ``registry-1.docker.io``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
+from ocibox._record import record
 from ocibox.digest import Digest
 from ocibox.errors import OciboxError, ReferenceError_
 
@@ -28,7 +28,7 @@ _HEX64 = re.compile(r"^[a-f0-9]{64}$")
 _NAME_MAX = 255
 
 
-@dataclass(frozen=True)
+@record
 class Reference:
     """A normalised image reference. ``tag`` is ``None`` only when a digest is given alone."""
 

@@ -14,23 +14,23 @@ The config file (``$OCIBOX_CONFIG``, else ``/etc/ocibox/config.toml``)::
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ocibox._record import field, record
 from ocibox.errors import ConfigError
 
 DEFAULT_CONFIG = Path("/etc/ocibox/config.toml")
 
 
-@dataclass(frozen=True)
+@record
 class RegistryConfig:
     prefix: str
     insecure: bool = False
     mirrors: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class Config:
     registries: tuple[RegistryConfig, ...] = ()
     concurrency: int = 4
@@ -76,7 +76,7 @@ class Config:
         return None
 
 
-@dataclass(frozen=True)
+@record
 class Settings:
     """What every verb gets: the store root and how to talk."""
 

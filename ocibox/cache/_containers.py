@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
 
+from ocibox._record import record
 from ocibox.cache._store import Store, process_start_time
 from ocibox.errors import UsageError
 
 
-@dataclass(frozen=True)
+@record
 class ContainerRecord:
     id: str
     name: str

@@ -19,9 +19,9 @@ import os
 import re
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from ocibox._record import field, record
 from ocibox.cache._containers import ContainerRecord, list_containers
 from ocibox.cache._store import Store, disk_error, remove_tree
 from ocibox.cache._util import DiskUsage
@@ -45,7 +45,7 @@ def normalize_leases(items: Iterable[str]) -> set[str]:
 # ----------------------------------------------------------------------------- what is referenced
 
 
-@dataclass
+@record(frozen=False)
 class Refs:
     """What the database references (a consistent snapshot: read inside one transaction)."""
 

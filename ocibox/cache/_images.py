@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
 
+from ocibox._record import record
 from ocibox.cache._store import Store
 from ocibox.digest import Digest
 from ocibox.errors import ImageNotFound, OciboxError
@@ -13,7 +13,7 @@ from ocibox.image import ImageConfig, Manifest, Platform, chain_ids
 from ocibox.reference import Reference
 
 
-@dataclass(frozen=True)
+@record
 class LayerRef:
     """One layer of an image as the store knows it."""
 
@@ -24,7 +24,7 @@ class LayerRef:
     media_type: str
 
 
-@dataclass(frozen=True)
+@record
 class ImageRecord:
     id: Digest  # config digest
     manifest_digest: Digest

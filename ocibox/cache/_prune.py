@@ -9,9 +9,9 @@ import sqlite3
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from ocibox._record import field, record
 from ocibox.cache._containers import ContainerRecord, list_containers, live_containers
 from ocibox.cache._gc import (
     HEX64,
@@ -156,7 +156,7 @@ def _garbage_of(before: Refs, after: Refs, deleted: list[str], leased: set[str])
 # ----------------------------------------------------------------------------- prune
 
 
-@dataclass
+@record(frozen=False)
 class Plan:
     """What a prune removes; built under the gc lock, applied in the same critical section."""
 

@@ -24,9 +24,9 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
+from ocibox._record import record
 from ocibox.digest import Digest, verify_bytes
 from ocibox.errors import StoreError
 
@@ -129,7 +129,7 @@ def _tmp_owner_alive(name: str) -> bool:
     return process_start_time(pid) == start
 
 
-@dataclass
+@record(frozen=False)
 class Store:
     """A store root. Cheap to create; the database connection is opened on first use."""
 

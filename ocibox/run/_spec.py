@@ -16,8 +16,8 @@
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass, field
 
+from ocibox._record import field, record
 from ocibox.errors import UsageError
 from ocibox.image import ImageConfig
 from ocibox.run._hardening import Hardening, bounded_caps
@@ -42,7 +42,7 @@ DEFAULT_CAPS = frozenset({
 })
 
 
-@dataclass(frozen=True)
+@record
 class Mount:
     """A volume (``bind``) or ``tmpfs`` mount requested with -v / --tmpfs."""
 
@@ -54,7 +54,7 @@ class Mount:
     data: str = ""  # tmpfs: size=..., mode=...
 
 
-@dataclass(frozen=True)
+@record
 class Limits:
     """Cgroup limits. 0 means "not set"; -1 means unlimited where docker allows it."""
 
@@ -72,7 +72,7 @@ class Limits:
                     or self.cpuset)
 
 
-@dataclass(frozen=True)
+@record
 class RunFlags:
     """The run flags after parsing at the edge (env files read, sizes converted)."""
 
@@ -105,7 +105,7 @@ class RunFlags:
     hardening: Hardening = field(default_factory=Hardening)
 
 
-@dataclass(frozen=True)
+@record
 class RunSpec:
     argv: tuple[str, ...]
     env: tuple[str, ...]
@@ -277,7 +277,7 @@ def parse_size(text: str, what: str) -> int:
 
 # ----- user resolution (docker/runc's GetExecUser), on the text of the image's own files -----
 
-@dataclass(frozen=True)
+@record
 class ExecUser:
     uid: int
     gid: int
