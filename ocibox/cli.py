@@ -7,6 +7,7 @@ the registry client or tqdm: a warm run must start in a few tens of ms.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point: ``ocibox`` and ``python -m ocibox``."""
     from ocibox.errors import OciboxError
 
+    argv_was_ours = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv[:8]
     try:
@@ -81,7 +83,14 @@ def main(argv: list[str] | None = None) -> NoReturn:
         if rest and rest[0] == "run" and "--help" not in rest[1:2]:
             from ocibox.run import run_main
 
-            sys.exit(run_main(settings, rest[1:]))
+            code = run_main(settings, rest[1:])
+            if argv_was_ours:
+                # The container has exited and everything is recorded: skip the interpreter's
+                # teardown (module and object cleanup, ~10 ms of a warm run), as a C program would.
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+            sys.exit(code)
         _typer_main(settings, rest)
     except OciboxError as e:
         if debug:
