@@ -1,8 +1,8 @@
 """What holds a container besides namespaces and capabilities: seccomp, device access, rlimits, and
 ``--privileged``, which lifts them. Glue for the runner, so that its setup sequence gains a few calls:
 
-    parser:       add_arguments(p)                       # --security-opt --device --ulimit --privileged
-    edge:         h = from_args(ns.security_opt, ns.device, ns.ulimit, ns.privileged)
+    parser:       OPTIONS (rows of _flags.OPTIONS)      # --security-opt --device --ulimit --privileged
+    edge:         h = from_args(security_opt, device, ulimit, privileged)
     parent:       prep = prepare(h, spec.caps, spec.tty, name, cgroup, cache_dir, echo)   # before fork
     C1:           prep.join(os.getpid())                 # with the other cgroup joins
     C2 /dev:      make_device_nodes(h, dev_fd)           # after the default nodes
@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import stat
@@ -37,15 +36,15 @@ class Hardening(NamedTuple):
     ulimits: tuple[_rlimits.Ulimit, ...] = ()
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    a = p.add_argument
-    a("--security-opt", action="append", default=[], metavar="OPT",
-      help="seccomp=unconfined, seccomp=PROFILE.json (docker's format), no-new-privileges")
-    a("--device", action="append", default=[], metavar="HOST[:CTR][:rwm]",
-      help="give the container a host device node (r read, w write, m mknod)")
-    a("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]",
-      help="set an rlimit (nofile, nproc, core, ...); others are inherited, never raised")
-    a("--privileged", action="store_true", help=PRIVILEGED_HELP)
+# The flags, as rows of the runner's option table (see _flags.OPTIONS: names, kind, metavar, help).
+OPTIONS: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
+    (("--security-opt",), "list", "OPT",
+     "seccomp=unconfined, seccomp=PROFILE.json (docker's format), no-new-privileges"),
+    (("--device",), "list", "HOST[:CTR][:rwm]", "give the container a host device node (r read, w write, m mknod)"),
+    (("--ulimit",), "list", "NAME=SOFT[:HARD]", "set an rlimit (nofile, nproc, core, ...); others are inherited, "
+     "never raised"),
+    (("--privileged",), "bool", "", PRIVILEGED_HELP),
+)
 
 
 def from_args(security_opt: Iterable[str] = (), device: Iterable[str] = (), ulimit: Iterable[str] = (),

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import resource
 
 import pytest
 
 from ocibox.errors import UsageError
 from ocibox.run import _hardening as hd
+from ocibox.run._flags import format_help, parse_args
 
 
 def parse(argv: list[str]) -> hd.Hardening:
-    p = argparse.ArgumentParser()
-    hd.add_arguments(p)
-    ns = p.parse_args(argv)
-    return hd.from_args(ns.security_opt, ns.device, ns.ulimit, ns.privileged)
+    ns = parse_args([*argv, "img"])
+    return hd.from_args(ns["security_opt"], ns["device"], ns["ulimit"], ns["privileged"])
 
 
 def test_defaults() -> None:
@@ -39,9 +37,7 @@ def test_unsupported_security_opts(opt: str) -> None:
 
 
 def test_privileged_help_says_what_it_lifts() -> None:
-    p = argparse.ArgumentParser()
-    hd.add_arguments(p)
-    text = " ".join(p.format_help().split())
+    text = " ".join(format_help().split())
     assert "no seccomp filter" in text and "every device" in text and "every capability" in text
 
 

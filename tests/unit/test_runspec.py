@@ -7,7 +7,7 @@ import pytest
 from ocibox.digest import Digest
 from ocibox.errors import UsageError
 from ocibox.image import ImageConfig, Platform
-from ocibox.run._flags import build_parser, parse_run_args, parse_tmpfs, parse_volume
+from ocibox.run._flags import format_help, parse_args, parse_run_args, parse_tmpfs, parse_volume
 from ocibox.run._spec import (
     DEFAULT_CAPS,
     DEFAULT_PATH,
@@ -195,4 +195,39 @@ def test_volumes_and_tmpfs() -> None:
 def test_short_flags_combine_and_help() -> None:
     s = spec(cfg(cmd=("x",)), "-it", "--rm", "-h", "box", "img")
     assert s.tty and s.interactive and s.hostname == "box"
-    assert "--memory-swap" in build_parser().format_help()
+    assert "--memory-swap" in format_help()
+
+
+def test_docker_parsing_rules() -> None:
+    ns = parse_args(["-it", "-eA=1", "-e=B=2", "--env", "C=3", "--env=D=4", "-w/srv", "--rm=false",
+                     "--net", "none", "-c", "7", "img", "ls", "-l", "--rm", "--"])
+    assert ns["env"] == ["A=1", "B=2", "C=3", "D=4"] and ns["tty"] and ns["interactive"]
+    assert (ns["workdir"], ns["rm"], ns["network"], ns["cpu_shares"]) == ("/srv", False, "none", 7)
+    assert (ns["image"], ns["command"]) == ("img", ["ls", "-l", "--rm", "--"])  # verbatim after IMAGE
+    assert parse_args(["--", "-img"])["image"] == "-img"
+    defaults = parse_args(["img"])
+    assert (defaults["entrypoint"], defaults["pull"], defaults["env"], defaults["rm"]) == (None, "missing", [], False)
+    assert parse_args(["--entrypoint", "", "img"])["entrypoint"] == ""
+    assert parse_args(["-ti", "img"])["env"] == []  # lists are fresh per parse
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--netw", "none", "img"], "unrecognized option '--netw'"),  # no abbreviations (docker has none)
+    (["-itx", "img"], "unrecognized option '-x' in '-itx'"),
+    (["-e"], "-e needs a value"),
+    (["--name"], "--name needs a value"),
+    (["--rm=maybe", "img"], "invalid boolean"),
+    (["--pids-limit", "many", "img"], "invalid number 'many' for --pids-limit"),
+    (["--rm"], "an IMAGE is required"),
+])
+def test_parsing_errors_name_the_option(argv: list[str], match: str) -> None:
+    with pytest.raises(UsageError, match=match):
+        parse_args(argv)
+
+
+def test_help_prints_and_exits(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--rm", "--help", "img"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ocibox run [OPTIONS] IMAGE") and "--security-opt OPT" in out and "-h, --hostname NAME" in out
