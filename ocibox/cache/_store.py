@@ -20,7 +20,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -397,6 +396,7 @@ def disk_error(e: OSError, what: str) -> StoreError:
 
 def remove_tree(path: Path) -> None:
     """Remove a tree that may hold read-only directories (published layers are 0555-ish)."""
+    import shutil  # not at the top: a warm run removes only empty directories (remove_empty_tree)
 
     def onexc(func: object, p: str, exc: BaseException) -> None:
         try:
@@ -418,6 +418,21 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path, onexc=onexc)  # type: ignore[call-arg]
     else:
         shutil.rmtree(path, onerror=lambda f, p, ei: onexc(f, p, ei[1]))
+
+
+def remove_empty_tree(path: Path) -> bool:
+    """Remove ``path`` if it holds only empty directories (rmdir alone: never deletes a file);
+    False if something else is left, for ``remove_tree`` to finish."""
+    try:
+        for _top, dirs, _files, fd in os.fwalk(path, topdown=False):
+            for d in dirs:
+                os.rmdir(d, dir_fd=fd)
+        os.rmdir(path)
+    except FileNotFoundError:
+        return not os.path.lexists(path)
+    except OSError:
+        return False
+    return True
 
 
 def sys_version_has_onexc() -> bool:

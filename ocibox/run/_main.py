@@ -101,7 +101,8 @@ def main(settings: Settings, argv: list[str]) -> int:
         )
         return status
     finally:
-        cache.remove_tree(cdir)
+        if not cache.remove_empty_tree(cdir):  # the container wrote nothing: a few rmdirs
+            cache.remove_tree(cdir)
         for problem in hardening.destroy() if hardening is not None else []:
             sys.stderr.write(f"ocibox: warning: {problem}\n")
         cache.finish_container(store, cid, status, remove=flags.rm)

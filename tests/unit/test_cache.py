@@ -458,3 +458,19 @@ def test_a_crash_between_rows_and_rename_leaves_garbage_never_a_broken_image(
     out = cache.prune(s, all_=False, dry_run=False, keep_storage=None, filters=[], force=True)
     assert f"deleted: layers/{h} (no database row: leftover of interrupted work)" in out
     assert cache.verify(s, repair=False) == [] and not (store.layers / h).exists()
+
+
+def test_remove_empty_tree_removes_only_empty_directories(tmp_path: Path) -> None:
+    c = tmp_path / "c"
+    (c / "work" / "work").mkdir(parents=True)
+    (c / "merged").mkdir()
+    os.chmod(c / "work" / "work", 0)  # overlayfs leaves its work dir mode 000
+    assert cache.remove_empty_tree(c) and not c.exists()
+    (c / "upper" / "etc").mkdir(parents=True)
+    (c / "upper" / "etc" / "kept").write_text("x")
+    (c / "link").symlink_to(tmp_path)  # a symlink is not followed, nor removed by rmdir
+    assert not cache.remove_empty_tree(c)
+    assert (c / "upper" / "etc" / "kept").read_text() == "x" and (c / "link").is_symlink()
+    cache.remove_tree(c)
+    assert not c.exists() and tmp_path.exists()
+    assert cache.remove_empty_tree(tmp_path / "absent")
