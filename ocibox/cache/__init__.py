@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ocibox.cache._images import ImageRecord, LayerRef, find_image, load_image, record_image, touch_image
     from ocibox.cache._listing import complete_images, inspect_image, list_images, render_table
     from ocibox.cache._prune import prune, remove_images
-    from ocibox.cache._store import Store, default_root, process_start_time, remove_empty_tree, remove_tree
+    from ocibox.cache._store import Store, default_root, process_start_time, remove_tree
     from ocibox.cache._usage import disk_usage
     from ocibox.cache._verify import verify
 
@@ -48,7 +48,6 @@ _TABLE = {
     "Store": "_store",
     "default_root": "_store",
     "process_start_time": "_store",
-    "remove_empty_tree": "_store",
     "remove_tree": "_store",
     "disk_usage": "_usage",
     "verify": "_verify",
@@ -93,7 +92,6 @@ __all__ = [
     "process_start_time",
     "prune",
     "record_image",
-    "remove_empty_tree",
     "remove_images",
     "remove_tree",
     "render_table",

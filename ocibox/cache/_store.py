@@ -396,7 +396,9 @@ def disk_error(e: OSError, what: str) -> StoreError:
 
 def remove_tree(path: Path) -> None:
     """Remove a tree that may hold read-only directories (published layers are 0555-ish)."""
-    import shutil  # not at the top: a warm run removes only empty directories (remove_empty_tree)
+    if _remove_tree_fast(path):
+        return
+    import shutil  # only for what the fast walk could not remove (read-only dirs as non-root)
 
     def onexc(func: object, p: str, exc: BaseException) -> None:
         try:
@@ -420,13 +422,20 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path, onerror=lambda f, p, ei: onexc(f, p, ei[1]))
 
 
-def remove_empty_tree(path: Path) -> bool:
-    """Remove ``path`` if it holds only empty directories (rmdir alone: never deletes a file);
-    False if something else is left, for ``remove_tree`` to finish."""
+def _remove_tree_fast(path: Path) -> bool:
+    """Bottom-up through directory fds (os.fwalk: symlinks are removed, never followed); False when
+    something stays (a permission, a busy mount point) for the careful path to deal with."""
     try:
-        for _top, dirs, _files, fd in os.fwalk(path, topdown=False):
-            for d in dirs:
-                os.rmdir(d, dir_fd=fd)
+        if not os.path.isdir(path) or os.path.islink(path):
+            return False
+        for _top, dirs, files, fd in os.fwalk(path, topdown=False):
+            for name in files:
+                os.unlink(name, dir_fd=fd)
+            for name in dirs:
+                try:
+                    os.rmdir(name, dir_fd=fd)
+                except NotADirectoryError:  # a symlink to a directory
+                    os.unlink(name, dir_fd=fd)
         os.rmdir(path)
     except FileNotFoundError:
         return not os.path.lexists(path)

@@ -6,13 +6,16 @@ commented with its reason (the runc/crun behaviour or the CVE behind it).
 
 Processes::
 
-    ocibox (P, subreaper) ──fork──> C1: joins the cgroup, unshares the namespaces, forks, exits
+    ocibox (P, subreaper) ──fork──> C1: unshares the namespaces, forks, exits
                                     └──fork──> C2 = PID 1 of the new pid namespace (reparented to P):
                                                sets up the rootfs, drops privileges, execs the command
                                                (with --init: stays as a reaper; the command is PID 2)
 
 A pipe with O_CLOEXEC carries C2's pid (written by C1) and, if setup or exec fails, the error:
-EOF on it means the command was exec'd.
+EOF on it means the command was exec'd. P moves C2 into the container's cgroups while C2 mounts
+its rootfs (a cgroup migration waits for an RCU grace period, 6 to 30 ms here: overlapped, not
+added), then sends "G" on a second pipe; C2 waits for it before it unshares its cgroup namespace,
+mounts /sys/fs/cgroup and, long before, execs anything.
 """
 
 from __future__ import annotations
@@ -84,17 +87,52 @@ def run_container(
         if spec.tty:
             master, slave = os.openpty()
             _copy_winsize(master)
+        if hardening is not None:
+            hardening.attach()  # v2: the device program on the new cgroup, before anything is in it
         # C2 is a grandchild: as subreaper, P inherits it when C1 exits and can wait for it.
         sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
         r, w = os.pipe2(os.O_CLOEXEC)
+        go_r, go_w = os.pipe2(os.O_CLOEXEC)
         c1 = os.fork()
         if c1 == 0:  # pragma: no cover - child
             os.close(r)
-            _stage1(spec, rootfs, state_dir, etc, mount_rootfs, cgroup, slave, w, hardening)
+            os.close(go_w)
+            _stage1(spec, rootfs, state_dir, etc, mount_rootfs, cgroup, slave, w, go_r, hardening)
         os.close(w)
+        os.close(go_r)
         if slave >= 0:
             os.close(slave)
-        msg = _read_setup(r, c1, lambda pid: on_start(pid) if on_start else None)
+
+        join_error: list[BaseException] = []
+
+        def started(pid: int) -> None:
+            nonlocal c2, go_w
+            c2 = pid
+            try:
+                # 1b. C2 into the cgroups (where the limits already are), while it mounts its rootfs.
+                if cgroup is not None:
+                    cgroup.join(pid)
+                if hardening is not None:
+                    hardening.join(pid)  # the v1 devices cgroup
+                os.write(go_w, b"G")
+            except (OSError, errors.OciboxError) as e:
+                # A join failed, or C2 already died of its own setup error (which follows on the
+                # pipe and is the one reported). EOF on its pipe tells a waiting C2 to give up.
+                join_error.append(e)
+                os.close(go_w)
+                go_w = -1
+                return
+            if on_start:
+                on_start(pid)
+
+        try:
+            msg = _read_setup(r, c1, started)
+        finally:
+            if go_w >= 0:
+                os.close(go_w)
+        if msg.error is None and join_error:
+            msg.error = join_error[0] if isinstance(join_error[0], errors.OciboxError) else \
+                errors.CgroupError(f"moving the container into its cgroup failed: {join_error[0]}")
         c2 = msg.pid
         if msg.error is not None:
             if c2:
@@ -292,20 +330,13 @@ def _report(w: int, e: BaseException) -> int:
 
 
 def _stage1(spec: RunSpec, rootfs: Path, state_dir: Path, etc: dict[str, str], mount_rootfs: Callable[[], None] | None,
-            cgroup: Cgroup | None, slave: int, w: int,
+            cgroup: Cgroup | None, slave: int, w: int, go: int,
             hardening: _hardening.Prepared | None = None) -> None:  # pragma: no cover - runs in C1
     code = 125
     try:
-        # Join the cgroup before unsharing the cgroup namespace: the new namespace is rooted at
-        # the cgroup the process is in, so the container sees its own cgroup as "/".
-        if cgroup is not None:
-            cgroup.join(os.getpid())
-        if hardening is not None:
-            # the devices cgroup (v1) or the eBPF device program on the cgroup (v2)
-            hardening.join(os.getpid())
+        # The cgroup namespace is unshared later, by C2, once P has moved it into its cgroup: the
+        # new namespace is rooted at the cgroup the process is in when it unshares.
         flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWPID
-        if cgroup is not None:
-            flags |= sc.CLONE_NEWCGROUP
         if spec.network != "host":
             flags |= sc.CLONE_NEWNET
         sc.unshare(flags)
@@ -313,7 +344,7 @@ def _stage1(spec: RunSpec, rootfs: Path, state_dir: Path, etc: dict[str, str], m
         pid = os.fork()
         if pid == 0:
             try:
-                _container_init(spec, rootfs, state_dir, etc, mount_rootfs, cgroup, slave, w, hardening)
+                _container_init(spec, rootfs, state_dir, etc, mount_rootfs, cgroup, slave, w, go, hardening)
             except BaseException as e:
                 code = _report(w, e)
             os._exit(code)
@@ -425,7 +456,7 @@ def _on_initramfs() -> bool:
 
 
 def _container_init(spec: RunSpec, rootfs: Path, state_dir: Path, etc: dict[str, str], mount_rootfs: Callable[[], None] | None,
-                    cgroup: Cgroup | None, slave: int, w: int,
+                    cgroup: Cgroup | None, slave: int, w: int, go: int,
                     hardening: _hardening.Prepared | None = None) -> None:  # pragma: no cover - runs as PID 1
     """PID 1 of the new namespaces: set up the container and exec its command. Never returns."""
     # Until exec this process is the host's Python with the host's files mapped: make it
@@ -502,21 +533,6 @@ def _container_init(spec: RunSpec, rootfs: Path, state_dir: Path, etc: dict[str,
         _mount_in(root, "/dev/console", os.ttyname(slave), None, sc.MS_BIND, create="file")
     # /sys read-only: the container must not reconfigure host devices or the kernel.
     _mount_in(root, "/sys", "sysfs", "sysfs", _KERNEL_FS | sc.MS_RDONLY)
-    if cgroup is not None:
-        # The container's own cgroup, read-only (the cgroup namespace makes it its root).
-        mounts = cgroup.container_mounts()
-        if mounts[0][0] == "cgroup2":
-            _mount_in(root, "/sys/fs/cgroup", "cgroup2", "cgroup2", _KERNEL_FS | sc.MS_RDONLY)
-        else:
-            _mount_in(root, "/sys/fs/cgroup", "tmpfs", "tmpfs", _KERNEL_FS, "mode=755,size=64k")
-            for fstype, sub, opts in mounts:
-                _mount_in(root, f"/sys/fs/cgroup/{sub}", "cgroup", fstype, _KERNEL_FS | sc.MS_RDONLY, opts)
-                if "," in sub:
-                    cg = _open_in(root, "/sys/fs/cgroup")
-                    for part in sub.split(","):
-                        os.symlink(sub, part, dir_fd=cg)
-                    os.close(cg)
-            _remount_ro_in(root, "/sys/fs/cgroup", _KERNEL_FS)
     # The container's own hostname, hosts and resolv.conf (docker bind-mounts them).
     for name in ("hostname", "hosts", "resolv.conf"):
         _mount_in(root, f"/etc/{name}", os.path.join(state, name), None, sc.MS_BIND, create="file")
@@ -580,6 +596,30 @@ def _container_init(spec: RunSpec, rootfs: Path, state_dir: Path, etc: dict[str,
             continue
         sc.mount(p, p, None, sc.MS_BIND | sc.MS_REC)
         sc.mount(None, p, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | _KERNEL_FS)
+
+    # 6b. The cgroups: wait until P has moved this process into the container's cgroups (the
+    # mounts above overlapped that wait), then root a cgroup namespace there and mount the
+    # container's own cgroup, read-only. Nothing of the command runs before this point.
+    if os.read(go, 1) != b"G":
+        os._exit(125)  # the runner could not move us into the cgroup: it reports why
+    os.close(go)
+    if cgroup is not None:
+        sc.unshare(sc.CLONE_NEWCGROUP)
+        root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        mounts = cgroup.container_mounts()
+        if mounts[0][0] == "cgroup2":
+            _mount_in(root, "/sys/fs/cgroup", "cgroup2", "cgroup2", _KERNEL_FS | sc.MS_RDONLY)
+        else:
+            _mount_in(root, "/sys/fs/cgroup", "tmpfs", "tmpfs", _KERNEL_FS, "mode=755,size=64k")
+            for fstype, sub, opts in mounts:
+                _mount_in(root, f"/sys/fs/cgroup/{sub}", "cgroup", fstype, _KERNEL_FS | sc.MS_RDONLY, opts)
+                if "," in sub:
+                    cg = _open_in(root, "/sys/fs/cgroup")
+                    for part in sub.split(","):
+                        os.symlink(sub, part, dir_fd=cg)
+                    os.close(cg)
+            _remount_ro_in(root, "/sys/fs/cgroup", _KERNEL_FS)
+        os.close(root)
     if spec.readonly:
         # --read-only: the root mount itself; /dev, /proc, volumes, tmpfs stay as they are.
         sc.mount(None, "/", None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)

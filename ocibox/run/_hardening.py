@@ -4,7 +4,8 @@
     parser:       OPTIONS (rows of _flags.OPTIONS)      # --security-opt --device --ulimit --privileged
     edge:         h = from_args(security_opt, device, ulimit, privileged)
     parent:       prep = prepare(h, spec.caps, spec.tty, name, cgroup, cache_dir, echo)   # before fork
-    C1:           prep.join(os.getpid())                 # with the other cgroup joins
+    parent:       prep.attach()                          # v2 device program, once the cgroup exists
+    parent:       prep.join(c2_pid)                      # with the other cgroup joins
     C2 /dev:      make_device_nodes(h, dev_fd)           # after the default nodes
     C2, last:     before_exec(h, prep)                   # rlimits, then the seccomp filter
     parent, end:  prep.destroy()
@@ -78,11 +79,10 @@ class Prepared:
         self.v2_fallback = False
         self.notes: list[str] = []
 
-    def join(self, pid: int) -> None:
-        """With the runner's own cgroup joins: put ``pid`` in the v1 devices cgroup, or attach the eBPF
-        device program to the runner's v2 cgroup. Where the program cannot be attached, the V2_FALLBACK
-        holds the devices (this runs in the first child: the container process forked from it sees
-        ``v2_fallback`` set)."""
+    def attach(self) -> None:
+        """v2, in the parent once the runner made the cgroup and before any process is in it: attach
+        the eBPF device program to it. Where it cannot be attached, the V2_FALLBACK holds the devices
+        (the container process, forked after this, sees ``v2_fallback`` set)."""
         if self.v2_dir is not None:
             try:
                 _devices.attach_v2(self.v2_dir, self.rules)
@@ -92,6 +92,9 @@ class Prepared:
                 self.v2_fallback = True
                 self.notes.append(f"{e}; {_devices.V2_FALLBACK}")
             self.v2_dir = None
+
+    def join(self, pid: int) -> None:
+        """With the runner's own cgroup joins: put ``pid`` in the v1 devices cgroup."""
         if self.devices_dir is not None:
             try:
                 with open(os.path.join(self.devices_dir, "cgroup.procs"), "w") as f:
@@ -118,7 +121,7 @@ def prepare(h: Hardening, caps: Iterable[str], tty: bool, name: str, cgroup: obj
     """In the parent, before fork: check the rlimits, build the seccomp program (libseccomp is on the
     host's /usr/lib, gone after pivot_root), and set up device access for the cgroup named ``name``
     (v1: a devices cgroup of that name below the caller's devices cgroup or ``cgroup_parent``; v2: the
-    eBPF program for ``cgroup.dir``, attached by ``join``)."""
+    eBPF program for ``cgroup.dir``, attached by ``attach``)."""
     p = Prepared()
     _rlimits.check_ulimits(h.ulimits)
     if h.privileged:
@@ -133,7 +136,7 @@ def prepare(h: Hardening, caps: Iterable[str], tty: bool, name: str, cgroup: obj
     p.rules = _devices.device_rules(h.devices, tty=tty)
     v2_dir = getattr(cgroup, "dir", None) if getattr(cgroup, "version", 0) == 2 else None
     if v2_dir is not None:
-        p.v2_dir = str(v2_dir)  # the program is attached by join(), once the runner made the cgroup
+        p.v2_dir = str(v2_dir)  # the program is attached by attach(), once the runner made the cgroup
     else:
         base = _devices.own_v1_devices_cgroup(parent=cgroup_parent)
         if base is None:

@@ -101,8 +101,7 @@ def main(settings: Settings, argv: list[str]) -> int:
         )
         return status
     finally:
-        if not cache.remove_empty_tree(cdir):  # the container wrote nothing: a few rmdirs
-            cache.remove_tree(cdir)
+        cache.remove_tree(cdir)
         for problem in hardening.destroy() if hardening is not None else []:
             sys.stderr.write(f"ocibox: warning: {problem}\n")
         cache.finish_container(store, cid, status, remove=flags.rm)

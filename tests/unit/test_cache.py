@@ -460,17 +460,18 @@ def test_a_crash_between_rows_and_rename_leaves_garbage_never_a_broken_image(
     assert cache.verify(s, repair=False) == [] and not (store.layers / h).exists()
 
 
-def test_remove_empty_tree_removes_only_empty_directories(tmp_path: Path) -> None:
+def test_remove_tree_removes_symlinks_without_following_them(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "keep").mkdir(parents=True)
+    (outside / "keep" / "file").write_text("x")
     c = tmp_path / "c"
     (c / "work" / "work").mkdir(parents=True)
-    (c / "merged").mkdir()
     os.chmod(c / "work" / "work", 0)  # overlayfs leaves its work dir mode 000
-    assert cache.remove_empty_tree(c) and not c.exists()
     (c / "upper" / "etc").mkdir(parents=True)
-    (c / "upper" / "etc" / "kept").write_text("x")
-    (c / "link").symlink_to(tmp_path)  # a symlink is not followed, nor removed by rmdir
-    assert not cache.remove_empty_tree(c)
-    assert (c / "upper" / "etc" / "kept").read_text() == "x" and (c / "link").is_symlink()
+    (c / "upper" / "etc" / "hostname").write_text("x")
+    (c / "upper" / "dirlink").symlink_to(outside / "keep")
+    (c / "upper" / "filelink").symlink_to(outside / "keep" / "file")
+    (c / "upper" / "dangling").symlink_to(tmp_path / "absent")
     cache.remove_tree(c)
-    assert not c.exists() and tmp_path.exists()
-    assert cache.remove_empty_tree(tmp_path / "absent")
+    assert not os.path.lexists(c) and (outside / "keep" / "file").read_text() == "x"
+    cache.remove_tree(tmp_path / "absent")  # nothing there: no error

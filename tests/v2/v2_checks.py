@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import oci
 
 from ocibox.image import ImageConfig
+from ocibox.run import _hardening
 from ocibox.run._cgroup import CGROUP_ROOT, detect, open_cgroup
 from ocibox.run._container import run_container
 from ocibox.run._flags import parse_run_args
@@ -32,12 +33,14 @@ def check(name: str, ok: bool, detail: str = "") -> None:
         FAILED.append(name)
 
 
-def run(work: Path, rootfs: Path, config: ImageConfig, *argv: str) -> tuple[int, str, str]:
-    """One container; its stdout/stderr captured through files on fds 1 and 2."""
+def run(work: Path, rootfs: Path, config: ImageConfig, *argv: str, harden: bool = False) -> tuple[int, str, str]:
+    """One container; its stdout/stderr captured through files on fds 1 and 2. ``harden``: with
+    ocibox's seccomp filter and eBPF device program, as ``ocibox run`` applies them."""
     flags = parse_run_args(list(argv), {})
     cid = os.urandom(8).hex()
     spec = RunSpec.from_image(config, flags, container_id=cid)
     cg = open_cgroup(f"ocibox-{cid}", spec.limits, parent=flags.cgroup_parent)
+    prep = _hardening.prepare(spec.hardening, spec.caps, spec.tty, f"ocibox-{cid}", cg) if harden else None
     out, err = work / f"{cid}.out", work / f"{cid}.err"
     saved = os.dup(1), os.dup(2)
     with open(out, "wb") as o, open(err, "wb") as e:
@@ -45,7 +48,7 @@ def run(work: Path, rootfs: Path, config: ImageConfig, *argv: str) -> tuple[int,
         os.dup2(o.fileno(), 1)
         os.dup2(e.fileno(), 2)
         try:
-            code = run_container(spec, rootfs, work / cid, cgroup=cg)
+            code = run_container(spec, rootfs, work / cid, cgroup=cg, hardening=prep)
         finally:
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
@@ -85,9 +88,17 @@ def main() -> int:
     check("PID 1 and a cgroup2 mount in the container", code == 0 and out.split()[0] == "1" and int(out.split()[1]) > 0,
           f"{code} {out!r} {err!r}")
 
+    # The eBPF device program is attached to the new cgroup before the container process joins it:
+    # /dev/null opens; a node the container makes for /dev/mem (1:1) does not.
+    code, out, err = run(work, rootfs, config, "img", "sh", "-c",
+                         "echo x > /dev/null && echo null-ok; mknod /tmp/mem c 1 1 && head -c 1 /tmp/mem; "
+                         "echo status=$?", harden=True)
+    check("device program attached before the container joins (v2)",
+          code == 0 and out.split() == ["null-ok", "status=1"] and "not permitted" in err, f"{code} {out!r} {err!r}")
+
     left = [p.name for p in CGROUP_ROOT.iterdir() if p.name.startswith("ocibox-")]
     check("every container cgroup removed", left == [], str(left))
-    print(f"{4} containers in {time.monotonic() - t0:.1f} s", flush=True)
+    print(f"{5} containers in {time.monotonic() - t0:.1f} s", flush=True)
     return 1 if FAILED else 0
 
 

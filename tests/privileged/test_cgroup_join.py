@@ -1,0 +1,79 @@
+"""The runner moves the container's PID 1 into its cgroups while that process mounts its rootfs
+(``run_container``): what happens when that move fails. The failure is injected (a cgroup manager
+whose join raises), since a real cgroup write cannot be made to fail on demand; everything else is
+real: the cgroups are created and removed, the namespaces, mounts and processes are the kernel's."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import oci
+import pytest
+
+from ocibox.digest import Digest
+from ocibox.errors import CgroupError
+from ocibox.image import ImageConfig, Platform
+from ocibox.run._cgroup import open_cgroup
+from ocibox.run._container import run_container
+from ocibox.run._flags import parse_run_args
+from ocibox.run._spec import RunSpec
+
+pytestmark = pytest.mark.privileged
+
+
+def _rootfs(tmp_path: Path) -> Path:
+    root = tmp_path / "rootfs"
+    root.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(oci.busybox_layer())) as t:
+        t.extractall(root, filter="tar")
+    return root
+
+
+def _dirs(cg: object) -> list[Path]:
+    return list(cg.dirs.values()) if hasattr(cg, "dirs") else [cg.dir]  # type: ignore[attr-defined]
+
+
+def _children() -> set[int]:
+    out: set[int] = set()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as f:
+            out.update(int(p) for p in f.read().split())
+    return out
+
+
+def _spec(*argv: str) -> RunSpec:
+    config = ImageConfig(platform=Platform("linux", "amd64"), diff_ids=(Digest.parse("sha256:" + "0" * 64),))
+    return RunSpec.from_image(config, parse_run_args(["--network", "none", "img", *argv], {}),
+                              container_id="c0ffee" * 10 + "abcd")
+
+
+def test_the_container_runs_in_its_cgroup(tmp_path: Path) -> None:
+    root = _rootfs(tmp_path)
+    spec = _spec("sh", "-c", "cat /proc/self/cgroup > /seen")
+    cg = open_cgroup(f"ocibox-test-join-{os.getpid()}", spec.limits)
+    assert run_container(spec, root, tmp_path / "state", cgroup=cg) == 0
+    lines = (root / "seen").read_text().splitlines()
+    # its own cgroup namespace, rooted at the container's cgroup: every hierarchy shows "/"
+    assert lines and all(line.endswith(":/") for line in lines), lines
+    assert not any(d.exists() for d in _dirs(cg))  # removed once it exited
+
+
+def test_a_failed_join_stops_the_container_before_its_command(tmp_path: Path) -> None:
+    root = _rootfs(tmp_path)
+    spec = _spec("touch", "/ran")
+    real = open_cgroup(f"ocibox-test-join-{os.getpid()}", spec.limits)
+
+    class FailingJoin(type(real)):  # type: ignore[misc]
+        def join(self, pid: int) -> None:  # the injected fault
+            raise CgroupError(f"injected: cannot move {pid}")
+
+    cg = FailingJoin(f"ocibox-test-join-{os.getpid()}", spec.limits)
+    before = _children()
+    with pytest.raises(CgroupError, match="injected: cannot move"):
+        run_container(spec, root, tmp_path / "state", cgroup=cg)
+    assert not (root / "ran").exists()  # the command never ran
+    assert not any(d.exists() for d in _dirs(cg))  # its cgroups are gone
+    assert _children() == before  # and no process of it is left (the runner is their subreaper)
