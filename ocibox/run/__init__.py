@@ -22,9 +22,16 @@ __all__ = ["Limits", "Mount", "RunFlags", "RunSpec", "open_cgroup", "parse_run_a
 
 def run_main(settings: Settings, argv: list[str]) -> int:
     """``ocibox run [OPTIONS] IMAGE [COMMAND] [ARG...]``; returns the exit status."""
-    from ocibox.run._main import main
+    from ocibox.run._cgroup import MigrationWarmup
 
-    return main(settings, argv)
+    # Started before the rest of the runner is imported: see MigrationWarmup (10 to 30 ms less).
+    warmup = MigrationWarmup().start()
+    try:
+        from ocibox.run._main import main
+
+        return main(settings, argv, warmup=warmup)
+    finally:
+        warmup.stop()
 
 
 _LAZY = {

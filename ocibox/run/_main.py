@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from ocibox import cache
 from ocibox.errors import ImageNotFound, RuntimeSetupError
 from ocibox.run import _hardening
-from ocibox.run._cgroup import open_cgroup
+from ocibox.run._cgroup import MigrationWarmup, open_cgroup
 from ocibox.run._container import run_container
 from ocibox.run._flags import parse_run_args
 from ocibox.run._spec import RunFlags, RunSpec
@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from ocibox.settings import Settings
 
 
-def _image(settings: Settings, store: cache.Store, flags: RunFlags) -> cache.ImageRecord:
+def _image(settings: Settings, store: cache.Store, flags: RunFlags,
+           warmup: MigrationWarmup | None = None) -> cache.ImageRecord:
     if flags.pull != "always":
         try:
             record = cache.find_image(store, flags.image)
@@ -36,6 +37,8 @@ def _image(settings: Settings, store: cache.Store, flags: RunFlags) -> cache.Ima
 
             if str(Platform.parse(flags.platform)) == record.platform:
                 return record
+    if warmup is not None:
+        warmup.stop()  # no thread beside a pull: it forks its unpackers
     import contextlib
 
     from ocibox import puller
@@ -50,10 +53,10 @@ def _image(settings: Settings, store: cache.Store, flags: RunFlags) -> cache.Ima
     return cache.find_image(store, flags.image)
 
 
-def main(settings: Settings, argv: list[str]) -> int:
+def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = None) -> int:
     flags = parse_run_args(argv)
     store = cache.Store(settings.root)
-    record = _image(settings, store, flags)
+    record = _image(settings, store, flags, warmup)
     config = record.config(store)
     cid = cache.new_container_id()
     spec = RunSpec.from_image(config, flags, container_id=cid)
@@ -78,6 +81,12 @@ def main(settings: Settings, argv: list[str]) -> int:
         record = cache.load_image(store, record.id)
         cache.add_container(store, cid, flags.name or None, str(record.id), list(spec.argv))
     cdir = store.container_dir(cid)
+
+    def started(pid: int) -> None:  # PID 1 is in its cgroups
+        if warmup is not None:
+            warmup.stop()
+        cache.set_container_pid(store, cid, pid)
+
     upper, work, merged = cdir / "upper", cdir / "work", cdir / "merged"
     status: int | None = None
     hardening: _hardening.Prepared | None = None
@@ -95,7 +104,7 @@ def main(settings: Settings, argv: list[str]) -> int:
             cdir,
             mount_rootfs=lambda: mount_rootfs(store, record, merged, upper=upper, work=work),
             cgroup=cgroup,
-            on_start=lambda pid: cache.set_container_pid(store, cid, pid),
+            on_start=lambda pid: started(pid),
             echo=echo if settings.debug else None,
             hardening=hardening,
         )

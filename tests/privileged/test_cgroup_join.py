@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+import time
 from pathlib import Path
 
 import oci
@@ -16,7 +17,7 @@ import pytest
 from ocibox.digest import Digest
 from ocibox.errors import CgroupError
 from ocibox.image import ImageConfig, Platform
-from ocibox.run._cgroup import open_cgroup
+from ocibox.run._cgroup import MigrationWarmup, open_cgroup
 from ocibox.run._container import run_container
 from ocibox.run._flags import parse_run_args
 from ocibox.run._spec import RunSpec
@@ -77,3 +78,21 @@ def test_a_failed_join_stops_the_container_before_its_command(tmp_path: Path) ->
     assert not (root / "ran").exists()  # the command never ran
     assert not any(d.exists() for d in _dirs(cg))  # its cgroups are gone
     assert _children() == before  # and no process of it is left (the runner is their subreaper)
+
+
+def test_migration_warmup_moves_nothing_and_stops(tmp_path: Path) -> None:
+    before = Path("/proc/self/cgroup").read_text()
+    w = MigrationWarmup(period=0.001).start()
+    deadline = time.monotonic() + 5
+    while w.writes < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    w.stop()
+    assert w.writes >= 3 and not w._thread.is_alive()
+    assert Path("/proc/self/cgroup").read_text() == before  # it moved this process where it already was
+    # no cgroup to write to (here: a path that does not exist): it gives up at once, nothing else
+    gone = MigrationWarmup(proc_cgroup="4:memory:/no-such-cgroup-ocibox\n0::/no-such-cgroup-ocibox\n").start()
+    gone._thread.join(5)
+    assert gone.writes == 0 and not gone._thread.is_alive()
+    bounded = MigrationWarmup(limit=0.05).start()  # never stopped: it ends by itself
+    bounded._thread.join(5)
+    assert not bounded._thread.is_alive() and bounded.writes >= 1
