@@ -51,6 +51,7 @@ MAX_ID = 0xFFFFFFFE  # (uid_t)-1 means "no change" to chown: never a real owner
 PATH_MAX = 4096
 NAME_MAX = 255
 _COPY_CHUNK = 1 << 20
+_MAX_CACHED_FDS = 256
 _RESOLVE = syscalls.RESOLVE_IN_ROOT | syscalls.RESOLVE_NO_MAGICLINKS
 
 Parts = tuple[str, ...]
@@ -121,11 +122,32 @@ class Applier:
     def __post_init__(self) -> None:
         self._rootfd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         self._privileged = os.geteuid() == 0
+        # Parent directory fds by path, each resolved once with RESOLVE_IN_ROOT. A cached fd stays
+        # the right directory as long as nothing on its path is removed or replaced, and only
+        # _clear removes anything: it empties the cache (the fds are closed after the entry).
+        self._fds: dict[Parts, int] = {}
+        self._stale: list[int] = []
+        # Who a new inode belongs to without a chown: this process's ids, unless the layer root is
+        # setgid (then new inodes take its group). Directories made here stay 0700/0755 (without
+        # setgid) until finish(), so that holds for every directory of the layer.
+        root_st = os.fstat(self._rootfd)
+        self._own = (-1, -1) if root_st.st_mode & stat.S_ISGID else (os.geteuid(), os.getegid())
+        self._umask = _umask()
 
     def close(self) -> None:
+        self._drop_fds()
+        self._close_stale()
         if self._rootfd >= 0:
             os.close(self._rootfd)
             self._rootfd = -1
+
+    def _drop_fds(self) -> None:
+        self._stale.extend(self._fds.values())
+        self._fds.clear()
+
+    def _close_stale(self) -> None:
+        while self._stale:
+            os.close(self._stale.pop())
 
     # ----- helpers ---------------------------------------------------------------------------
     def _hostile(self, ti: tarfile.TarInfo | str, why: str) -> HostileLayerError:
@@ -149,8 +171,17 @@ class Applier:
         return syscalls.openat2(self._rootfd, "/".join(parts) or ".", flags, 0, _RESOLVE)
 
     def _parent(self, parts: Parts, ti: tarfile.TarInfo, *, create: bool = True) -> int:
-        """An fd of directory ``parts`` inside the root, resolved from scratch (missing
-        directories are created 0755 root:root when ``create``)."""
+        """A borrowed fd of directory ``parts`` inside the root (do not close it): resolved
+        from scratch the first time (missing directories are created 0755 root:root when
+        ``create``), then cached until something is removed (see ``_clear``)."""
+        fd = self._fds.get(parts)
+        if fd is None:
+            if len(self._fds) >= _MAX_CACHED_FDS:
+                self._drop_fds()
+            fd = self._fds[parts] = self._resolve_parent(parts, ti, create=create)
+        return fd
+
+    def _resolve_parent(self, parts: Parts, ti: tarfile.TarInfo, *, create: bool) -> int:
         flags = os.O_RDONLY | os.O_DIRECTORY
         try:
             return self._open_in_root(parts, flags)
@@ -195,9 +226,11 @@ class Applier:
             st = os.lstat(name, dir_fd=pfd)
         except FileNotFoundError:
             return ""
+        if stat.S_ISDIR(st.st_mode) and keep_dir:
+            return "dir"
+        # Something is removed: a cached parent fd may have been resolved through it.
+        self._drop_fds()
         if stat.S_ISDIR(st.st_mode):
-            if keep_dir:
-                return "dir"
             shutil.rmtree(name, dir_fd=pfd)
             n = len(parts)
             for k in [k for k in self._dirs if k[:n] == parts]:
@@ -238,8 +271,8 @@ class Applier:
         if base.startswith(WHITEOUT_PREFIX):
             self._whiteout(parts, ti)
             return
-        pfd = self._parent(parts[:-1], ti)
         try:
+            pfd = self._parent(parts[:-1], ti)
             if ti.isdir():
                 self._mkdir(pfd, parts, ti)
             elif ti.isreg():
@@ -253,30 +286,45 @@ class Applier:
             else:
                 raise LayerError(f"{self.what}: entry {ti.name!r}: unsupported tar entry type {ti.type!r}")
         finally:
-            os.close(pfd)
+            self._close_stale()
 
     def _mkdir(self, pfd: int, parts: Parts, ti: tarfile.TarInfo) -> None:
-        was = self._clear(pfd, parts, keep_dir=True)
-        if was != "dir":
+        try:
             os.mkdir(parts[-1], 0o700, dir_fd=pfd)
+            was = ""
+        except FileExistsError:
+            was = self._clear(pfd, parts, keep_dir=True)
+            if was != "dir":
+                os.mkdir(parts[-1], 0o700, dir_fd=pfd)
         fd = os.open(parts[-1], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
         try:
             if was == "whiteout":
                 # Gone from the lower layers, then created anew in this one.
                 os.setxattr(fd, OPAQUE_XATTR, b"y")
-            self._dir_meta(fd, parts, ti)
+            self._dir_meta(fd, parts, ti, new=was != "dir")
         finally:
             os.close(fd)
 
-    def _dir_meta(self, fd: int, parts: Parts, ti: tarfile.TarInfo) -> None:
-        if self._privileged:
+    def _dir_meta(self, fd: int, parts: Parts, ti: tarfile.TarInfo, *, new: bool = False) -> None:
+        if self._privileged and not (new and (ti.uid, ti.gid) == self._own):
             os.fchown(fd, ti.uid, ti.gid)
         self._set_xattrs(fd, pax_xattrs(ti), ti)
         self._dirs[parts] = _DirMeta(ti.mode & 0o7777, _ns(ti.mtime))
 
+    def _create(self, pfd: int, parts: Parts, mode: int) -> int:
+        """A new regular file, open for writing; whatever stood there is cleared first."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            return os.open(parts[-1], flags, mode, dir_fd=pfd)
+        except FileExistsError:
+            self._clear(pfd, parts, keep_dir=False)
+            return os.open(parts[-1], flags, mode, dir_fd=pfd)
+
     def _file(self, pfd: int, parts: Parts, ti: tarfile.TarInfo, tf: tarfile.TarFile) -> None:
-        self._clear(pfd, parts, keep_dir=False)
-        fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+        mode = ti.mode & 0o7777
+        # Created with its final permission bits where the umask allows (no fchmod then); the
+        # setuid, setgid and sticky bits only by fchmod, after the data and the chown.
+        fd = self._create(pfd, parts, mode & 0o777)
         try:
             src = tf.extractfile(ti)
             if src is not None:
@@ -288,9 +336,11 @@ class Applier:
                     while view:
                         view = view[os.write(fd, view) :]
                     self.size += len(chunk)
-            if self._privileged:
+            chown = self._privileged and (ti.uid, ti.gid) != self._own
+            if chown:
                 os.fchown(fd, ti.uid, ti.gid)
-            os.fchmod(fd, ti.mode & 0o7777)  # after chown, which clears setuid/setgid
+            if chown or mode != mode & 0o777 & ~self._umask:
+                os.fchmod(fd, mode)  # after chown, which clears setuid/setgid
             self._set_xattrs(fd, pax_xattrs(ti), ti)  # after chown, which clears security.capability
             os.utime(fd, ns=(_ns(ti.mtime), _ns(ti.mtime)))
         finally:
@@ -301,10 +351,13 @@ class Applier:
             raise self._hostile(ti, "bad symlink target")
         if not ti.linkname:
             raise LayerError(f"{self.what}: entry {ti.name!r}: symlink with an empty target")
-        self._clear(pfd, parts, keep_dir=False)
         # Absolute targets are kept as they are: they resolve inside the container at run time.
-        os.symlink(ti.linkname, parts[-1], dir_fd=pfd)
-        if self._privileged:
+        try:
+            os.symlink(ti.linkname, parts[-1], dir_fd=pfd)
+        except FileExistsError:
+            self._clear(pfd, parts, keep_dir=False)
+            os.symlink(ti.linkname, parts[-1], dir_fd=pfd)
+        if self._privileged and (ti.uid, ti.gid) != self._own:
             os.chown(parts[-1], ti.uid, ti.gid, dir_fd=pfd, follow_symlinks=False)
         os.utime(parts[-1], ns=(_ns(ti.mtime), _ns(ti.mtime)), dir_fd=pfd, follow_symlinks=False)
 
@@ -317,26 +370,23 @@ class Applier:
         except FileNotFoundError:
             raise self._hostile(ti, f"hardlink target {ti.linkname!r} is not in this layer") from None
         try:
-            try:
-                tst = os.lstat(tparts[-1], dir_fd=tpfd)
-            except FileNotFoundError:
-                raise self._hostile(ti, f"hardlink target {ti.linkname!r} is not in this layer") from None
-            if stat.S_ISDIR(tst.st_mode):
-                raise self._hostile(ti, f"hardlink target {ti.linkname!r} is a directory")
-            if tparts in self._whiteouts:
-                raise self._hostile(ti, f"hardlink target {ti.linkname!r} is a whiteout")
-            try:
-                cur = os.lstat(parts[-1], dir_fd=pfd)
-                if (cur.st_dev, cur.st_ino) == (tst.st_dev, tst.st_ino):
-                    return
-            except FileNotFoundError:
-                pass
-            self._clear(pfd, parts, keep_dir=False)
-            # linkat without AT_SYMLINK_FOLLOW: a link to a symlink is another name of the
-            # symlink itself. No metadata is applied: the inode's is that of its first entry.
-            os.link(tparts[-1], parts[-1], src_dir_fd=tpfd, dst_dir_fd=pfd, follow_symlinks=False)
-        finally:
-            os.close(tpfd)
+            tst = os.lstat(tparts[-1], dir_fd=tpfd)
+        except FileNotFoundError:
+            raise self._hostile(ti, f"hardlink target {ti.linkname!r} is not in this layer") from None
+        if stat.S_ISDIR(tst.st_mode):
+            raise self._hostile(ti, f"hardlink target {ti.linkname!r} is a directory")
+        if tparts in self._whiteouts:
+            raise self._hostile(ti, f"hardlink target {ti.linkname!r} is a whiteout")
+        try:
+            cur = os.lstat(parts[-1], dir_fd=pfd)
+            if (cur.st_dev, cur.st_ino) == (tst.st_dev, tst.st_ino):
+                return
+        except FileNotFoundError:
+            pass
+        self._clear(pfd, parts, keep_dir=False)  # tpfd stays open until the entry is done
+        # linkat without AT_SYMLINK_FOLLOW: a link to a symlink is another name of the
+        # symlink itself. No metadata is applied: the inode's is that of its first entry.
+        os.link(tparts[-1], parts[-1], src_dir_fd=tpfd, dst_dir_fd=pfd, follow_symlinks=False)
 
     def _node(self, pfd: int, parts: Parts, ti: tarfile.TarInfo) -> None:
         self._clear(pfd, parts, keep_dir=False)
@@ -349,7 +399,7 @@ class Applier:
 
     def _node_meta(self, pfd: int, name: str, uid: int, gid: int, mode: int, mtime_ns: int,
                    xattrs: dict[str, bytes], ti: tarfile.TarInfo) -> None:
-        if self._privileged:
+        if self._privileged and (uid, gid) != self._own:  # a new node: already ours otherwise
             os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
         fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
         try:
@@ -373,11 +423,7 @@ class Applier:
     def _check_whiteout(self, parts: Parts, ti: tarfile.TarInfo) -> None:
         base = parts[-1]
         if base == WHITEOUT_OPAQUE:
-            pfd = self._parent(parts[:-1], ti)
-            try:
-                os.setxattr(pfd, OPAQUE_XATTR, b"y")
-            finally:
-                os.close(pfd)
+            os.setxattr(self._parent(parts[:-1], ti), OPAQUE_XATTR, b"y")
             return
         if base.startswith(WHITEOUT_META_PREFIX):
             return  # other aufs metadata (.wh..wh.plnk, .wh..wh.aufs): ignored, as containerd does
@@ -387,16 +433,13 @@ class Applier:
         target = (*parts[:-1], name)
         pfd = self._parent(parts[:-1], ti)
         try:
-            try:
-                os.lstat(name, dir_fd=pfd)
-                return  # an entry of this very layer: whiteouts hide only lower layers
-            except FileNotFoundError:
-                pass
-            os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
-            self._whiteouts.add(target)
-            self._node_meta(pfd, name, 0, 0, 0, _ns(ti.mtime), {}, ti)
-        finally:
-            os.close(pfd)
+            os.lstat(name, dir_fd=pfd)
+            return  # an entry of this very layer: whiteouts hide only lower layers
+        except FileNotFoundError:
+            pass
+        os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
+        self._whiteouts.add(target)
+        self._node_meta(pfd, name, 0, 0, 0, _ns(ti.mtime), {}, ti)
 
     def finish(self) -> None:
         """Directory modes and times, last (deepest first), each resolved from scratch."""
@@ -411,6 +454,18 @@ class Applier:
                 os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
             finally:
                 os.close(fd)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask would race other threads)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777  # unknown: every mode is then set by fchmod
 
 
 def _ns(mtime: float | int) -> int:
