@@ -1,7 +1,8 @@
 """Safe application of one layer's tar stream into its own directory.
 
-``tarfile`` is only the parser. Every entry is applied by this module relative
-to the layer directory:
+``_tarstream`` is only the parser (``tarfile``'s rules, and ``tarfile`` itself for
+unusual entries). Every entry is applied by this module relative to the layer
+directory:
 
 * each entry's parent directory is resolved from scratch, inside the layer
   root, with ``openat2(RESOLVE_IN_ROOT)`` (symlinks met on the way, absolute or
@@ -33,13 +34,13 @@ import os
 import shutil
 import stat
 import tarfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ocibox.digest import Readable
 from ocibox.errors import HostileLayerError, LayerError
 from ocibox.layers._decompress import Prefetcher
+from ocibox.layers._tarstream import Member, TarStream
 from ocibox.run import syscalls
 
 WHITEOUT_PREFIX = ".wh."
@@ -50,11 +51,11 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 MAX_ID = 0xFFFFFFFE  # (uid_t)-1 means "no change" to chown: never a real owner
 PATH_MAX = 4096
 NAME_MAX = 255
-_COPY_CHUNK = 1 << 20
 _MAX_CACHED_FDS = 256
 _RESOLVE = syscalls.RESOLVE_IN_ROOT | syscalls.RESOLVE_NO_MAGICLINKS
 
 Parts = tuple[str, ...]
+Entry = Member | tarfile.TarInfo
 
 
 class _ParentNotADir(LayerError):
@@ -92,7 +93,7 @@ def allowed_xattr(name: str) -> bool:
     return not (name.startswith("security.") and name != "security.capability")
 
 
-def pax_xattrs(ti: tarfile.TarInfo) -> dict[str, bytes]:
+def pax_xattrs(ti: Entry) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     for key, value in ti.pax_headers.items():
         if key.startswith("SCHILY.xattr."):
@@ -150,11 +151,11 @@ class Applier:
             os.close(self._stale.pop())
 
     # ----- helpers ---------------------------------------------------------------------------
-    def _hostile(self, ti: tarfile.TarInfo | str, why: str) -> HostileLayerError:
+    def _hostile(self, ti: Entry | str, why: str) -> HostileLayerError:
         name = ti if isinstance(ti, str) else ti.name
         return HostileLayerError(f"{self.what}: refusing entry {name!r}: {why}; the image is unsafe, do not use it")
 
-    def _components(self, name: str, ti: tarfile.TarInfo, what: str = "name") -> Parts:
+    def _components(self, name: str, ti: Entry, what: str = "name") -> Parts:
         if "\0" in name:
             raise self._hostile(ti, f"{what} contains a NUL byte")
         if len(name.encode("utf-8", "surrogateescape")) >= PATH_MAX:
@@ -170,7 +171,7 @@ class Applier:
     def _open_in_root(self, parts: Parts, flags: int) -> int:
         return syscalls.openat2(self._rootfd, "/".join(parts) or ".", flags, 0, _RESOLVE)
 
-    def _parent(self, parts: Parts, ti: tarfile.TarInfo, *, create: bool = True) -> int:
+    def _parent(self, parts: Parts, ti: Entry, *, create: bool = True) -> int:
         """A borrowed fd of directory ``parts`` inside the root (do not close it): resolved
         from scratch the first time (missing directories are created 0755 root:root when
         ``create``), then cached until something is removed (see ``_clear``)."""
@@ -181,7 +182,7 @@ class Applier:
             fd = self._fds[parts] = self._resolve_parent(parts, ti, create=create)
         return fd
 
-    def _resolve_parent(self, parts: Parts, ti: tarfile.TarInfo, *, create: bool) -> int:
+    def _resolve_parent(self, parts: Parts, ti: Entry, *, create: bool) -> int:
         flags = os.O_RDONLY | os.O_DIRECTORY
         try:
             return self._open_in_root(parts, flags)
@@ -214,7 +215,7 @@ class Applier:
             raise
         return fd
 
-    def _check_ids(self, ti: tarfile.TarInfo) -> None:
+    def _check_ids(self, ti: Entry) -> None:
         for kind, v in (("uid", ti.uid), ("gid", ti.gid)):
             if not isinstance(v, int) or v < 0 or v > MAX_ID:
                 raise self._hostile(ti, f"{kind} {v} is out of range 0..{MAX_ID}")
@@ -244,7 +245,7 @@ class Applier:
             return "whiteout"
         return "other"
 
-    def _set_xattrs(self, target: int | str, xattrs: dict[str, bytes], ti: tarfile.TarInfo) -> None:
+    def _set_xattrs(self, target: int | str, xattrs: dict[str, bytes], ti: Entry) -> None:
         for k, v in xattrs.items():
             try:
                 os.setxattr(target, k, v)
@@ -254,7 +255,7 @@ class Applier:
                 raise
 
     # ----- entries ---------------------------------------------------------------------------
-    def apply(self, ti: tarfile.TarInfo, tf: tarfile.TarFile) -> None:
+    def apply(self, ti: Entry, tf: TarStream) -> None:
         self.entries += 1
         parts = self._components(ti.name, ti)
         self._check_ids(ti)
@@ -288,7 +289,7 @@ class Applier:
         finally:
             self._close_stale()
 
-    def _mkdir(self, pfd: int, parts: Parts, ti: tarfile.TarInfo) -> None:
+    def _mkdir(self, pfd: int, parts: Parts, ti: Entry) -> None:
         try:
             os.mkdir(parts[-1], 0o700, dir_fd=pfd)
             was = ""
@@ -305,7 +306,7 @@ class Applier:
         finally:
             os.close(fd)
 
-    def _dir_meta(self, fd: int, parts: Parts, ti: tarfile.TarInfo, *, new: bool = False) -> None:
+    def _dir_meta(self, fd: int, parts: Parts, ti: Entry, *, new: bool = False) -> None:
         if self._privileged and not (new and (ti.uid, ti.gid) == self._own):
             os.fchown(fd, ti.uid, ti.gid)
         self._set_xattrs(fd, pax_xattrs(ti), ti)
@@ -320,22 +321,13 @@ class Applier:
             self._clear(pfd, parts, keep_dir=False)
             return os.open(parts[-1], flags, mode, dir_fd=pfd)
 
-    def _file(self, pfd: int, parts: Parts, ti: tarfile.TarInfo, tf: tarfile.TarFile) -> None:
+    def _file(self, pfd: int, parts: Parts, ti: Entry, tf: TarStream) -> None:
         mode = ti.mode & 0o7777
         # Created with its final permission bits where the umask allows (no fchmod then); the
         # setuid, setgid and sticky bits only by fchmod, after the data and the chown.
         fd = self._create(pfd, parts, mode & 0o777)
         try:
-            src = tf.extractfile(ti)
-            if src is not None:
-                while True:
-                    chunk = src.read(_COPY_CHUNK)
-                    if not chunk:
-                        break
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                    self.size += len(chunk)
+            self.size += tf.write_data(ti, fd)
             chown = self._privileged and (ti.uid, ti.gid) != self._own
             if chown:
                 os.fchown(fd, ti.uid, ti.gid)
@@ -346,7 +338,7 @@ class Applier:
         finally:
             os.close(fd)
 
-    def _symlink(self, pfd: int, parts: Parts, ti: tarfile.TarInfo) -> None:
+    def _symlink(self, pfd: int, parts: Parts, ti: Entry) -> None:
         if "\0" in ti.linkname or len(ti.linkname.encode("utf-8", "surrogateescape")) >= PATH_MAX:
             raise self._hostile(ti, "bad symlink target")
         if not ti.linkname:
@@ -361,7 +353,7 @@ class Applier:
             os.chown(parts[-1], ti.uid, ti.gid, dir_fd=pfd, follow_symlinks=False)
         os.utime(parts[-1], ns=(_ns(ti.mtime), _ns(ti.mtime)), dir_fd=pfd, follow_symlinks=False)
 
-    def _hardlink(self, pfd: int, parts: Parts, ti: tarfile.TarInfo) -> None:
+    def _hardlink(self, pfd: int, parts: Parts, ti: Entry) -> None:
         tparts = self._components(ti.linkname, ti, "hardlink target")
         if not tparts:
             raise self._hostile(ti, "hardlink to the layer root")
@@ -388,7 +380,7 @@ class Applier:
         # symlink itself. No metadata is applied: the inode's is that of its first entry.
         os.link(tparts[-1], parts[-1], src_dir_fd=tpfd, dst_dir_fd=pfd, follow_symlinks=False)
 
-    def _node(self, pfd: int, parts: Parts, ti: tarfile.TarInfo) -> None:
+    def _node(self, pfd: int, parts: Parts, ti: Entry) -> None:
         self._clear(pfd, parts, keep_dir=False)
         if ti.isfifo():
             os.mkfifo(parts[-1], 0o600, dir_fd=pfd)
@@ -398,7 +390,7 @@ class Applier:
         self._node_meta(pfd, parts[-1], ti.uid, ti.gid, ti.mode & 0o7777, _ns(ti.mtime), pax_xattrs(ti), ti)
 
     def _node_meta(self, pfd: int, name: str, uid: int, gid: int, mode: int, mtime_ns: int,
-                   xattrs: dict[str, bytes], ti: tarfile.TarInfo) -> None:
+                   xattrs: dict[str, bytes], ti: Entry) -> None:
         if self._privileged and (uid, gid) != self._own:  # a new node: already ours otherwise
             os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
         fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
@@ -412,7 +404,7 @@ class Applier:
             os.close(fd)
         os.utime(name, ns=(mtime_ns, mtime_ns), dir_fd=pfd, follow_symlinks=False)
 
-    def _whiteout(self, parts: Parts, ti: tarfile.TarInfo) -> None:
+    def _whiteout(self, parts: Parts, ti: Entry) -> None:
         try:
             self._check_whiteout(parts, ti)
         except _ParentNotADir:
@@ -420,7 +412,7 @@ class Applier:
             # "d/.wh.x"): that non-directory already hides everything of the lower layers.
             return
 
-    def _check_whiteout(self, parts: Parts, ti: tarfile.TarInfo) -> None:
+    def _check_whiteout(self, parts: Parts, ti: Entry) -> None:
         base = parts[-1]
         if base == WHITEOUT_OPAQUE:
             os.setxattr(self._parent(parts[:-1], ti), OPAQUE_XATTR, b"y")
@@ -474,16 +466,6 @@ def _ns(mtime: float | int) -> int:
     return round(mtime * 1_000_000_000)
 
 
-def members(tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
-    """Entries of a stream-mode TarFile without keeping them all in memory."""
-    while True:
-        ti = tf.next()
-        if ti is None:
-            return
-        tf.members.clear()  # type: ignore[attr-defined]
-        yield ti
-
-
 def extract(stream: Readable, root: Path, what: str) -> tuple[HashingReader, Applier]:
     """Parse ``stream`` (uncompressed tar) and apply it into ``root``; reads it to EOF.
 
@@ -495,19 +477,21 @@ def extract(stream: Readable, root: Path, what: str) -> tuple[HashingReader, App
     applier = Applier(root, what)
     last = "(start of stream)"
     try:
+        tf = TarStream(ahead)
         try:
-            tf = tarfile.open(fileobj=ahead, mode="r|", bufsize=256 * 1024)  # type: ignore[call-overload]  # noqa: SIM115
+            ti = tf.next()
         except tarfile.ReadError as e:
-            # Python's tarfile refuses an archive of end-of-archive blocks only, which is what
-            # an empty layer is (e.g. docker's WORKDIR layers): accept all-zero streams.
+            # Python's tarfile refuses an empty stream, and so does TarStream; an empty layer
+            # (e.g. docker's WORKDIR layers) may be that or end-of-archive blocks only: accept
+            # all-zero streams.
             ahead.drain()
             if hashing.nonzero:
                 raise LayerError(f"{what}: not a tar stream ({e})") from None
             return hashing, applier
-        with tf:
-            for ti in members(tf):
-                last = ti.name
-                applier.apply(ti, tf)
+        while ti is not None:
+            last = ti.name
+            applier.apply(ti, tf)
+            ti = tf.next()
         applier.finish()
         ahead.drain()  # the end-of-archive blocks and padding are part of the diff_id
     except (tarfile.TarError, EOFError) as e:
