@@ -520,7 +520,7 @@ def _container_init(spec: RunSpec, rootfs: Path, state_dir: Path, etc: dict[str,
         os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
     for name, target in DEV_LINKS:
         os.symlink(target, name, dir_fd=dev)
-    _hardening.make_device_nodes(spec.hardening, dev)  # --device
+    _hardening.make_device_nodes(spec.hardening, dev, hardening)  # --device, --privileged's host nodes
     os.close(dev)
     # A private devpts instance: the container cannot see or open the host's terminals.
     _mount_in(root, "/dev/pts", "devpts", "devpts", sc.MS_NOSUID | sc.MS_NOEXEC,

@@ -94,6 +94,42 @@ def _valid_access(s: str) -> bool:
     return bool(s) and all(c in "rwm" for c in s) and len(set(s)) == len(s)
 
 
+# runc's HostDevices (libcontainer/devices), which docker and podman use for --privileged: these
+# directories of /dev are the container's own (pts, shm, mqueue) or state, never devices to copy.
+_HOST_DEV_SKIP_DIRS = frozenset({"pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"})
+# /dev/console is the container's terminal (-t) or absent; /dev/ptmx stays the link to its own devpts.
+_HOST_DEV_SKIP = frozenset({"console", "ptmx"})
+
+
+def host_devices(root: str = "/dev") -> tuple[DeviceSpec, ...]:
+    """``--privileged``: every character and block node under the host's /dev (``root``), to be made
+    at the same path below the container's /dev with the host node's mode and owner (docker's and
+    podman's behaviour). Symlinks are not followed (lstat); sockets and fifos are no devices."""
+    out: list[DeviceSpec] = []
+
+    def walk(d: str, rel: str) -> None:
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError:
+            return
+        for e in entries:
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if e.name not in _HOST_DEV_SKIP_DIRS:
+                    walk(e.path, f"{rel}/{e.name}")
+                continue
+            kind = "c" if stat.S_ISCHR(st.st_mode) else "b" if stat.S_ISBLK(st.st_mode) else ""
+            if kind and not (rel == "/dev" and e.name in _HOST_DEV_SKIP):
+                out.append(DeviceSpec(e.path, f"{rel}/{e.name}", kind, os.major(st.st_rdev), os.minor(st.st_rdev),
+                                      "rwm", st.st_mode, st.st_uid, st.st_gid))
+
+    walk(root, "/dev")
+    return tuple(out)
+
+
 def parse_device_option(value: str) -> DeviceSpec:
     """Parse docker's ``--device HOST[:CTR][:PERMS]`` and stat the host node (symlinks followed, as
     docker does). PERMS is a combination of r, w, m (default rwm); CTR defaults to HOST."""

@@ -6,7 +6,7 @@
     parent:       prep = prepare(h, spec.caps, spec.tty, name, cgroup, cache_dir, echo)   # before fork
     parent:       prep.attach()                          # v2 device program, once the cgroup exists
     parent:       prep.join(c2_pid)                      # with the other cgroup joins
-    C2 /dev:      make_device_nodes(h, dev_fd)           # after the default nodes
+    C2 /dev:      make_device_nodes(h, dev_fd, prep)     # after the default nodes
     C2, last:     before_exec(h, prep)                   # rlimits, then the seccomp filter
     parent, end:  prep.destroy()
 """
@@ -77,6 +77,7 @@ class Prepared:
         self.devices_dir: str | None = None
         self.v2_dir: str | None = None
         self.v2_fallback = False
+        self.host_devices: tuple[_devices.DeviceSpec, ...] = ()  # --privileged: the host's nodes
         self.notes: list[str] = []
 
     def attach(self) -> None:
@@ -125,7 +126,9 @@ def prepare(h: Hardening, caps: Iterable[str], tty: bool, name: str, cgroup: obj
     p = Prepared()
     _rlimits.check_ulimits(h.ulimits)
     if h.privileged:
-        p.notes.append("--privileged: no seccomp filter, no device restriction")
+        p.host_devices = _devices.host_devices()
+        p.notes.append(f"--privileged: no seccomp filter, no device restriction, {len(p.host_devices)} host "
+                       "device nodes")
         return p
     profile = _seccomp.profile_from_option(h.seccomp, set(caps))
     if profile is not None:
@@ -162,10 +165,10 @@ def prepare(h: Hardening, caps: Iterable[str], tty: bool, name: str, cgroup: obj
     return p
 
 
-def make_device_nodes(h: Hardening, dev_fd: int) -> None:
-    """In the container's fresh /dev (a directory fd): the ``--device`` nodes, with the host node's
-    mode and owner (docker's behaviour)."""
-    for d in h.devices:
+def make_device_nodes(h: Hardening, dev_fd: int, prep: Prepared | None = None) -> None:
+    """In the container's fresh /dev (a directory fd): with ``--privileged`` the host's device nodes,
+    then the ``--device`` nodes, each with the host node's mode and owner (docker's behaviour)."""
+    for d in (*(prep.host_devices if prep is not None else ()), *h.devices):
         rel = os.path.relpath(d.container_path, "/dev") if d.container_path.startswith("/dev/") else None
         if rel is None:
             raise UsageError(f"--device {d.host_path}:{d.container_path}: ocibox creates device nodes "

@@ -188,3 +188,35 @@ def test_v2_program_for_every_rule_shape_passes_the_verifier() -> None:
 
     fd = syscalls.bpf_prog_load_cgroup_device(dv.bpf_device_program(rules))
     os.close(fd)
+
+
+def test_host_devices_for_privileged_walk_like_runc(tmp_path: Path) -> None:
+    dev = tmp_path / "dev"
+    for d in ("pts", "shm", "mqueue", "net", "cpu/0"):
+        (dev / d).mkdir(parents=True)
+    old_umask = os.umask(0)
+    try:
+        _make_host_like_dev(dev)
+    finally:
+        os.umask(old_umask)
+    got = {d.container_path: (d.type, d.major, d.minor, d.access, stat.S_IMODE(d.mode), d.gid)
+           for d in dv.host_devices(str(dev))}
+    assert got == {
+        "/dev/cpu/0/msr": ("c", 202, 0, "rwm", 0o600, 0), "/dev/loop9": ("b", 7, 9, "rwm", 0o660, 6),
+        "/dev/net/tun": ("c", 10, 200, "rwm", 0o666, 0), "/dev/null": ("c", 1, 3, "rwm", 0o666, 0),
+    }
+    assert dv.host_devices(str(tmp_path / "absent")) == ()
+
+
+def _make_host_like_dev(dev: Path) -> None:
+    os.mknod(dev / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    os.mknod(dev / "loop9", stat.S_IFBLK | 0o660, os.makedev(7, 9))
+    os.chown(dev / "loop9", 0, 6)
+    os.mknod(dev / "net" / "tun", stat.S_IFCHR | 0o666, os.makedev(10, 200))
+    os.mknod(dev / "cpu" / "0" / "msr", stat.S_IFCHR | 0o600, os.makedev(202, 0))
+    os.mknod(dev / "pts" / "0", stat.S_IFCHR | 0o620, os.makedev(136, 0))  # the host's terminals: skipped
+    os.mknod(dev / "console", stat.S_IFCHR | 0o600, os.makedev(5, 1))  # skipped
+    os.mknod(dev / "ptmx", stat.S_IFCHR | 0o666, os.makedev(5, 2))  # skipped: the container's own devpts
+    os.mknod(dev / "initctl", stat.S_IFIFO | 0o600)  # not a device
+    (dev / "stdin").symlink_to("/proc/self/fd/0")  # not followed
+    (dev / "disk").symlink_to("loop9")

@@ -140,6 +140,19 @@ def test_privileged_lifts_the_defaults(store: Path, probe_ref: str) -> None:
     assert got["unshare"] == 0 and got["keyctl"] == 0
 
 
+def test_privileged_gets_the_host_devices(store: Path, probe_ref: str) -> None:
+    blk = _host_block_device()
+    st = os.stat(blk)
+    want = f"{os.major(st.st_rdev):x}:{os.minor(st.st_rdev):x}:{stat.S_IMODE(st.st_mode):o}"
+    script = f"stat -c %t:%T:%a {blk}; head -c1 {blk} >/dev/null; echo rc=$?; readlink /dev/ptmx; ls /dev/pts"
+    cp = ocibox_run(store, probe_ref, "--privileged", "--", "sh", "-c", script)
+    # the host's node at the same path, its numbers and mode (docker's and runc's HostDevices); the
+    # container keeps its own devpts (ptmx links into it) and sees none of the host's terminals
+    assert cp.stdout.split() == [want, "rc=0", "pts/ptmx", "ptmx"], cp
+    cp = ocibox_run(store, probe_ref, "--", "sh", "-c", f"test -e {blk} && echo PRESENT; ls /dev | wc -l")
+    assert "PRESENT" not in cp.stdout and int(cp.stdout.split()[-1]) < 20, cp  # without it: the defaults only
+
+
 def test_no_way_back_to_the_host(store: Path, probe_ref: str) -> None:
     before = hashlib.sha256(Path(sys.executable).resolve().read_bytes()).hexdigest()
     cp = ocibox_run(store, probe_ref, "--", "sh", "-c",
