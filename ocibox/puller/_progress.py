@@ -3,6 +3,7 @@ on stderr), docker-pull-like status lines otherwise, nothing with ``--quiet``.""
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from typing import Any, TextIO
@@ -57,15 +58,22 @@ class BarProgress(Progress):
         from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
 
         todo = [(s, n) for s, n, present in layers if not present]
+        # A terminal that reports no size (a pty nobody sized, as in some CI runners) would get
+        # zero-size bars, which tqdm draws as nothing: draw them 80 columns wide, 24 lines high.
+        try:
+            sized = os.get_terminal_size(sys.stderr.fileno()).columns > 0
+        except (OSError, ValueError):
+            sized = False
+        width: dict[str, Any] = {"dynamic_ncols": True} if sized else {"ncols": 80, "nrows": 24}
         for short, _size, present in layers:
             if present:
                 self.line(f"{short}: Already exists")
         for i, (short, size) in enumerate(todo):
             self._bars[short] = tqdm(total=size, desc=short, unit="B", unit_scale=True, unit_divisor=1024,
-                                     position=i + 1, leave=False, file=sys.stderr, dynamic_ncols=True)
+                                     position=i + 1, leave=False, file=sys.stderr, **width)
         if todo:
             self._total = tqdm(total=sum(n for _, n in todo), desc="total", unit="B", unit_scale=True,
-                               unit_divisor=1024, position=0, leave=False, file=sys.stderr, dynamic_ncols=True)
+                               unit_divisor=1024, position=0, leave=False, file=sys.stderr, **width)
 
     def layer_bytes(self, short: str, n: int) -> None:
         bar = self._bars.get(short)
