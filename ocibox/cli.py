@@ -25,6 +25,10 @@ GLOBAL_HELP = {
 }
 
 
+CERT_DIR_HELP = ("directory of the registry's CA certificates (*.crt) and client certificates (*.cert with "
+                 "*.key); default: /etc/containers/certs.d/HOST[:PORT] or /etc/docker/certs.d/HOST[:PORT]")
+
+
 def parse_globals(argv: list[str]) -> tuple[Settings, list[str]]:
     """Take the global options that stand before the verb; return settings and the rest.
 
@@ -171,6 +175,7 @@ def build_app(settings: Settings) -> typer.Typer:
         image: str,
         platform: Annotated[str | None, typer.Option(help="os/arch[/variant], default: this host's")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print only the image digest")] = False,
+        cert_dir: Annotated[str, typer.Option("--cert-dir", help=CERT_DIR_HELP)] = "",
     ) -> None:
         """Pull an image (and all its layers, unpacked) from a registry."""
         from ocibox import puller
@@ -179,7 +184,7 @@ def build_app(settings: Settings) -> typer.Typer:
 
         ref = Reference.parse(image)
         plat = Platform.parse(platform) if platform else None
-        s = _with(settings, quiet=quiet or settings.quiet)
+        s = _with(settings, quiet=quiet or settings.quiet, cert_dir=cert_dir or settings.cert_dir)
         result = puller.pull(s, ref, platform=plat)
         if s.quiet:
             _out(str(result.pinned))
@@ -190,11 +195,12 @@ def build_app(settings: Settings) -> typer.Typer:
         username: Annotated[str | None, typer.Option("--username", "-u")] = None,
         password: Annotated[str | None, typer.Option("--password", "-p")] = None,
         password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
+        cert_dir: Annotated[str, typer.Option("--cert-dir", help=CERT_DIR_HELP)] = "",
     ) -> None:
         """Log in to a registry; credentials go to ~/.docker/config.json (mode 0600)."""
         from ocibox import puller
 
-        puller.login(settings, server, username=username, password=password, password_stdin=password_stdin)
+        puller.login(_with(settings, cert_dir=cert_dir) if cert_dir else settings, server, username=username, password=password, password_stdin=password_stdin)
         _out("Login Succeeded")
 
     @app.command()

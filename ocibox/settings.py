@@ -21,6 +21,7 @@ from ocibox._record import field, record
 from ocibox.errors import ConfigError
 
 DEFAULT_CONFIG = Path("/etc/ocibox/config.toml")
+CERTS_D = ("/etc/containers/certs.d", "/etc/docker/certs.d")
 
 
 @record
@@ -85,6 +86,19 @@ class Settings:
     debug: bool = False
     insecure_registries: tuple[str, ...] = ()
     config: Config = field(default_factory=Config)
+    #: podman's --cert-dir: the registry's CA certificates (*.crt) and client pairs (*.cert + *.key)
+    cert_dir: str = ""
+
+    def tls_dir(self, host: str) -> str | None:
+        """Where the certificates for ``host`` are: --cert-dir, else ``certs.d/HOST[:PORT]`` of
+        podman (/etc/containers) or docker (/etc/docker), as those tools look them up."""
+        if self.cert_dir:
+            return self.cert_dir
+        for base in CERTS_D:
+            d = os.path.join(base, host)
+            if os.path.isdir(d):
+                return d
+        return None
 
     def is_insecure(self, host: str) -> bool:
         if host in self.insecure_registries:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import ssl
 import sys
 import threading
@@ -26,7 +27,7 @@ from typing import IO
 
 import httpx
 
-from ocibox.errors import AuthError, ManifestError, NotFoundError, RegistryError, TransportError
+from ocibox.errors import AuthError, ManifestError, NotFoundError, RegistryError, TransportError, UsageError
 from ocibox.image import ACCEPT, MAX_MANIFEST_BYTES, Descriptor
 from ocibox.puller._challenge import Challenge, parse_challenges, pick_challenge
 from ocibox.puller._creds import Credentials
@@ -41,6 +42,35 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 #: whole seconds a manifest or config may take to arrive: a body that trickles forever is cut
 MANIFEST_DEADLINE = 120.0
 _MAX_REDIRECTS = 10
+
+
+def tls_context(cert_dir: str, *, verify: bool = True) -> ssl.SSLContext:
+    """The TLS context for a registry with a certs.d directory (docker's and podman's layout): the
+    system's roots plus every ``*.crt`` as a CA, and each ``NAME.cert`` with ``NAME.key`` as a client
+    certificate. ``verify=False`` (loopback, --insecure-registry) keeps the client certificates only."""
+    import certifi
+
+    ctx = ssl.create_default_context(cafile=certifi.where())
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    try:
+        names = sorted(os.listdir(cert_dir))
+    except OSError as e:
+        raise UsageError(f"certificate directory {cert_dir}: {e.strerror}; give a directory of *.crt files") from None
+    for name in names:
+        path = os.path.join(cert_dir, name)
+        try:
+            if name.endswith(".crt"):
+                ctx.load_verify_locations(cafile=path)
+            elif name.endswith(".cert"):
+                key = path[: -len(".cert")] + ".key"
+                if not os.path.exists(key):
+                    raise UsageError(f"client certificate {path} has no key {key}; put the key beside it")
+                ctx.load_cert_chain(path, key)
+        except (ssl.SSLError, OSError) as e:
+            raise UsageError(f"certificate {path} cannot be loaded ({e}); it must be PEM") from None
+    return ctx
 
 
 def _is_tls_error(exc: BaseException) -> bool:
@@ -271,7 +301,11 @@ class RegistryClient:
         self._auth: RegistryAuth | None = None
         self._lock = threading.Lock()
         self._debug = settings.debug
-        verify: bool = len(self._schemes) == 1  # unverified TLS only for loopback/insecure
+        # unverified TLS only for loopback/insecure; a certs.d directory adds CAs and client certificates
+        verify: bool | ssl.SSLContext = len(self._schemes) == 1
+        cert_dir = settings.tls_dir(host)
+        if cert_dir is not None:
+            verify = tls_context(cert_dir, verify=bool(verify))
         log = self._log if self._debug else None
         self._http = httpx.Client(
             transport=RetryTransport(httpx.HTTPTransport(verify=verify, retries=0), policy, sleep, log),
@@ -346,8 +380,9 @@ class RegistryClient:
             except httpx.TransportError as e:
                 if _is_tls_error(e):
                     err = TransportError(
-                        f"{what}: TLS with {url.netloc.decode()} failed ({e}); if this registry has no valid"
-                        " certificate, pass --insecure-registry " + url.netloc.decode(), temporary=False)
+                        f"{what}: TLS with {url.netloc.decode()} failed ({e}); trust its CA with "
+                        f"/etc/containers/certs.d/{url.netloc.decode()}/ca.crt (or --cert-dir), or pass "
+                        f"--insecure-registry {url.netloc.decode()}", temporary=False)
                     err.tls = True  # type: ignore[attr-defined]
                     raise err from None
                 raise TransportError(f"{what}: cannot reach {url.netloc.decode()}: {e or type(e).__name__}",
