@@ -25,13 +25,12 @@ from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import IO
 
-import httpx
-
 from ocibox.errors import AuthError, ManifestError, NotFoundError, RegistryError, TransportError, UsageError
 from ocibox.image import ACCEPT, MAX_MANIFEST_BYTES, Descriptor
 from ocibox.puller._challenge import Challenge, parse_challenges, pick_challenge
 from ocibox.puller._creds import Credentials
 from ocibox.puller._hosts import is_loopback, schemes
+from ocibox.puller._httpx import httpx
 from ocibox.puller._retry import DEFAULT_POLICY, RetryPolicy, is_retryable_status, parse_retry_after
 from ocibox.settings import Settings
 
@@ -44,16 +43,23 @@ MANIFEST_DEADLINE = 120.0
 _MAX_REDIRECTS = 10
 
 
+def _unverified_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def tls_context(cert_dir: str, *, verify: bool = True) -> ssl.SSLContext:
     """The TLS context for a registry with a certs.d directory (docker's and podman's layout): the
     system's roots plus every ``*.crt`` as a CA, and each ``NAME.cert`` with ``NAME.key`` as a client
     certificate. ``verify=False`` (loopback, --insecure-registry) keeps the client certificates only."""
-    import certifi
+    if verify:
+        import certifi
 
-    ctx = ssl.create_default_context(cafile=certifi.where())
-    if not verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+        ctx = ssl.create_default_context(cafile=certifi.where())
+    else:
+        ctx = _unverified_context()
     try:
         names = sorted(os.listdir(cert_dir))
     except OSError as e:
@@ -302,10 +308,13 @@ class RegistryClient:
         self._lock = threading.Lock()
         self._debug = settings.debug
         # unverified TLS only for loopback/insecure; a certs.d directory adds CAs and client certificates
-        verify: bool | ssl.SSLContext = len(self._schemes) == 1
+        verified = len(self._schemes) == 1
         cert_dir = settings.tls_dir(host)
+        verify: bool | ssl.SSLContext = verified
         if cert_dir is not None:
-            verify = tls_context(cert_dir, verify=bool(verify))
+            verify = tls_context(cert_dir, verify=verified)
+        elif not verified:
+            verify = _unverified_context()  # not httpx's verify=False, which loads every CA root (40 ms)
         log = self._log if self._debug else None
         self._http = httpx.Client(
             transport=RetryTransport(httpx.HTTPTransport(verify=verify, retries=0), policy, sleep, log),
