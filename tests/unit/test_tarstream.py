@@ -151,12 +151,30 @@ def unusual() -> list[tuple[str, bytes]]:
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
         _add(tf, "a/" * 60 + "x", data=b"prefix split")
     out.append(("ustar-prefix", buf.getvalue()))
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        _add(tf, "neg-size", data=b"abc", pax_headers={"size": "-1"})
-        _add(tf, "after", data=b"after")
-    out.append(("pax-negative-size", buf.getvalue()))
+    for size in ("-1", "-1600"):  # -1600: tarfile's next offset comes out as 0, the end
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+            _add(tf, "neg-size", data=b"abc", pax_headers={"size": size})
+            _add(tf, "after", data=b"after")
+        out.append((f"pax-size{size}", buf.getvalue()))
     return out
+
+
+def test_numeric_fields_parsed_as_tarfile_does(tmp_path: Path) -> None:
+    """Octal fields with the padding tarfile tolerates (str.strip: also \\x1c-\\x1f), on the fast path."""
+    base = bytearray(ordinary(tarfile.USTAR_FORMAT))
+    # (field, bytes, index in _describe, what tarfile makes of it)
+    for (a, b), value, index, parsed in [((100, 108), b"\x1c000644\0", 3, 0o644),
+                                        ((108, 116), b" 0001750", 4, 0o1750),
+                                        ((136, 148), b"\x1f1234567\x1e\0\0\0", 7, 0o1234567)]:
+        data = bytearray(base)
+        data[a:b] = value
+        data[148:156] = b"        "
+        data[148:156] = b"%06o\0 " % sum(data[:512])
+        want = by_tarfile(bytes(data))
+        assert want[0][index] == parsed
+        got, fast = by_tarstream(bytes(data), tmp=tmp_path)
+        assert got == want and fast == len(want)
 
 
 def gnu_tar_sparse(tmp: Path) -> list[tuple[str, bytes]]:
@@ -181,7 +199,7 @@ def gnu_tar_sparse(tmp: Path) -> list[tuple[str, bytes]]:
 
 def test_unusual_dialects_fall_back_to_tarfile_and_agree(tmp_path: Path) -> None:
     cases = unusual() + gnu_tar_sparse(tmp_path)
-    assert len(cases) == 9
+    assert len(cases) == 10
     for label, data in cases:
         want = by_tarfile(data)
         assert want and want[-1][0] != "ReadError", label

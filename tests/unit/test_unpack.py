@@ -161,6 +161,42 @@ def test_replacing_entries(store: Store) -> None:
     assert stat.S_IMODE(os.lstat(d / "d").st_mode) == 0o750 and os.lstat(d / "d").st_uid == 3
 
 
+def test_parent_dirs_are_resolved_anew_after_a_replacement(store: Store) -> None:
+    """The unpacker keeps parent directory fds between entries: a path replaced by a later entry
+    (a directory by a symlink, a symlink by another) is followed to where it leads now."""
+    tar = make_tar([
+        Entry("real", "dir"), Entry("other", "dir"),
+        Entry("p", "dir"), Entry("p/a", data=b"a"),
+        Entry("p", "symlink", linkname="/other"), Entry("p/b", data=b"b"),
+        Entry("q", "symlink", linkname="real"), Entry("q/c", data=b"c"),
+        Entry("q", "symlink", linkname="other"), Entry("q/d", data=b"d"),
+    ])
+    d = unpack(store, tar)
+    assert sorted(os.listdir(d / "other")) == ["b", "d"]
+    assert os.listdir(d / "real") == ["c"]
+    assert os.readlink(d / "p") == "/other" and os.readlink(d / "q") == "other"
+
+
+def test_owners_and_modes_without_redundant_calls(store: Store) -> None:
+    """Modes the umask would cut, setuid bits, and owners of replaced directories are all applied
+    although new inodes skip the chown and chmod that would change nothing."""
+    old = os.umask(0o077)
+    try:
+        tar = make_tar([
+            Entry("f666", data=b"w", mode=0o666), Entry("f4711", data=b"s", mode=0o4711),
+            Entry("f0", data=b"0", mode=0o000), Entry("mine", data=b"m", mode=0o640),
+            Entry("d", "dir", uid=3, gid=4), Entry("d", "dir", uid=0, gid=0, mode=0o751),
+            Entry("l", "symlink", linkname="f666", uid=5, gid=6),
+        ])
+        d = unpack(store, tar)
+    finally:
+        os.umask(old)
+    modes = {n: stat.S_IMODE(os.lstat(d / n).st_mode) for n in ("f666", "f4711", "f0", "mine", "d")}
+    assert modes == {"f666": 0o666, "f4711": 0o4711, "f0": 0, "mine": 0o640, "d": 0o751}
+    assert os.lstat(d / "d")[4:6] == (0, 0) and os.lstat(d / "l")[4:6] == (5, 6)
+    assert os.lstat(d / "mine")[4:6] == (0, 0)
+
+
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
 def test_compressions(store: Store, compression: str) -> None:
     tar = make_tar([Entry("big", data=os.urandom(3 << 20)), Entry("z", data=bytes(5 << 20))])
