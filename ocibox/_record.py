@@ -12,13 +12,25 @@ mypy sees them as dataclasses through ``dataclass_transform``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar, dataclass_transform, overload
+
+TYPE_CHECKING = False  # typing is not imported at runtime either: 5 ms of ocibox run
+if TYPE_CHECKING:
+    from typing import Any, TypeVar, dataclass_transform, overload
+
+    _T = TypeVar("_T", bound=type)
+    _R = TypeVar("_R")
+else:
+
+    def dataclass_transform(**_: object) -> Callable[[Callable[..., object]], Callable[..., object]]:
+        return lambda f: f
+
+    def overload(f: Callable[..., object]) -> Callable[..., object]:
+        return f
+
 
 __all__ = ["FrozenInstanceError", "field", "record", "replace"]
 
 _MISSING: Any = object()
-_T = TypeVar("_T", bound=type)
-_R = TypeVar("_R")
 
 
 class FrozenInstanceError(AttributeError):
@@ -162,11 +174,11 @@ def _make(cls: _T, frozen: bool, order: bool) -> _T:
 @overload
 def record(cls: _T, /) -> _T: ...
 @overload
-def record(*, frozen: bool = True, order: bool = False) -> Callable[[_T], _T]: ...
+def record(*, frozen: bool = True, order: bool = False) -> Callable[[_T], _T]: ...  # noqa: F811
 
 
 @dataclass_transform(frozen_default=True, field_specifiers=(field,))
-def record(cls: _T | None = None, /, *, frozen: bool = True, order: bool = False) -> _T | Callable[[_T], _T]:
+def record(cls: _T | None = None, /, *, frozen: bool = True, order: bool = False) -> _T | Callable[[_T], _T]:  # noqa: F811
     """Class decorator: a dataclass, frozen unless ``frozen=False``."""
     if cls is not None:
         return _make(cls, frozen, order)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
+TYPE_CHECKING = False  # typing is not imported on the run and pull paths (5 ms)
 if TYPE_CHECKING:
+    from typing import Annotated, Any, NoReturn
+
     import typer
 
     from ocibox.settings import Settings
@@ -201,10 +203,13 @@ def _progress(settings: Settings) -> bool:
 
 
 def build_app(settings: Settings) -> typer.Typer:
+    import typing
+
     import typer
 
     # typer evaluates the string annotations below against this module's globals
     globals().setdefault("typer", typer)
+    globals().setdefault("Annotated", typing.Annotated)
 
     app = typer.Typer(
         add_completion=False,

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Protocol
 
 from ocibox._record import record
 from ocibox.errors import DigestMismatch, UsageError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (5 ms of ocibox run)
+
 if TYPE_CHECKING:
     import hashlib
+    from typing import Protocol
 
 _ALGOS = {"sha256": 64, "sha512": 128}
 _DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
@@ -56,8 +58,15 @@ class Digest:
         return f"{self.algorithm}:{self.hex}"
 
 
-class Readable(Protocol):
-    def read(self, n: int = -1, /) -> bytes: ...
+if TYPE_CHECKING:
+
+    class Readable(Protocol):
+        def read(self, n: int = -1, /) -> bytes: ...
+
+else:
+
+    class Readable:
+        """Anything with ``read(n) -> bytes`` (a Protocol for mypy; typing is not imported at runtime)."""
 
 
 def verify_bytes(data: bytes, digest: Digest, size: int | None, what: str) -> None:

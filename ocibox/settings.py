@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from ocibox._record import field, record
 from ocibox.errors import ConfigError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (5 ms of ocibox run)
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_CONFIG = Path("/etc/ocibox/config.toml")
 CERTS_D = ("/etc/containers/certs.d", "/etc/docker/certs.d")

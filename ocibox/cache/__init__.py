@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ocibox._lazy import lazy_getattr
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (5 ms of ocibox run)
 
 if TYPE_CHECKING:
     from ocibox.cache._containers import (

@@ -12,10 +12,9 @@ Public surface::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ocibox._lazy import lazy_getattr
 
+TYPE_CHECKING = False  # typing is not imported on the run path (5 ms)
 if TYPE_CHECKING:
     from ocibox.layers._forked import Unpackers
     from ocibox.layers._image import export_image, mount_image, umount_image, write_flat_tar

@@ -15,11 +15,14 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 
 from ocibox.errors import CgroupError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (5 ms of ocibox run)
+
 if TYPE_CHECKING:
+    from typing import Protocol
+
     from ocibox.run._spec import Limits
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -115,15 +118,17 @@ def _kill_procs(d: Path) -> None:
             os.kill(int(pid), signal.SIGKILL)
 
 
-class Cgroup(Protocol):
-    version: int
+if TYPE_CHECKING:
 
-    def create(self) -> None: ...
-    def apply(self, limits: Limits) -> None: ...
-    def join(self, pid: int) -> None: ...
-    def container_mounts(self) -> list[tuple[str, str, str]]: ...
-    def oom_kills(self) -> int: ...
-    def destroy(self) -> list[str]: ...
+    class Cgroup(Protocol):
+        version: int
+
+        def create(self) -> None: ...
+        def apply(self, limits: Limits) -> None: ...
+        def join(self, pid: int) -> None: ...
+        def container_mounts(self) -> list[tuple[str, str, str]]: ...
+        def oom_kills(self) -> int: ...
+        def destroy(self) -> list[str]: ...
 
 
 # ---------------------------------------------------------------------- v1

@@ -18,15 +18,16 @@ import os
 import stat
 import struct
 from collections.abc import Iterable
-from typing import NamedTuple
 
+from ocibox._record import record
 from ocibox.errors import CgroupError, UsageError
 from ocibox.run import syscalls
 
 ANY = -1  # "*" in a cgroup rule
 
 
-class Device(NamedTuple):
+@record
+class Device:
     """One cgroup device rule: type "c", "b" or "a", major/minor (ANY for *), access from "rwm"."""
 
     type: str
@@ -41,7 +42,8 @@ class Device(NamedTuple):
         return f"{self.type} {n(self.major)}:{n(self.minor)} {self.access}"
 
 
-class DeviceSpec(NamedTuple):
+@record
+class DeviceSpec:
     """``--device HOST[:CTR][:rwm]``: the host node, where it appears in the container, its type and
     numbers (from stat of the host node), the access granted and the node's mode and owner to mknod."""
 

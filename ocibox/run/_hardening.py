@@ -17,8 +17,8 @@ import contextlib
 import os
 import stat
 from collections.abc import Callable, Iterable, Mapping
-from typing import NamedTuple
 
+from ocibox._record import record
 from ocibox.errors import CgroupError, UsageError
 from ocibox.run import _devices, _rlimits, _seccomp
 
@@ -27,7 +27,8 @@ PRIVILEGED_HELP = ("give the container every capability and lift ocibox's defaul
                    "paths. Only for containers you trust as much as the host")
 
 
-class Hardening(NamedTuple):
+@record
+class Hardening:
     """The flags, parsed at the edge. ``seccomp``: None (docker's default profile), "unconfined",
     or a docker JSON profile path."""
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import resource
 from collections.abc import Iterable
-from typing import NamedTuple
 
+from ocibox._record import record
 from ocibox.errors import RuntimeSetupError, UsageError
 
 INFINITY = resource.RLIM_INFINITY
@@ -28,7 +28,8 @@ _BY_RESOURCE = {v: k for k, v in NAMES.items()}
 _CAP_SYS_RESOURCE = 24
 
 
-class Ulimit(NamedTuple):
+@record
+class Ulimit:
     """One rlimit to set: ``resource.RLIMIT_*``, soft and hard (``INFINITY`` for unlimited)."""
 
     resource: int

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import os
 import zlib
-from typing import NamedTuple
 
+from ocibox._record import record
 from ocibox.errors import RuntimeSetupError, UsageError
 from ocibox.run import syscalls
 
@@ -52,7 +52,8 @@ _ARCH_MAP = {
 }
 
 
-class ArgCmp(NamedTuple):
+@record
+class ArgCmp:
     """One argument comparison: ``args[arg] OP value`` (MASKED_EQ: ``arg & value == value_two``)."""
 
     arg: int
@@ -61,7 +62,8 @@ class ArgCmp(NamedTuple):
     value_two: int = 0
 
 
-class Rule(NamedTuple):
+@record
+class Rule:
     """Syscalls by name, the action when they are called (and, if ``args``, all comparisons hold)."""
 
     names: tuple[str, ...]
@@ -69,7 +71,8 @@ class Rule(NamedTuple):
     args: tuple[ArgCmp, ...] = ()
 
 
-class Profile(NamedTuple):
+@record
+class Profile:
     """A resolved filter: what happens by default, for which arches, and the rules. ``source`` is
     "default" or the profile file, for messages."""
 
@@ -79,7 +82,8 @@ class Profile(NamedTuple):
     source: str = "default"
 
 
-class _Entry(NamedTuple):
+@record
+class _Entry:
     """One entry of a docker profile's ``syscalls`` list, before caps/arch/kernel filtering."""
 
     names: tuple[str, ...]

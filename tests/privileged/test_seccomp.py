@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from ocibox._record import replace
 from ocibox.run import _seccomp as sc
 
 pytestmark = pytest.mark.privileged
@@ -76,7 +77,7 @@ def test_without_the_compat_arch_an_i386_syscall_is_killed(probe: str) -> None:
         pytest.skip("the i386 syscall table exists only on x86_64")
     if results(run([probe], None))["i386_unshare"] == ENOSYS:
         pytest.skip("kernel built without IA32 emulation: no i386 table to reach")
-    p = sc.default_profile(PODMAN_CAPS)._replace(arches=("x86_64",))
+    p = replace(sc.default_profile(PODMAN_CAPS), arches=("x86_64",))
     cp = run([probe], sc.compile_filter(p).load)
     assert cp.returncode == -31, cp  # SIGSYS, after the native calls were answered
     assert "clone3=38" in cp.stdout

@@ -26,7 +26,7 @@ def test_flags() -> None:
                "--ulimit", "core=0", "--privileged"])
     assert h.privileged and h.seccomp == "unconfined"
     assert [(d.container_path, d.access) for d in h.devices] == [("/dev/n", "r")]
-    assert [tuple(u) for u in h.ulimits] == [(resource.RLIMIT_NOFILE, 30, 40), (resource.RLIMIT_CORE, 0, 0)]
+    assert [(u.resource, u.soft, u.hard) for u in h.ulimits] == [(resource.RLIMIT_NOFILE, 30, 40), (resource.RLIMIT_CORE, 0, 0)]
     assert parse(["--security-opt", "seccomp:/p.json"]).seccomp == "/p.json"  # docker's old ":" form
 
 
