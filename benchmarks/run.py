@@ -68,6 +68,9 @@ TARGETS: dict[tuple[str, str], float] = {
     ("pull-files50k", "tar"): 1.3,
     ("run-warm", "podman-crun"): 0.5,
 }
+#: the host is hybrid when a cgroup2 hierarchy is mounted beside the v1 ones (crun refuses it)
+HYBRID = os.path.ismount("/sys/fs/cgroup/unified") and not os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+CRUN_NOTE = "; hybrid host: run with /sys/fs/cgroup/unified unmounted in a private mount namespace" if HYBRID else ""
 ISSUE_PODMAN_CRUN_WARM = 0.12  # s, the issue's measured podman+crun `run --rm --network none ... true`
 
 
@@ -178,6 +181,18 @@ class Bench:
         (d / "bic").mkdir(exist_ok=True)
         return ["unshare", "-m", "--propagation", "private", "sh", "-c",
                 'mount --bind "$0" ' + str(PODMAN_BIC) + ' && exec "$@"', str(d / "bic"), *argv]
+
+    @staticmethod
+    def v1_view(argv: list[str]) -> list[str]:
+        """crun 1.8 refuses a hybrid host ("cgroups in hybrid mode not supported") because of the
+        cgroup2 mount at /sys/fs/cgroup/unified (which holds only hugetlb here). In a private mount
+        namespace without that mount the host is plain cgroup v1 to it, as it is to ocibox and runc:
+        crun then runs, with the same v1 controllers. Costs one unshare and one sh exec (~3 ms),
+        counted against crun. Elsewhere (pure v1 or v2 hosts) argv is returned as it is."""
+        if not HYBRID:
+            return argv
+        return ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                'umount /sys/fs/cgroup/unified && exec "$@"', "sh", *argv]
 
     # ------------------------------------------------------------------ the measuring loop
     def run_case(self, key: str, title: str, tools: list[Tool], runs: int) -> CaseResult:
@@ -301,18 +316,16 @@ class Bench:
             self.ocibox_tool("ocibox", "`ocibox run --rm --network none`",
                              lambda d: self.ocibox(w / "store", "run", "--rm", "--network", "none", ref, "true"),
                              "run", mem=False),
-            Tool("podman-crun", "`podman run --rm --network none` (crun)",
-                 lambda d: [*prun, "--runtime", "crun", ref, "true"], mem=False),
-            Tool("podman-crun-nocg", "`podman run ... --cgroups=disabled` (crun)",
-                 lambda d: [*prun, "--runtime", "crun", "--cgroups=disabled", ref, "true"], mem=False),
+            Tool("podman-crun", "`podman run --rm --network none` (crun" + CRUN_NOTE + ")",
+                 lambda d: self.v1_view([*prun, "--runtime", "crun", ref, "true"]), mem=False),
             Tool("podman-runc", "`podman run --rm --network none` (runc)",
                  lambda d: [*prun, "--runtime", "runc", ref, "true"], mem=False),
             Tool("runc", "`runc run` of a prepared bundle",
                  lambda d: ["runc", "--root", str(w / "runc-state"), "run", "-b", str(w / "bundle"), cid("b")],
                  mem=False),
-            Tool("crun", "`crun run` of a prepared bundle",
-                 lambda d: ["crun", "--root", str(w / "crun-state"), "run", "-b", str(w / "bundle"), cid("c")],
-                 mem=False),
+            Tool("crun", "`crun run` of a prepared bundle" + CRUN_NOTE,
+                 lambda d: self.v1_view(["crun", "--root", str(w / "crun-state"), "run", "-b", str(w / "bundle"),
+                                         cid("c")]), mem=False),
         ]
         res = self.run_case("run-warm", "warm `run ... true` of busybox, image already in each tool's store",
                             tools, runs)
@@ -507,8 +520,8 @@ def table(res: CaseResult, summary: list[str]) -> list[str]:
         r = med / ISSUE_PODMAN_CRUN_WARM
         lines.append(f"| (issue's podman+crun figure, {ISSUE_PODMAN_CRUN_WARM} s, from an idle machine) | | | |"
                      f" {r:.2f}x | <= 0.5x {'**met**' if r <= 0.5 else '**MISSED**'} |")
-        summary.append(f"| run-warm: ocibox / podman+crun as the issue measured it ({ISSUE_PODMAN_CRUN_WARM} s; "
-                       f"crun cannot run on this host) | <= 0.5x | {r:.2f}x ({med:.3f} s) | "
+        summary.append(f"| run-warm: ocibox / podman+crun as the issue quotes it ({ISSUE_PODMAN_CRUN_WARM} s, "
+                       f"another machine state, not this run) | <= 0.5x | {r:.2f}x ({med:.3f} s) | "
                        f"{'met' if r <= 0.5 else '**MISSED**'} |")
     if res.key == "zstd-after-gzip":
         lines += ["", "| tool | blob GETs | blob bytes downloaded | manifest GETs | layer dirs before -> after |",
