@@ -501,7 +501,7 @@ def extract(stream: Readable, root: Path, what: str) -> tuple[HashingReader, App
             raise LayerError(f"{what}: no space left on the store's filesystem at entry {last!r};"
                              " free space (e.g. 'ocibox prune') and pull again") from None
         raise LayerError(f"{what}: cannot apply entry {last!r}: {e.strerror or e}") from None
-    except ValueError as e:  # embedded NUL and the like
+    except (ValueError, OverflowError) as e:  # embedded NUL, an infinite pax mtime and the like
         raise HostileLayerError(f"{what}: refusing entry {last!r}: {e}") from None
     finally:
         ahead.close()

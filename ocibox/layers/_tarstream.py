@@ -31,6 +31,32 @@ _FAST_TYPES = frozenset((tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarf
 _MAGICS = (tarfile.POSIX_MAGIC, tarfile.GNU_MAGIC)  # b"ustar\x0000", b"ustar  \x00"
 _NUMBERS = ((100, 108), (108, 116), (116, 124), (124, 136), (136, 148), (329, 337), (337, 345))
 _PAX_RECORD = re.compile(rb"(\d+) ([^=]+)=")  # tarfile's
+#: GNU long names/links and pax headers are read whole into memory: their size is capped
+MAX_META = 1 << 20
+_META_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
+               tarfile.SOLARIS_XHDTYPE)
+_PAX_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+
+
+def _check_pax_record(buf: bytes, match: re.Match[bytes], length: int) -> None:
+    """A pax record "LEN KEY=VALUE\n" must end past its '=' with a newline, within the header.
+    tarfile accepts shorter lengths and then re-reads the rest of the record as new keywords:
+    quadratic in time and memory (68 KB of such records made 1 GB of keywords)."""
+    end = match.start(1) + length
+    if end <= match.end(2) or end > len(buf) or buf[end - 1 : end] != b"\n":
+        raise tarfile.ReadError(f"malformed pax record at offset {match.start(1)} (length {length}): "
+                                "a hostile or broken layer")
+
+
+_PAX_NAME_FIELDS = frozenset({"path", "linkpath", "uname", "gname"})
+
+
+def _pax_decode(value: bytes) -> str:
+    """tarfile's decoding of a pax name field: UTF-8, else tarfile's encoding, with surrogateescape."""
+    try:
+        return value.decode("utf-8", "strict")
+    except UnicodeDecodeError:
+        return value.decode(_ENCODING, _ERRORS)
 _ENCODING = tarfile.ENCODING
 _ERRORS = "surrogateescape"
 
@@ -195,10 +221,16 @@ class TarStream:
         return True
 
     def _unread(self, data: bytes) -> None:
-        """Put back ``data``, the bytes just read."""
-        self._buf = data + self._buf[self._pos :]
-        self._view, self._pos = memoryview(self._buf), 0
-        self._offset -= len(data)
+        """Put back ``data``, the bytes just read. When they all came from the current buffer the
+        position moves back (no copy: a buffer can be a whole decompressed chunk of many MB, and
+        copying its rest for every entry handed to tarfile made such layers quadratic)."""
+        n = len(data)
+        if self._pos >= n and self._view[self._pos - n : self._pos] == data:
+            self._pos -= n
+        else:
+            self._buf = data + self._buf[self._pos :]
+            self._view, self._pos = memoryview(self._buf), 0
+        self._offset -= n
 
     # ----- members ---------------------------------------------------------------------------------
     def next(self) -> Member | tarfile.TarInfo | None:
@@ -315,13 +347,47 @@ class TarStream:
             length = int(match.group(1))
             if length == 0:
                 return None
+            _check_pax_record(buf, match, length)
             value = buf[match.end(2) + 1 : match.start(1) + length - 1]
-            headers[match.group(2).decode("utf-8", _ERRORS)] = value.decode("utf-8", _ERRORS)
+            key = match.group(2).decode("utf-8", _ERRORS)
+            headers[key] = _pax_decode(value) if key in _PAX_NAME_FIELDS else value.decode("utf-8", _ERRORS)
             pos += length
         return headers
 
+    def _vet_meta_header(self) -> None:
+        """Before tarfile reads the next header: a GNU long name/link or a pax header is read by it
+        whole into memory, so one over ``MAX_META`` bytes is refused (a few KB of compressed stream
+        could claim GBs); pax records that do not reach their own '=' make tarfile's record loop
+        quadratic in time and memory, so they are refused too. Nothing is consumed."""
+        hdr = self.read(BLOCK)
+        try:
+            if len(hdr) != BLOCK or hdr[156:157] not in _META_TYPES:
+                return
+            try:
+                size = _nti(hdr[124:136])
+            except ValueError:  # base-256: far beyond the cap anyway
+                size = MAX_META + 1
+            if size > MAX_META:
+                raise tarfile.ReadError(f"a {hdr[156:157].decode(errors='replace')!r} header of {size} bytes "
+                                        f"(ocibox takes at most {MAX_META}): a hostile or broken layer")
+            if hdr[156:157] in _PAX_TYPES and size > 0:
+                data = self.read(size)
+                try:
+                    pos = 0
+                    while (match := _PAX_RECORD.match(data, pos)) is not None:
+                        length = int(match.group(1))
+                        if length == 0:
+                            break
+                        _check_pax_record(data, match, length)
+                        pos += length
+                finally:
+                    self._unread(data)
+        finally:
+            self._unread(hdr)
+
     def _slow(self) -> tarfile.TarInfo | None:
         """The next member by ``tarfile``, with ``TarFile.next``'s handling of header errors."""
+        self._vet_meta_header()
         shim = self._shim
         shim.offset = self._offset
         try:
@@ -350,6 +416,8 @@ class TarStream:
         """Write the contents of ``m``, the member ``next()`` just returned, to ``fd``; their size."""
         if not isinstance(m, Member):
             src = tarfile.ExFileObject(self._shim, m)  # type: ignore[arg-type]
+            if m.sparse is not None:
+                return self._write_sparse(m, src, fd)
             total = 0
             while chunk := src.read(1 << 20):
                 view = memoryview(chunk)
@@ -371,6 +439,28 @@ class TarStream:
             self._offset += take
             n -= take
         return m.size
+
+
+    @staticmethod
+    def _write_sparse(m: tarfile.TarInfo, src: Any, fd: int) -> int:
+        """A GNU sparse member: its data segments at their offsets, the holes left holes (what
+        tarfile's own extraction does). Written out as zeros, a few KB of layer that claims a
+        terabyte file would fill the store's disk."""
+        segments: list[tuple[int, int]] = getattr(m, "sparse", None) or []  # typeshed: int
+        src = src.raw  # tarfile's _FileInFile: it seeks within the member without seeking the stream
+        for offset, size in segments:
+            src.seek(offset)
+            os.lseek(fd, offset, os.SEEK_SET)
+            while size > 0:
+                chunk = src.read(min(size, 1 << 20))
+                if not chunk:
+                    raise tarfile.ReadError("unexpected end of data")
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+                size -= len(chunk)
+        os.ftruncate(fd, m.size)
+        return int(m.size)
 
 
 def _apply_pax(m: Member, headers: dict[str, str]) -> None:

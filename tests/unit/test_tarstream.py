@@ -214,12 +214,22 @@ def test_empty_and_zero_streams_as_tarfile(tmp_path: Path) -> None:
     assert by_tarstream(b"", tmp=tmp_path)[0][0][0] == "ReadError"
 
 
+def deliberate_refusal(got: list[Any], want: list[Any]) -> bool:
+    """Where the reader is stricter than tarfile on purpose: a pax record that does not end past its
+    own '=' with a newline, or a long-name/pax header over 1 MiB, is a ReadError (tarfile's handling
+    of those is quadratic or reads them whole). The members before it must be tarfile's."""
+    last = got[-1] if got else None
+    return (isinstance(last, tuple) and last[0] == "ReadError"
+            and ("malformed pax record" in last[1] or "ocibox takes at most" in last[1])
+            and got[:-1] == want[: len(got) - 1])
+
+
 def test_corrupted_and_truncated_streams_as_tarfile(tmp_path: Path) -> None:
     """Every outcome (members, contents, where a ReadError comes or the archive silently ends) is
     tarfile's, for byte flips in headers and pax records and for truncation at any point."""
     rng = random.Random(6)
     bases = [ordinary(tarfile.PAX_FORMAT, pax=True), ordinary(tarfile.GNU_FORMAT)] + [d for _, d in unusual()]
-    checked = 0
+    checked = refused = 0
     for base in bases:
         # header blocks of the archive (where corruption changes the parse)
         headers = [i for i in range(0, len(base), 512) if base[i + 257 : i + 262] == b"ustar"]
@@ -241,6 +251,101 @@ def test_corrupted_and_truncated_streams_as_tarfile(tmp_path: Path) -> None:
                     data[h + 148 : h + 156] = b"%06o\0 " % sum(block)
             want = by_tarfile(bytes(data))
             got, _fast = by_tarstream(bytes(data), rng.randrange(1000), tmp=tmp_path)
+            if got != want and deliberate_refusal(got, want):
+                refused += 1
+                continue
             assert got == want, (bytes(data[h:h + 512]) if how >= 0.3 else len(data), got[len(want) - 1:][:2], want[-1])
             checked += 1
-    assert checked == 150 * len(bases)
+    assert checked + refused == 150 * len(bases) and refused < checked // 10
+
+
+# ---------------------------------------------------------------- the review's hostile inputs
+def _raw_header(name: bytes, typ: bytes, size: int) -> bytes:
+    h = bytearray(512)
+    h[0:len(name)] = name
+    h[100:108] = b"0000644\0"
+    h[108:116] = h[116:124] = b"0000000\0"
+    h[124:136] = b"%011o\0" % size
+    h[136:148] = b"00000000000\0"
+    h[156:157] = typ
+    h[257:265] = b"ustar\x0000"
+    h[148:156] = b"        "
+    h[148:156] = b"%06o\0 " % sum(h)
+    return bytes(h)
+
+
+def _pax(records: bytes) -> bytes:
+    return _raw_header(b"././@PaxHeader", b"x", len(records)) + records + b"\0" * (-len(records) % 512)
+
+
+def _record(key: bytes, value: bytes) -> bytes:
+    body = b" " + key + b"=" + value + b"\n"
+    n = len(body) + len(str(len(body)))
+    n = len(body) + len(str(n))
+    return b"%d" % n + body
+
+
+def _members(data: bytes, chunk: int = 1 << 20) -> list[Any]:
+    class Chunks:
+        def __init__(self) -> None:
+            self.f = io.BytesIO(data)
+
+        def read(self, n: int = -1, /) -> bytes:
+            return self.f.read(chunk)
+
+    ts, out = TarStream(Chunks()), []
+    while (m := ts.next()) is not None:
+        out.append(m)
+    return out
+
+
+def test_entries_handed_to_tarfile_do_not_copy_the_buffer() -> None:
+    """Putting back a header that tarfile must parse moves the position back: copying the rest of a
+    decompressed chunk (MBs) for each such entry made a few KB of zstd cost hours."""
+    data = b"".join(_raw_header(b"f%05d" % i, b"\0", 0) for i in range(2000)) + b"\0" * 1024
+    ts = TarStream(io.BytesIO(data))
+    ts.next()
+    buf = ts._buf
+    assert len(_members(data)) == 2000
+    for _ in range(50):
+        ts.next()
+    assert ts._buf is buf  # the same 1 MB buffer throughout: nothing was copied
+
+
+@pytest.mark.parametrize("records", [
+    b"2 2 2 2 2 2 2 2 2 2 a=\n",  # lengths that end before the '=' (tarfile: quadratic keywords)
+    b"30 path=no-newline-at-the-endxx",  # a record not ending in a newline
+    b"99 path=x\n",  # longer than the header
+])
+def test_malformed_pax_records_are_refused(records: bytes) -> None:
+    data = _pax(records) + _raw_header(b"a", b"0", 0) + b"\0" * 1024
+    with pytest.raises(tarfile.ReadError, match="malformed pax record"):
+        _members(data)
+    # the same records behind hdrcharset (which the fast path leaves to tarfile) are refused as well
+    with pytest.raises(tarfile.ReadError, match="malformed pax record"):
+        _members(_pax(b"21 hdrcharset=BINARY\n" + records) + _raw_header(b"a", b"0", 0) + b"\0" * 1024)
+
+
+@pytest.mark.parametrize("typ", [b"L", b"K", b"x", b"g"])
+def test_long_name_and_pax_headers_are_capped(typ: bytes) -> None:
+    """A GNU long name or pax header is read whole: one that claims 512 MiB is refused at once."""
+    data = _raw_header(b"././@LongLink", typ, 512 << 20) + b"a" * 4096
+    with pytest.raises(tarfile.ReadError, match=r"ocibox takes at most 1048576"):
+        _members(data)
+
+
+def test_sparse_holes_stay_holes(tmp_path: Path) -> None:
+    """A pax GNU sparse 0.0 member that claims 1 GiB and stores nothing: a sparse file, not 1 GiB of
+    zeros (a 2.5 KB layer could otherwise fill the store's disk)."""
+    recs = _record(b"GNU.sparse.size", b"%d" % (1 << 30)) + _record(b"GNU.sparse.name", b"big")
+    data = _pax(recs) + _raw_header(b"big", b"0", 0) + b"\0" * 1024
+    ts = TarStream(io.BytesIO(data))
+    m = ts.next()
+    assert m is not None and not isinstance(m, Member) and m.sparse is not None
+    fd = os.open(tmp_path / "big", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        assert ts.write_data(m, fd) == 1 << 30
+    finally:
+        os.close(fd)
+    st = os.stat(tmp_path / "big")
+    assert st.st_size == 1 << 30 and st.st_blocks * 512 < 1 << 20

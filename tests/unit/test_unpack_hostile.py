@@ -125,3 +125,22 @@ def test_specific_confinements(outside: Path, tmp_path: Path) -> None:
     assert stat.S_ISCHR(os.lstat(d / o / "canary").st_mode)
     d = unpack("trusted-xattrs")
     assert os.listxattr(d / "d") == [] and os.listxattr(d / "f") == []
+
+
+@pytest.mark.parametrize("mtime", [b"inf", b"1e300"])
+def test_pax_mtime_out_of_range_is_refused_by_name(mtime: bytes, tmp_path: Path) -> None:
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        ti = tarfile.TarInfo("a")
+        ti.size = 5
+        ti.pax_headers = {"mtime": mtime.decode()}
+        tf.addfile(ti, io.BytesIO(b"hello"))
+    tar = buf.getvalue()
+    assert b"mtime=" + mtime + b"\n" in tar
+    store = Store(tmp_path / "store").ensure()
+    d = Digest("sha256", hashlib.sha256(tar).hexdigest())
+    with pytest.raises(HostileLayerError, match="refusing entry 'a'"):
+        unpack_layer(store, io.BytesIO(tar), compression="none", diff_id=d, chain_id=d, parent=None, what="layer")
+    assert not has_layer(store, d)
