@@ -144,3 +144,23 @@ def test_pax_mtime_out_of_range_is_refused_by_name(mtime: bytes, tmp_path: Path)
     with pytest.raises(HostileLayerError, match="refusing entry 'a'"):
         unpack_layer(store, io.BytesIO(tar), compression="none", diff_id=d, chain_id=d, parent=None, what="layer")
     assert not has_layer(store, d)
+
+
+def test_zstd_bomb_is_decompressed_in_bounded_memory(tmp_path: Path) -> None:
+    """16 KB of zstd holding 512 MiB of zeros: read 1 MiB at a time, never 512 MiB at once."""
+    import subprocess
+    import sys
+
+    import zstandard
+
+    bomb = tmp_path / "bomb.zst"
+    bomb.write_bytes(zstandard.ZstdCompressor(level=3).compress(bytes(512 << 20)))
+    code = ("import io, resource, sys\n"
+            "from ocibox.layers._decompress import decompressing_reader\n"
+            "r = decompressing_reader(io.BytesIO(open(sys.argv[1], 'rb').read()), 'zstd', 'bomb')\n"
+            "n = big = 0\n"
+            "while (c := r.read(1 << 20)):\n    n += len(c); big = max(big, len(c))\n"
+            "print(n, big, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(bomb)], capture_output=True, text=True, check=True)
+    total, biggest, peak_mib = map(int, out.stdout.split())
+    assert total == 512 << 20 and biggest <= 1 << 20 and peak_mib < 100, out.stdout
