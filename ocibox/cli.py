@@ -250,7 +250,8 @@ def build_app(settings: Settings) -> typer.Typer:
         """Log in to a registry; credentials go to ~/.docker/config.json (mode 0600)."""
         from ocibox import puller
 
-        puller.login(_with(settings, cert_dir=cert_dir) if cert_dir else settings, server, username=username, password=password, password_stdin=password_stdin)
+        s = _with(settings, cert_dir=cert_dir) if cert_dir else settings
+        puller.login(s, server, username=username, password=password, password_stdin=password_stdin)
         _out("Login Succeeded")
 
     @app.command()

@@ -170,6 +170,14 @@ def _v1_cpuset(w: _Writer, d: Path, lim: Limits) -> None:
 _V1 = {"memory": _v1_memory, "cpu": _v1_cpu, "pids": _v1_pids, "cpuset": _v1_cpuset}
 
 
+def _v1_dir(root: Path, own: dict[str, str], controller: str, path: str) -> Path:
+    """``path`` in the v1 hierarchy of ``controller`` (mounted under the name of its controllers,
+    "cpu,cpuacct", or of the controller alone)."""
+    hier = own[f"hier:{controller}"]
+    base = root / hier if (root / hier).is_dir() else root / controller
+    return base / path.lstrip("/")
+
+
 class CgroupV1:
     """One child cgroup ``<name>`` in each v1 hierarchy ocibox uses (memory, cpu, pids, cpuset)."""
 
@@ -189,10 +197,8 @@ class CgroupV1:
                 if _needs(c, limits):
                     raise CgroupError(f"the {c} cgroup controller is not mounted on this host; drop the {c} limit")
                 continue
-            hier = own[f"hier:{c}"]
-            base = root / hier if (root / hier).is_dir() else root / c
-            self.hier[c] = hier
-            self.dirs[c] = base / (parent or own[c]).lstrip("/") / name
+            self.hier[c] = own[f"hier:{c}"]
+            self.dirs[c] = _v1_dir(root, own, c, parent or own[c]) / name
 
     def create(self) -> None:
         for d in self.dirs.values():
@@ -385,9 +391,7 @@ class MigrationWarmup:
 
         own = parse_proc_cgroup(_read_self_cgroup() if proc_cgroup is None else proc_cgroup)
         if "memory" in own:  # v1 and hybrid: a hierarchy the join writes to
-            hier = own["hier:memory"]
-            base = root / hier if (root / hier).is_dir() else root / "memory"
-            self.path = str(base / own["memory"].lstrip("/") / "cgroup.procs")
+            self.path = str(_v1_dir(root, own, "memory", own["memory"]) / "cgroup.procs")
         else:
             self.path = str(root / own.get("", "/").lstrip("/") / "cgroup.procs")
         self.period, self.limit = period, limit

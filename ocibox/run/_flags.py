@@ -66,7 +66,7 @@ _EMPTY: dict[Any, Any] = {"bool": False, "str": "", "int": 0}
 _DEFAULTS: dict[str, Any] = {_dest(o[0]): _EMPTY.get(o[1], o[1][0] if isinstance(o[1], tuple) else None)
                              for o in OPTIONS}
 _DEFAULTS["entrypoint"] = None  # absent, not "" (which clears the image's entrypoint)
-_BY_NAME = {name: (o[0], o[1]) for o in OPTIONS for name in o[0]}
+_BY_NAME = {name: (_dest(o[0]), o[1]) for o in OPTIONS for name in o[0]}
 
 
 def _error(message: str) -> UsageError:
@@ -81,8 +81,7 @@ def format_help() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _set(ns: dict[str, Any], names: tuple[str, ...], kind: Any, value: str | None, shown: str) -> None:
-    dest = _dest(names)
+def _set(ns: dict[str, Any], dest: str, kind: Any, value: str | None, shown: str) -> None:
     if kind == "bool":
         if value is None or value.lower() in ("true", "1"):
             ns[dest] = True
@@ -119,22 +118,22 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
             name, eq, value = arg.partition("=")
             if name not in _BY_NAME:
                 raise _error(f"unrecognized option {name!r}")
-            names, kind = _BY_NAME[name]
+            dest, kind = _BY_NAME[name]
             if not eq and kind != "bool":
                 if i >= len(argv):
                     raise _error(f"{name} needs a value")
                 value, i = argv[i], i + 1
-            _set(ns, names, kind, value if eq or kind != "bool" else None, name)
+            _set(ns, dest, kind, value if eq or kind != "bool" else None, name)
         elif arg.startswith("-") and arg != "-":
             j = 1
             while j < len(arg):
                 short = "-" + arg[j]
                 if short not in _BY_NAME:
                     raise _error(f"unrecognized option {short!r} in {arg!r}")
-                names, kind = _BY_NAME[short]
+                dest, kind = _BY_NAME[short]
                 j += 1
                 if kind == "bool":
-                    _set(ns, names, kind, None, short)
+                    _set(ns, dest, kind, None, short)
                     continue
                 rest = arg[j:]
                 if rest:
@@ -143,7 +142,7 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
                     value, i = argv[i], i + 1
                 else:
                     raise _error(f"{short} needs a value")
-                _set(ns, names, kind, value, short)
+                _set(ns, dest, kind, value, short)
                 break
         else:
             i -= 1
