@@ -263,7 +263,7 @@ def _unescape(s: str) -> str:
 
 
 def unmount_under(path: Path) -> None:
-    from ocibox.run import syscalls
+    from ocibox.linux import syscalls
 
     for mp in mount_points_under(path):
         try:

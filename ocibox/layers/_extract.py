@@ -41,7 +41,7 @@ from ocibox.digest import Readable
 from ocibox.errors import HostileLayerError, LayerError
 from ocibox.layers._decompress import Prefetcher
 from ocibox.layers._tarstream import Member, TarStream
-from ocibox.run import syscalls
+from ocibox.linux import syscalls
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."

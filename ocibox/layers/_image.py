@@ -14,7 +14,7 @@ from ocibox.cache import Store, find_image, remove_tree
 from ocibox.errors import StoreError, UsageError
 from ocibox.layers._merged import walk_merged
 from ocibox.layers._mount import copy_dir_for, image_lowerdirs, mount_rootfs
-from ocibox.run import syscalls
+from ocibox.linux import syscalls
 from ocibox.settings import Settings
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from ocibox.cache import ImageRecord, Store, remove_tree
 from ocibox.errors import RuntimeSetupError, StoreError
 from ocibox.layers._unpack import layer_row
-from ocibox.run import syscalls
+from ocibox.linux import syscalls
 
 # The legacy mount(2) data argument is one page; the kernel copies at most PAGE_SIZE - 1 bytes.
 OPTIONS_LIMIT = 4095

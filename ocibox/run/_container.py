@@ -31,8 +31,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ocibox import errors
+from ocibox.linux import syscalls as sc
 from ocibox.run import _hardening
-from ocibox.run import syscalls as sc
 from ocibox.run._cgroup import CgroupV1, CgroupV2
 from ocibox.run._spec import CAP_NUMBER, DEFAULT_PATH, RunSpec, resolve_user
 

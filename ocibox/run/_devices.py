@@ -21,7 +21,7 @@ from collections.abc import Iterable
 
 from ocibox._record import record
 from ocibox.errors import CgroupError, UsageError
-from ocibox.run import syscalls
+from ocibox.linux import bpf
 
 ANY = -1  # "*" in a cgroup rule
 
@@ -291,13 +291,13 @@ def attach_v2(cgroup_dir: str, rules: Iterable[Device]) -> None:
     V2_FALLBACK (and says so with --debug)."""
     insns = bpf_device_program(rules)
     try:
-        prog_fd = syscalls.bpf_prog_load_cgroup_device(insns)
+        prog_fd = bpf.prog_load_cgroup_device(insns)
     except OSError as e:
         raise CgroupError(f"devices: loading the eBPF device program failed: {e.strerror}") from None
     try:
         cg_fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            syscalls.bpf_prog_attach(cg_fd, prog_fd)
+            bpf.prog_attach(cg_fd, prog_fd)
         finally:
             os.close(cg_fd)
     except OSError as e:

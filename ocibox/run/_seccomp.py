@@ -10,7 +10,7 @@ slip past it through the other syscall table.
 
 The default needs no JSON parse: the table below is Python tuples, filtered by the same
 include/exclude logic a docker profile file goes through. The filter is built by the system's
-libseccomp (ctypes in ``syscalls``), never hand-assembled.
+libseccomp (ctypes in ``ocibox.linux.seccomp``), never hand-assembled.
 
 Use::
 
@@ -27,7 +27,7 @@ import zlib
 
 from ocibox._record import record
 from ocibox.errors import RuntimeSetupError, UsageError
-from ocibox.run import syscalls
+from ocibox.linux import seccomp as scmp
 
 EPERM = 1
 ENOSYS = 38
@@ -97,7 +97,7 @@ class _Entry:
     exc_kernel: str = ""
 
 
-_ALLOW = syscalls.SCMP_ACT_ALLOW
+_ALLOW = scmp.SCMP_ACT_ALLOW
 
 # ------------------------------------------------------------------ docker's default, as a table
 # Always allowed: ordinary process life (files, memory, signals, time, sockets, ipc, ids).
@@ -166,7 +166,7 @@ _BASE = (
 
 
 def _eq0(value: int) -> tuple[ArgCmp, ...]:
-    return (ArgCmp(0, syscalls.SCMP_CMP_EQ, value),)
+    return (ArgCmp(0, scmp.SCMP_CMP_EQ, value),)
 
 
 _DEFAULT: tuple[_Entry, ...] = (
@@ -174,7 +174,7 @@ _DEFAULT: tuple[_Entry, ...] = (
     # ptrace is safe from kernel 4.8 on (seccomp is re-checked after a tracer changes a syscall)
     _Entry(("process_vm_readv", "process_vm_writev", "ptrace"), _ALLOW, inc_kernel="4.8"),
     # AF_VSOCK (40) reaches the hypervisor's host
-    _Entry(("socket",), _ALLOW, (ArgCmp(0, syscalls.SCMP_CMP_NE, 40),)),
+    _Entry(("socket",), _ALLOW, (ArgCmp(0, scmp.SCMP_CMP_NE, 40),)),
     # personality: only PER_LINUX, PER_LINUX32, UNAME26 variants and the query (0xffffffff)
     *(_Entry(("personality",), _ALLOW, _eq0(v)) for v in (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)),
     _Entry(("sync_file_range2", "swapcontext"), _ALLOW, inc_arches=("ppc64le",)),
@@ -192,12 +192,12 @@ _DEFAULT: tuple[_Entry, ...] = (
             "quotactl", "quotactl_fd", "setdomainname", "sethostname", "setns", "syslog", "umount",
             "umount2", "unshare"), _ALLOW, inc_caps=("CAP_SYS_ADMIN",)),
     # without CAP_SYS_ADMIN: clone only without namespace flags (flags are arg 1 on s390)...
-    _Entry(("clone",), _ALLOW, (ArgCmp(0, syscalls.SCMP_CMP_MASKED_EQ, _CLONE_NS_FLAGS, 0),),
+    _Entry(("clone",), _ALLOW, (ArgCmp(0, scmp.SCMP_CMP_MASKED_EQ, _CLONE_NS_FLAGS, 0),),
            exc_caps=("CAP_SYS_ADMIN",), exc_arches=("s390", "s390x")),
-    _Entry(("clone",), _ALLOW, (ArgCmp(1, syscalls.SCMP_CMP_MASKED_EQ, _CLONE_NS_FLAGS, 0),),
+    _Entry(("clone",), _ALLOW, (ArgCmp(1, scmp.SCMP_CMP_MASKED_EQ, _CLONE_NS_FLAGS, 0),),
            inc_arches=("s390", "s390x"), exc_caps=("CAP_SYS_ADMIN",)),
     # ...and clone3, whose flags live in memory a filter cannot read, says ENOSYS so libc uses clone
-    _Entry(("clone3",), syscalls.scmp_act_errno(ENOSYS), exc_caps=("CAP_SYS_ADMIN",)),
+    _Entry(("clone3",), scmp.scmp_act_errno(ENOSYS), exc_caps=("CAP_SYS_ADMIN",)),
     _Entry(("reboot",), _ALLOW, inc_caps=("CAP_SYS_BOOT",)),
     _Entry(("chroot",), _ALLOW, inc_caps=("CAP_SYS_CHROOT",)),
     _Entry(("delete_module", "init_module", "finit_module"), _ALLOW, inc_caps=("CAP_SYS_MODULE",)),
@@ -259,23 +259,23 @@ def default_profile(caps: set[str], *, machine: str | None = None, release: str 
     release = release or os.uname().release
     norm = {_norm_cap(c) for c in caps}
     rules = _resolve(_DEFAULT, norm, _GOARCH.get(machine, machine), release)
-    return Profile(syscalls.scmp_act_errno(EPERM), _ARCH_MAP.get(machine, ()), tuple(rules), "default")
+    return Profile(scmp.scmp_act_errno(EPERM), _ARCH_MAP.get(machine, ()), tuple(rules), "default")
 
 
 # ------------------------------------------------------------------ docker's JSON profile format
 _ACTIONS = {
-    "SCMP_ACT_KILL": syscalls.SCMP_ACT_KILL_THREAD,
-    "SCMP_ACT_KILL_THREAD": syscalls.SCMP_ACT_KILL_THREAD,
-    "SCMP_ACT_KILL_PROCESS": syscalls.SCMP_ACT_KILL_PROCESS,
-    "SCMP_ACT_TRAP": syscalls.SCMP_ACT_TRAP,
-    "SCMP_ACT_ALLOW": syscalls.SCMP_ACT_ALLOW,
-    "SCMP_ACT_LOG": syscalls.SCMP_ACT_LOG,
+    "SCMP_ACT_KILL": scmp.SCMP_ACT_KILL_THREAD,
+    "SCMP_ACT_KILL_THREAD": scmp.SCMP_ACT_KILL_THREAD,
+    "SCMP_ACT_KILL_PROCESS": scmp.SCMP_ACT_KILL_PROCESS,
+    "SCMP_ACT_TRAP": scmp.SCMP_ACT_TRAP,
+    "SCMP_ACT_ALLOW": scmp.SCMP_ACT_ALLOW,
+    "SCMP_ACT_LOG": scmp.SCMP_ACT_LOG,
 }
 _OPS = {
-    "SCMP_CMP_NE": syscalls.SCMP_CMP_NE, "SCMP_CMP_LT": syscalls.SCMP_CMP_LT,
-    "SCMP_CMP_LE": syscalls.SCMP_CMP_LE, "SCMP_CMP_EQ": syscalls.SCMP_CMP_EQ,
-    "SCMP_CMP_GE": syscalls.SCMP_CMP_GE, "SCMP_CMP_GT": syscalls.SCMP_CMP_GT,
-    "SCMP_CMP_MASKED_EQ": syscalls.SCMP_CMP_MASKED_EQ,
+    "SCMP_CMP_NE": scmp.SCMP_CMP_NE, "SCMP_CMP_LT": scmp.SCMP_CMP_LT,
+    "SCMP_CMP_LE": scmp.SCMP_CMP_LE, "SCMP_CMP_EQ": scmp.SCMP_CMP_EQ,
+    "SCMP_CMP_GE": scmp.SCMP_CMP_GE, "SCMP_CMP_GT": scmp.SCMP_CMP_GT,
+    "SCMP_CMP_MASKED_EQ": scmp.SCMP_CMP_MASKED_EQ,
 }
 
 
@@ -285,9 +285,9 @@ def _action(name: object, errno_ret: object, where: str) -> int:
     if errno_ret is not None and (not isinstance(errno_ret, int) or not 0 <= errno_ret <= 0xFFFF):
         raise ValueError(f"{where}: errnoRet must be an integer 0..65535")
     if name == "SCMP_ACT_ERRNO":
-        return syscalls.scmp_act_errno(EPERM if errno_ret is None else errno_ret)
+        return scmp.scmp_act_errno(EPERM if errno_ret is None else errno_ret)
     if name == "SCMP_ACT_TRACE":
-        return syscalls.scmp_act_trace(EPERM if errno_ret is None else errno_ret)
+        return scmp.scmp_act_trace(EPERM if errno_ret is None else errno_ret)
     if name == "SCMP_ACT_NOTIFY":
         raise ValueError(f"{where}: SCMP_ACT_NOTIFY needs a listener, which ocibox does not run")
     if name not in _ACTIONS:
@@ -418,7 +418,7 @@ class SeccompFilter:
         """Install the filter on the calling thread (no_new_privs is set first, as libseccomp does).
         Needs no library: it works after pivot_root."""
         try:
-            syscalls.seccomp_set_mode_filter(self.program)
+            scmp.seccomp_set_mode_filter(self.program)
         except OSError as e:
             raise RuntimeSetupError(f"loading the seccomp filter ({self.source}) failed: {e.strerror}; "
                                     "use --security-opt seccomp=unconfined to run without one") from None
@@ -426,17 +426,17 @@ class SeccompFilter:
 
 def _build(profile: Profile) -> tuple[bytes, tuple[str, ...]]:
     try:
-        ctx = syscalls.seccomp_init(profile.default_action)
+        ctx = scmp.seccomp_init(profile.default_action)
     except OSError as e:
         raise RuntimeSetupError(f"seccomp filter ({profile.source}): {e}") from None
     skipped: list[str] = []
     try:
         for arch in profile.arches:
-            token = syscalls.seccomp_arch_resolve_name(arch)
+            token = scmp.seccomp_arch_resolve_name(arch)
             if not token:
                 raise RuntimeSetupError(f"seccomp profile {profile.source}: libseccomp does not know "
                                         f"architecture {arch!r}; remove it from the profile")
-            syscalls.seccomp_arch_add(ctx, token)
+            scmp.seccomp_arch_add(ctx, token)
         for rule in profile.rules:
             if rule.action == profile.default_action:
                 continue  # libseccomp refuses a rule equal to the default (runc skips them too)
@@ -447,24 +447,24 @@ def _build(profile: Profile) -> tuple[bytes, tuple[str, ...]]:
             # own rule (an OR), as runc does.
             groups = [rule.args] if max(by_index.values(), default=0) <= 1 else [(a,) for a in rule.args]
             for name in rule.names:
-                nr = syscalls.seccomp_syscall_resolve_name(name)
-                if nr == syscalls.NR_SCMP_ERROR:
+                nr = scmp.seccomp_syscall_resolve_name(name)
+                if nr == scmp.NR_SCMP_ERROR:
                     skipped.append(name)
                     continue
                 for g in groups:
                     cmps = [(a.arg, a.op, a.value, a.value_two) for a in g]
                     try:
-                        syscalls.seccomp_rule_add_array(ctx, rule.action, nr, cmps)
+                        scmp.seccomp_rule_add_array(ctx, rule.action, nr, cmps)
                     except OSError as e:
                         if nr < 0:  # a syscall only of arches this filter does not cover
                             continue
                         raise RuntimeSetupError(f"seccomp profile {profile.source}: rule for {name} "
                                                 f"refused by libseccomp: {e.strerror}") from None
-        return syscalls.seccomp_export_bpf(ctx), tuple(skipped)
+        return scmp.seccomp_export_bpf(ctx), tuple(skipped)
     except OSError as e:
         raise RuntimeSetupError(f"seccomp filter ({profile.source}): {e}") from None
     finally:
-        syscalls.seccomp_release(ctx)
+        scmp.seccomp_release(ctx)
 
 
 def compile_filter(profile: Profile, cache_dir: str | None = None) -> SeccompFilter:
@@ -479,7 +479,7 @@ def compile_filter(profile: Profile, cache_dir: str | None = None) -> SeccompFil
     if cache_dir is None:
         program, skipped = _build(profile)
         return SeccompFilter(program, profile.source, skipped)
-    key = f"{syscalls.seccomp_version()} {os.uname().machine} {profile!r}\n".encode()
+    key = f"{scmp.seccomp_version()} {os.uname().machine} {profile!r}\n".encode()
     path = os.path.join(cache_dir, f"seccomp-{zlib.crc32(key):08x}-{len(key)}.bpf")
     try:
         with open(path, "rb") as f:

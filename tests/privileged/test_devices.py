@@ -184,9 +184,9 @@ def test_v2_ebpf_device_program(v2_cgroup: str, tmp_path: Path) -> None:
 def test_v2_program_for_every_rule_shape_passes_the_verifier() -> None:
     rules = [dv.Device("a", dv.ANY, dv.ANY, "m"), dv.Device("b", 8, dv.ANY, "rw"), dv.Device("c", dv.ANY, 3, "w"),
              *dv.device_rules(tty=True)]
-    from ocibox.run import syscalls
+    from ocibox.linux import bpf
 
-    fd = syscalls.bpf_prog_load_cgroup_device(dv.bpf_device_program(rules))
+    fd = bpf.prog_load_cgroup_device(dv.bpf_device_program(rules))
     os.close(fd)
 
 

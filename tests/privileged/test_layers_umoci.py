@@ -24,7 +24,7 @@ from oci import Entry, make_tar
 from ocibox.cache import Store
 from ocibox.layers import mount_rootfs
 from ocibox.layers._image import is_mounted
-from ocibox.run import syscalls
+from ocibox.linux import syscalls
 
 pytestmark = [pytest.mark.privileged, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 

@@ -20,7 +20,7 @@ from oci import Entry, Layer, Layout, make_tar
 from ocibox.cache import ImageRecord, Store
 from ocibox.layers import copy_merged, export_image, image_lowerdirs, mount_image, mount_rootfs, umount_image
 from ocibox.layers._image import is_mounted
-from ocibox.run import syscalls
+from ocibox.linux import syscalls
 from ocibox.settings import Settings
 
 pytestmark = [pytest.mark.privileged, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from ocibox.errors import UsageError
+from ocibox.linux import seccomp as scmp
 from ocibox.run import _seccomp as sc
-from ocibox.run import syscalls
 
 PODMAN_CAPS = {"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_NET_BIND_SERVICE",
                "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT"}
-ALLOW = syscalls.SCMP_ACT_ALLOW
-EPERM = syscalls.scmp_act_errno(1)
+ALLOW = scmp.SCMP_ACT_ALLOW
+EPERM = scmp.scmp_act_errno(1)
 
 
 def allowed(p: sc.Profile) -> dict[str, list[sc.Rule]]:
@@ -37,10 +37,10 @@ def test_default_profile_podman_caps_on_amd64() -> None:
         assert name not in a, name
     # clone only with an argument mask refusing the namespace flags; clone3 answers ENOSYS
     (clone,) = a["clone"]
-    assert clone.args == (sc.ArgCmp(0, syscalls.SCMP_CMP_MASKED_EQ, 0x7E020000, 0),)
-    assert [r.action for r in a["clone3"]] == [syscalls.scmp_act_errno(38)]
+    assert clone.args == (sc.ArgCmp(0, scmp.SCMP_CMP_MASKED_EQ, 0x7E020000, 0),)
+    assert [r.action for r in a["clone3"]] == [scmp.scmp_act_errno(38)]
     assert sorted(r.args[0].value for r in a["personality"]) == [0, 8, 0x20000, 0x20008, 0xFFFFFFFF]
-    assert a["socket"][0].args == (sc.ArgCmp(0, syscalls.SCMP_CMP_NE, 40),)
+    assert a["socket"][0].args == (sc.ArgCmp(0, scmp.SCMP_CMP_NE, 40),)
     assert "cacheflush" not in a and "s390_runtime_instr" not in a
 
 
@@ -49,7 +49,7 @@ def test_cap_gated_groups() -> None:
     for name in ("mount", "unshare", "setns", "clone3", "bpf", "kcmp", "pidfd_getfd"):
         assert ALLOW in [r.action for r in p[name]], name
     assert all(not r.args for r in p["clone"])  # unconditional with CAP_SYS_ADMIN
-    assert syscalls.scmp_act_errno(38) not in [r.action for r in p["clone3"]]
+    assert scmp.scmp_act_errno(38) not in [r.action for r in p["clone3"]]
     # no chroot without CAP_SYS_CHROOT
     assert "chroot" not in allowed(sc.default_profile(set(), machine="x86_64"))
 
@@ -89,9 +89,9 @@ def test_docker_json_profile() -> None:
     assert p.default_action == EPERM and p.source == "p.json"
     assert p.arches == ("x86_64", "x86", "x32")
     a = allowed(p)
-    assert a["mkdir"][0].action == syscalls.scmp_act_errno(13)
+    assert a["mkdir"][0].action == scmp.scmp_act_errno(13)
     assert "mount" not in a and "clone" in a and "arch_prctl" in a and "ptrace" in a
-    assert a["kill"][0].action == syscalls.SCMP_ACT_LOG
+    assert a["kill"][0].action == scmp.SCMP_ACT_LOG
     p2 = allowed(sc.parse_profile(json.dumps(DOC), {"CAP_SYS_ADMIN"}, machine="aarch64", release="4.4"))
     assert "mount" in p2 and "clone" not in p2 and "arch_prctl" not in p2 and "ptrace" not in p2
 
