@@ -17,10 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from ocibox.cache import Store, remove_tree
 from ocibox.digest import Digest, VerifyingReader
 from ocibox.image import ImageConfig, Manifest, chain_ids
 from ocibox.layers import unpack_layer
+from ocibox.store import Store, remove_tree
 
 
 def main() -> None:

@@ -36,9 +36,9 @@ def parse_globals(argv: list[str]) -> tuple[Settings, list[str]]:
 
     One parser for both paths (typer and the run fast path), so they cannot disagree.
     """
-    from ocibox.cache._store import default_root
     from ocibox.errors import UsageError
     from ocibox.settings import Config, Settings
+    from ocibox.store import default_root
 
     root: Path | None = None
     quiet = debug = False

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ocibox.cache import ImageRecord, Store, record_image
 from ocibox.digest import Digest, VerifyingReader
 from ocibox.image import ImageConfig, Manifest, Platform, chain_ids
-from ocibox.layers import has_layer, unpack_layer
+from ocibox.layers import unpack_layer
 from ocibox.reference import Reference
+from ocibox.store import ImageRecord, Store, has_layer, record_image
 
 
 def import_layout(store: Store, layout: Path, tag: str, name: str) -> ImageRecord:

@@ -22,10 +22,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ocibox._record import field, record
-from ocibox.cache._containers import ContainerRecord, list_containers
-from ocibox.cache._store import Store, disk_error, remove_tree
 from ocibox.cache._util import DiskUsage
 from ocibox.errors import StoreError
+from ocibox.store import ContainerRecord, Store, disk_error, list_containers, remove_tree
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 

@@ -7,13 +7,12 @@ import time
 from typing import Any
 
 from ocibox.cache._gc import Refs, blob_path, layer_dir_complete
-from ocibox.cache._images import find_image
-from ocibox.cache._store import Store
 from ocibox.cache._util import human_size, parse_time, since
 from ocibox.digest import Digest
 from ocibox.errors import UsageError
 from ocibox.reference import Reference
 from ocibox.settings import Settings
+from ocibox.store import Store, find_image
 
 NONE = "<none>"
 

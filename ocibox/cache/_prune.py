@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ocibox._record import field, record
-from ocibox.cache._containers import ContainerRecord, list_containers, live_containers
 from ocibox.cache._gc import (
     HEX64,
     Refs,
@@ -32,13 +31,12 @@ from ocibox.cache._gc import (
     trash_layer,
     unmount_under,
 )
-from ocibox.cache._images import find_image
 from ocibox.cache._listing import familiar
-from ocibox.cache._store import Store, _tmp_owner_alive
 from ocibox.cache._util import DiskUsage, fs_free, human_size, parse_size, parse_until
 from ocibox.errors import ImageNotFound, InUseError, OciboxError, UsageError
 from ocibox.reference import Reference
 from ocibox.settings import Settings
+from ocibox.store import ContainerRecord, Store, find_image, list_containers, live_containers, tmp_owner_alive
 
 #: A container directory with no row is only taken for garbage once it is this old: the runner
 #: may create the directory just before it records the container.
@@ -209,7 +207,7 @@ def prune(settings: Settings, *, all_: bool, dry_run: bool, keep_storage: str | 
             known = {c.id for c in list_containers(store)}
             plan.orphan_containers = [n for n in orphan_container_dirs(store, known)
                                       if n not in leased and _older_than(store.containers / n, ORPHAN_GRACE)]
-            plan.tmp = [e.name for e in _scandir(store.tmp) if not _tmp_owner_alive(e.name) and not _tmp_busy(store, e.name)]
+            plan.tmp = [e.name for e in _scandir(store.tmp) if not tmp_owner_alive(e.name) and not _tmp_busy(store, e.name)]
             if not dry_run:
                 remove_containers(store, trash, plan.containers)
                 for n in plan.orphan_containers:

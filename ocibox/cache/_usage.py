@@ -6,12 +6,11 @@ import json
 import os
 from typing import Any
 
-from ocibox.cache._containers import list_containers
 from ocibox.cache._gc import HEX64, Refs, normalize_leases
 from ocibox.cache._listing import NONE, familiar
-from ocibox.cache._store import Store, _tmp_owner_alive
 from ocibox.cache._util import DiskUsage, parse_time
 from ocibox.settings import Settings
+from ocibox.store import Store, list_containers, tmp_owner_alive
 
 
 def disk_usage(settings: Settings, *, verbose: bool) -> dict[str, Any]:
@@ -74,7 +73,7 @@ def disk_usage(settings: Settings, *, verbose: bool) -> dict[str, Any]:
             meta += du.entry(p, dev)
             for name in _entries(p):
                 n = du.tree(os.path.join(p, name), dev)
-                if _tmp_owner_alive(name):
+                if tmp_owner_alive(name):
                     tmp_live, tmp_live_n = tmp_live + n, tmp_live_n + 1
                 else:
                     tmp_dead, tmp_dead_n = tmp_dead + n, tmp_dead_n + 1

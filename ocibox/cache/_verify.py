@@ -23,11 +23,11 @@ from ocibox.cache._gc import (
     trash_layer,
 )
 from ocibox.cache._listing import familiar
-from ocibox.cache._store import Store
 from ocibox.digest import Digest
 from ocibox.errors import OciboxError
 from ocibox.image import ImageConfig, Manifest, chain_ids
 from ocibox.settings import Settings
+from ocibox.store import Store
 
 _ALGOS = {"sha256": 64, "sha512": 128}
 

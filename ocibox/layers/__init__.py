@@ -2,7 +2,6 @@
 
 Public surface::
 
-    has_layer(store, chain_id) -> bool
     unpack_layer(store, stream, *, compression, diff_id, chain_id, parent, what) -> int
     image_lowerdirs(store, record) -> list[Path]            # top layer first
     overlay_options(lowers, upper=None, work=None) -> str   # pure
@@ -20,7 +19,7 @@ if TYPE_CHECKING:
     from ocibox.layers._image import export_image, mount_image, umount_image, write_flat_tar
     from ocibox.layers._merged import copy_merged, walk_merged
     from ocibox.layers._mount import image_lowerdirs, mount_rootfs, overlay_options, overlay_supported
-    from ocibox.layers._unpack import has_layer, unpack_layer
+    from ocibox.layers._unpack import unpack_layer
 
 _TABLE = {
     "Unpackers": "_forked",
@@ -34,7 +33,6 @@ _TABLE = {
     "mount_rootfs": "_mount",
     "overlay_options": "_mount",
     "overlay_supported": "_mount",
-    "has_layer": "_unpack",
     "unpack_layer": "_unpack",
 }
 
@@ -44,7 +42,6 @@ __all__ = [
     "Unpackers",
     "copy_merged",
     "export_image",
-    "has_layer",
     "image_lowerdirs",
     "mount_image",
     "mount_rootfs",

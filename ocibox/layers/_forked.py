@@ -32,9 +32,9 @@ import os
 from dataclasses import dataclass, field
 
 from ocibox import errors
-from ocibox.cache import Store
 from ocibox.digest import Digest, Readable
 from ocibox.errors import LayerError, OciboxError
+from ocibox.store import Store
 
 _CHUNK = 1 << 20
 

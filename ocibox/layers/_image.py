@@ -10,12 +10,12 @@ import tarfile
 from pathlib import Path
 from typing import IO
 
-from ocibox.cache import Store, find_image, remove_tree
 from ocibox.errors import StoreError, UsageError
 from ocibox.layers._merged import walk_merged
 from ocibox.layers._mount import copy_dir_for, image_lowerdirs, mount_rootfs
 from ocibox.linux import syscalls
 from ocibox.settings import Settings
+from ocibox.store import Store, find_image, remove_tree
 
 
 def mounts_dir(store: Store) -> Path:

@@ -8,10 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from ocibox.cache import ImageRecord, Store, remove_tree
 from ocibox.errors import RuntimeSetupError, StoreError
-from ocibox.layers._unpack import layer_row
 from ocibox.linux import syscalls
+from ocibox.store import ImageRecord, Store, layer_row, remove_tree
 
 # The legacy mount(2) data argument is one page; the kernel copies at most PAGE_SIZE - 1 bytes.
 OPTIONS_LIMIT = 4095

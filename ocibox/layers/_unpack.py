@@ -2,7 +2,7 @@
 
 Thread-safe: the puller calls :func:`unpack_layer` from several worker threads
 at once (one per layer, each under its ``layer-<chain>`` lock). Nothing here is
-shared between calls; each call uses its own SQLite connection.
+shared between calls; the store gives each thread its own database connection.
 """
 
 from __future__ import annotations
@@ -11,49 +11,12 @@ import contextlib
 import os
 import sqlite3
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-from ocibox.cache import Store, remove_tree
 from ocibox.digest import Digest, Readable
 from ocibox.errors import LayerError, OciboxError, StoreError
-
-SHORT_LEN = 20  # hex digits of a short link name: 128 layers * len("l/<short>:") = 2944 bytes
-_DB_INIT = threading.Lock()
-
-
-def short_name(chain_id: Digest) -> str:
-    return chain_id.hex[:SHORT_LEN]
-
-
-@contextlib.contextmanager
-def connect(store: Store) -> Iterator[sqlite3.Connection]:
-    """A private connection to the store's database (schema created on first use)."""
-    with _DB_INIT:
-        store.db  # noqa: B018 - creates the layout and schema once
-    conn = sqlite3.connect(store.root / "ocibox.db", timeout=60.0, isolation_level=None)
-    try:
-        conn.execute("PRAGMA busy_timeout=60000")
-        yield conn
-    finally:
-        conn.close()
-
-
-def has_layer(store: Store, chain_id: Digest) -> bool:
-    """The layer is published: its ``diff/`` directory exists and its row is recorded."""
-    if not (store.layer_dir(chain_id) / "diff").is_dir():
-        return False
-    with connect(store) as conn:
-        row = conn.execute("SELECT 1 FROM layers WHERE chain_id=?", (str(chain_id),)).fetchone()
-    return row is not None
-
-
-def layer_row(store: Store, chain_id: Digest) -> tuple[str, int] | None:
-    """(short, size) of a recorded layer."""
-    with connect(store) as conn:
-        row = conn.execute("SELECT short, size FROM layers WHERE chain_id=?", (str(chain_id),)).fetchone()
-    return (row[0], row[1]) if row else None
+from ocibox.store import Store, record_layer, remove_tree, short_name
 
 
 def unpack_layer(
@@ -125,19 +88,7 @@ def _publish(store: Store, tmp: Path, *, chain_id: Digest, diff_id: Digest, pare
     except OSError as e:
         raise StoreError(f"{what}: cannot publish layer {chain_id}: {e.strerror or e}") from None
     try:
-        with connect(store) as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(
-                    "INSERT INTO layers(chain_id, diff_id, parent, short, size, created) VALUES (?,?,?,?,?,?)"
-                    " ON CONFLICT(chain_id) DO UPDATE SET diff_id=excluded.diff_id, parent=excluded.parent,"
-                    " short=excluded.short, size=excluded.size",
-                    (str(chain_id), str(diff_id), str(parent) if parent else None, short, size, time.time()),
-                )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        record_layer(store, chain_id=chain_id, diff_id=diff_id, parent=parent, size=size)
     except (sqlite3.Error, OciboxError) as e:
         # Not recorded: take the directory back out so nothing half-published stays.
         with contextlib.suppress(OSError):

@@ -644,7 +644,7 @@ class BlobStream:
             try:
                 self._tee.write(data)
             except OSError as e:
-                from ocibox.cache._store import disk_error
+                from ocibox.store import disk_error
 
                 raise disk_error(e, f"{self.what}: saving the download") from None
         if self.on_bytes:

@@ -9,7 +9,6 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ocibox.cache import ImageRecord, Store, load_image, record_image
 from ocibox.digest import Digest, VerifyingReader, verify_bytes
 from ocibox.errors import (
     DigestMismatch,
@@ -33,6 +32,7 @@ from ocibox.puller._client import RegistryClient
 from ocibox.puller._progress import Progress, make_progress
 from ocibox.reference import Reference
 from ocibox.settings import Settings
+from ocibox.store import ImageRecord, Store, has_layer, image_for_manifest, layer_size, record_image
 
 if TYPE_CHECKING:
     from ocibox.layers import Unpackers
@@ -83,12 +83,6 @@ def _verify_manifest(data: bytes, ref: Reference, identifier: str, header_digest
     return got
 
 
-def _has_layer(store: Store, cid: Digest) -> bool:
-    from ocibox.layers import has_layer
-
-    return has_layer(store, cid)
-
-
 def _local_image(store: Store, ref: Reference, pinned: Digest, data: bytes | None, want: Platform,
                  explicit: bool) -> ImageRecord | None:
     """The image ``pinned`` resolves to for ``want``, if it is completely in the store."""
@@ -108,15 +102,14 @@ def _local_image(store: Store, ref: Reference, pinned: Digest, data: bytes | Non
             digest, data = desc.digest, store.read_blob(desc.digest)
         else:
             return None
-        row = store.db.execute("SELECT id FROM images WHERE manifest_digest=?", (str(digest),)).fetchone()
-        if row is None:
+        rec = image_for_manifest(store, digest)
+        if rec is None:
             return None
-        rec = load_image(store, Digest.parse(row[0]))
         if explicit and not want.matches(Platform.parse(rec.platform)):
             return None
         if not store.has_blob(rec.id) or not store.has_blob(rec.manifest_digest):
             return None
-        if not all(_has_layer(store, layer.chain_id) for layer in rec.layers):
+        if not all(has_layer(store, layer.chain_id) for layer in rec.layers):
             return None
         return rec
     except OciboxError:
@@ -261,19 +254,12 @@ def _pull_from(settings: Settings, store: Store, client: RegistryClient, ref: Re
     return PullResult(ref, pinned, rec, False)
 
 
-def _layer_size(store: Store, cid: Digest) -> int:
-    row = store.db.execute("SELECT size FROM layers WHERE chain_id=?", (str(cid),)).fetchone()
-    return int(row[0]) if row else 0
-
-
 def _pull_layers(settings: Settings, store: Store, client: RegistryClient, ref: Reference, manifest: Manifest,
                  config: ImageConfig, cids: list[Digest], progress: Progress) -> int:
-    from ocibox.layers import has_layer
-
     present = [has_layer(store, c) for c in cids]
     progress.layers([(d.digest.short, d.size, p) for d, p in zip(manifest.layers, present, strict=True)])
     todo = [i for i, p in enumerate(present) if not p]
-    sizes = {i: _layer_size(store, cids[i]) for i, p in enumerate(present) if p}
+    sizes = {i: layer_size(store, cids[i]) for i, p in enumerate(present) if p}
     if todo:
         from ocibox.layers import Unpackers
 
@@ -310,14 +296,14 @@ def _pull_layers(settings: Settings, store: Store, client: RegistryClient, ref: 
 def _pull_layer(store: Store, client: RegistryClient, ref: Reference, desc: Descriptor, diff_id: Digest,
                 cid: Digest, parent: Digest | None, progress: Progress, unpackers: Unpackers | None = None,
                 index: int = -1) -> int:
-    from ocibox.layers import has_layer, unpack_layer
+    from ocibox.layers import unpack_layer
 
     short = desc.digest.short
     what = f"{ref}: layer {desc.digest}"
     with store.lock(f"layer-{cid.hex}"):
         if has_layer(store, cid):  # another process published it while we waited
             progress.layer_exists(short)
-            return _layer_size(store, cid)
+            return layer_size(store, cid)
         with store.lock(f"blob-{desc.digest.hex}"):
             partial = store.tmp / f"partial-{desc.digest.hex}"
             for attempt in (1, 2):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from ocibox import cache
+from ocibox import store as st
 from ocibox.errors import ImageNotFound, RuntimeSetupError
 from ocibox.run import _hardening
 from ocibox.run._cgroup import MigrationWarmup, open_cgroup
@@ -22,11 +22,11 @@ if TYPE_CHECKING:
     from ocibox.settings import Settings
 
 
-def _image(settings: Settings, store: cache.Store, flags: RunFlags,
-           warmup: MigrationWarmup | None = None) -> cache.ImageRecord:
+def _image(settings: Settings, store: st.Store, flags: RunFlags,
+           warmup: MigrationWarmup | None = None) -> st.ImageRecord:
     if flags.pull != "always":
         try:
-            record = cache.find_image(store, flags.image)
+            record = st.find_image(store, flags.image)
         except ImageNotFound:
             if flags.pull == "never":
                 raise ImageNotFound(f"no such image: {flags.image}; --pull never forbids pulling it "
@@ -51,15 +51,15 @@ def _image(settings: Settings, store: cache.Store, flags: RunFlags,
     # docker run: the pull's progress goes to stderr; stdout is the container's alone.
     with contextlib.redirect_stdout(sys.stderr):
         puller.pull(settings, ref, platform=Platform.parse(flags.platform) if flags.platform else None)
-    return cache.find_image(store, flags.image)
+    return st.find_image(store, flags.image)
 
 
 def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = None) -> int:
     flags = parse_run_args(argv)
-    store = cache.Store(settings.root)
+    store = st.Store(settings.root)
     record = _image(settings, store, flags, warmup)
     config = record.config(store)
-    cid = cache.new_container_id()
+    cid = st.new_container_id()
     spec = RunSpec.from_image(config, flags, container_id=cid)
     for warning in spec.warnings:
         sys.stderr.write(f"ocibox: warning: {warning}\n")
@@ -79,14 +79,14 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
     # image: lease it, look it up again under the lease, then record the container (whose live
     # row protects the image from then on).
     with store.lease("run", [str(record.id)] + [str(x.chain_id) for x in record.layers]):
-        record = cache.load_image(store, record.id)
-        cache.add_container(store, cid, flags.name or None, str(record.id), list(spec.argv))
+        record = st.load_image(store, record.id)
+        st.add_container(store, cid, flags.name or None, str(record.id), list(spec.argv))
     cdir = store.container_dir(cid)
 
     def started(pid: int) -> None:  # PID 1 is in its cgroups
         if warmup is not None:
             warmup.stop()
-        cache.set_container_pid(store, cid, pid)
+        st.set_container_pid(store, cid, pid)
 
     upper, work, merged = cdir / "upper", cdir / "work", cdir / "merged"
     status: int | None = None
@@ -96,7 +96,7 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
         hardening = _hardening.prepare(spec.hardening, spec.caps, spec.tty, f"ocibox-{cid}", cgroup,
                                        cache_dir=str(settings.root / "seccomp"),
                                        cgroup_parent=flags.cgroup_parent, echo=echo if settings.debug else None)
-        cache.touch_image(store, record.id)
+        st.touch_image(store, record.id)
         for d in (upper, work, merged):
             d.mkdir(parents=True)
         status = run_container(
@@ -111,7 +111,7 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
         )
         return status
     finally:
-        cache.remove_tree(cdir)
+        st.remove_tree(cdir)
         for problem in hardening.destroy() if hardening is not None else []:
             sys.stderr.write(f"ocibox: warning: {problem}\n")
-        cache.finish_container(store, cid, status, remove=flags.rm)
+        st.finish_container(store, cid, status, remove=flags.rm)

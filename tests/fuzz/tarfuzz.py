@@ -162,10 +162,10 @@ def check_unpack(data: bytes, compression: str = "none", *, check_area: bool = T
     Raises AssertionError when the property breaks: an exception that is not an OciboxError, a
     change in the canary area, a leftover in the store's tmp/, or (on success) a layer entry
     whose real path is outside the layer directory."""
-    from ocibox.cache import Store
     from ocibox.digest import Digest
     from ocibox.errors import OciboxError
-    from ocibox.layers import has_layer, unpack_layer
+    from ocibox.layers import unpack_layer
+    from ocibox.store import Store, has_layer
 
     store = Store(STORE).ensure()
     before = snapshot() if check_area else None

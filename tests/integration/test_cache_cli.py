@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from ocibox import cache
-from ocibox.cache import Store
+from ocibox import store as ocistore
 from ocibox.cache._gc import container_cgroups
+from ocibox.store import Store
 
 pytestmark = pytest.mark.integration
 
@@ -47,9 +48,9 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
 def record_running_container(root: Path, image_id: str, pid: int) -> str:
     """What the runner records for a running container (its process: ``pid``)."""
     store = Store(root)
-    cid = cache.new_container_id()
-    cache.add_container(store, cid, None, image_id, ["sleep", "120"])
-    cache.set_container_pid(store, cid, pid)
+    cid = ocistore.new_container_id()
+    ocistore.add_container(store, cid, None, image_id, ["sleep", "120"])
+    ocistore.set_container_pid(store, cid, pid)
     (store.container_dir(cid) / "upper").mkdir(parents=True)
     store.close()
     return cid
@@ -158,7 +159,7 @@ def wait_for(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None
 def live(root: Path) -> list[cache.ContainerRecord]:
     store = Store(root)
     try:
-        return cache.live_containers(store)
+        return ocistore.live_containers(store)
     finally:
         store.close()
 

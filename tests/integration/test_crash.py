@@ -17,6 +17,7 @@ import pytest
 from registry import Registry
 
 from ocibox import cache
+from ocibox import store as ocistore
 from ocibox.cache._util import DiskUsage
 from ocibox.puller import pull
 from ocibox.reference import Reference
@@ -92,7 +93,7 @@ def test_pulls_and_prunes_killed_at_random_moments(crash_ref: str, store_root: P
     cache.prune(settings, all_=False, dry_run=False, keep_storage=None, filters=[], force=True)
     assert os.listdir(store_root / "tmp") == []
     layers = {n for n in os.listdir(store_root / "layers") if n != "l"}
-    assert layers == {str(x.chain_id.hex) for x in cache.load_image(cache.Store(store_root), res.image.id).layers}
+    assert layers == {str(x.chain_id.hex) for x in ocistore.load_image(ocistore.Store(store_root), res.image.id).layers}
     df = cache.disk_usage(settings, verbose=False)
     assert df["TotalSize"] == DiskUsage().tree(store_root)
     assert int(subprocess.run(["du", "-sx", "--block-size=1", str(store_root)], capture_output=True, text=True,

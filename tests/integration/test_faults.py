@@ -28,12 +28,12 @@ import pytest
 from faultproxy import TALLY, FaultProxy, TokenServer, self_signed
 from registry import Registry
 
-from ocibox.cache import Store
 from ocibox.errors import AuthError, DigestMismatch, OciboxError, RegistryError, TransportError
 from ocibox.puller import _client
 from ocibox.puller import pull as _pull_fn
 from ocibox.reference import Reference
 from ocibox.settings import Settings
+from ocibox.store import Store
 
 # every test here runs with no credentials from the machine (tests/integration/conftest.py)
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("isolated_creds")]

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from oci import Entry, Layer, busybox_layer, make_tar, push_image
 
-from ocibox.cache import Store
 from ocibox.errors import HostileLayerError, LayerError
 from ocibox.layers import mount_image, umount_image
 from ocibox.puller import pull
 from ocibox.reference import Reference
 from ocibox.settings import Settings
+from ocibox.store import Store
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 

@@ -18,13 +18,13 @@ import oci
 import pytest
 from registry import Registry
 
-from ocibox.cache import Store
 from ocibox.digest import Digest
 from ocibox.errors import ManifestError, NotFoundError
 from ocibox.image import DOCKER_MANIFEST, OCI_MANIFEST, Platform, chain_ids
 from ocibox.puller import pull
 from ocibox.reference import Reference
 from ocibox.settings import Settings
+from ocibox.store import Store
 
 pytestmark = pytest.mark.integration
 

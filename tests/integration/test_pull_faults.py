@@ -14,11 +14,11 @@ import pytest
 from auth_helpers import Fault, Proxy
 from registry import Registry
 
-from ocibox.cache import Store
 from ocibox.errors import DigestMismatch, ManifestError, RegistryError, TransportError
 from ocibox.puller import pull
 from ocibox.reference import Reference
 from ocibox.settings import Config, RegistryConfig, Settings
+from ocibox.store import Store
 
 pytestmark = pytest.mark.integration
 

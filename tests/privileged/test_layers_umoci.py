@@ -21,10 +21,10 @@ import pytest
 from layout_import import import_layout
 from oci import Entry, make_tar
 
-from ocibox.cache import Store
 from ocibox.layers import mount_rootfs
 from ocibox.layers._image import is_mounted
 from ocibox.linux import syscalls
+from ocibox.store import Store
 
 pytestmark = [pytest.mark.privileged, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 

@@ -17,11 +17,11 @@ import pytest
 from layout_import import import_layout
 from oci import Entry, Layer, Layout, make_tar
 
-from ocibox.cache import ImageRecord, Store
 from ocibox.layers import copy_merged, export_image, image_lowerdirs, mount_image, mount_rootfs, umount_image
 from ocibox.layers._image import is_mounted
 from ocibox.linux import syscalls
 from ocibox.settings import Settings
+from ocibox.store import ImageRecord, Store
 
 pytestmark = [pytest.mark.privileged, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 

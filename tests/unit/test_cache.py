@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ocibox import cache
-from ocibox.cache import Store, add_container, record_image
+from ocibox import store as ocistore
 from ocibox.cache._util import (
     du,
     human_duration,
@@ -31,6 +31,7 @@ from ocibox.errors import ImageNotFound, InUseError, UsageError
 from ocibox.image import ImageConfig, Manifest, Platform, chain_ids
 from ocibox.reference import Reference
 from ocibox.settings import Settings
+from ocibox.store import Store, add_container, record_image
 
 GZ = "application/vnd.oci.image.layer.v1.tar+gzip"
 
@@ -154,7 +155,7 @@ def test_images_lists_complete_images_only(env: tuple[Settings, Store]) -> None:
     app = next(r for r in rows if r["Tag"] == "1")
     assert app["ID"] == iid and app["Size"] == 2 + 2 * 2000 * 1
     # A layer directory gone (a crash, a bad disk): the image is no longer listed.
-    cache.remove_tree(store.layers / layer_hexes([b"c"])[0])
+    ocistore.remove_tree(store.layers / layer_hexes([b"c"])[0])
     assert [r["Repository"] for r in cache.list_images(s, all_=False)] == ["127.0.0.1:5000/app"]
 
     lines = cache.render_table("images", cache.list_images(s, all_=False), digests=True)
@@ -219,9 +220,9 @@ def test_rmi_is_all_or_nothing_and_refused_for_a_running_container(env: tuple[Se
     with pytest.raises(ImageNotFound):
         cache.remove_images(s, ["b:1", "missing:1"], force=False)
     assert len(cache.list_images(s, all_=False)) == 2  # nothing was removed
-    cid = cache.new_container_id()
+    cid = ocistore.new_container_id()
     add_container(store, cid, None, a, ["sleep"])
-    cache.set_container_pid(store, cid, sleeper.pid)
+    ocistore.set_container_pid(store, cid, sleeper.pid)
     with pytest.raises(InUseError, match="running container " + cid[:12]):
         cache.remove_images(s, ["app:1"], force=True)
     with pytest.raises(InUseError):
@@ -282,9 +283,9 @@ def test_prune_plan_dry_run_and_leftovers(env: tuple[Settings, Store], sleeper: 
         db.execute("INSERT INTO containers(id, name, image_id, pid, pid_start, state, command, created)"
                    " VALUES (?,?,?,?,?,?,?,?)", ("c" * 64, "dead", new, dead, 777, "running", "[]", time.time()))
     # A live container keeps 'keep' even with --all.
-    live = cache.new_container_id()
+    live = ocistore.new_container_id()
     add_container(store, live, None, keep, ["sleep"])
-    cache.set_container_pid(store, live, sleeper.pid)
+    ocistore.set_container_pid(store, live, sleeper.pid)
 
     def tree() -> list[str]:
         return sorted(str(p.relative_to(store.root)) for p in store.root.rglob("*")
@@ -304,7 +305,7 @@ def test_prune_plan_dry_run_and_leftovers(env: tuple[Settings, Store], sleeper: 
     assert not leftover.exists() and not rowless.exists() and not cdir.exists()
     assert os.listdir(store.tmp) == []
     assert sorted(os.listdir(store.layers)) == sorted(["l", *layer_hexes([b"k"])])
-    assert [c.id for c in cache.list_containers(store)] == [live]
+    assert [c.id for c in ocistore.list_containers(store)] == [live]
     assert cache.verify(s, repair=False) == []
 
 
@@ -354,9 +355,9 @@ def test_disk_usage_adds_up_to_du(env: tuple[Settings, Store], sleeper: subproce
     os.chmod(d, 0o755)
     os.link(d / "big", d / "hardlink")  # hard links count once, as du counts them
     os.chmod(d, 0o555)
-    cid = cache.new_container_id()
+    cid = ocistore.new_container_id()
     add_container(store, cid, None, a, ["sleep"])
-    cache.set_container_pid(store, cid, sleeper.pid)
+    ocistore.set_container_pid(store, cid, sleeper.pid)
     (store.container_dir(cid) / "upper").mkdir(parents=True)
     (store.container_dir(cid) / "upper" / "x").write_bytes(b"x" * 20000)
     (store.tmp / f"{dead_pid()}.1.x").write_bytes(b"t" * 9000)
@@ -387,7 +388,7 @@ def test_verify_finds_and_repairs(env: tuple[Settings, Store]) -> None:
     assert cache.verify(s, repair=False) == []
     # A corrupt config blob, a layer directory gone, a directory with no row, a broken link.
     (store.blobs / a[7:]).write_bytes(b"garbage")
-    cache.remove_tree(store.layers / layer_hexes([b"base", b"b"])[1])
+    ocistore.remove_tree(store.layers / layer_hexes([b"base", b"b"])[1])
     (store.layers / ("cd" * 32) / "diff").mkdir(parents=True)
     (hc,) = layer_hexes([b"c"])
     os.unlink(store.links / hc[:20])
@@ -430,7 +431,7 @@ def test_stale_containers_are_cleaned(env: tuple[Settings, Store]) -> None:
     os.chmod(store.container_dir("d" * 64) / "work" / "work", 0)
     assert any("recorded as running but its process" in p for p in cache.verify(s, repair=False))
     assert cache.clean_stale_containers(store) == ["d" * 64]
-    assert not store.container_dir("d" * 64).exists() and cache.list_containers(store) == []
+    assert not store.container_dir("d" * 64).exists() and ocistore.list_containers(store) == []
     assert cache.verify(s, repair=False) == []
     assert du(store.containers) == du_cmd(store.containers)
 
@@ -472,6 +473,6 @@ def test_remove_tree_removes_symlinks_without_following_them(tmp_path: Path) -> 
     (c / "upper" / "dirlink").symlink_to(outside / "keep")
     (c / "upper" / "filelink").symlink_to(outside / "keep" / "file")
     (c / "upper" / "dangling").symlink_to(tmp_path / "absent")
-    cache.remove_tree(c)
+    ocistore.remove_tree(c)
     assert not os.path.lexists(c) and (outside / "keep" / "file").read_text() == "x"
-    cache.remove_tree(tmp_path / "absent")  # nothing there: no error
+    ocistore.remove_tree(tmp_path / "absent")  # nothing there: no error

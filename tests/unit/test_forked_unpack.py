@@ -16,10 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from oci import Entry, make_tar
 
-from ocibox.cache import Store
 from ocibox.digest import Digest, VerifyingReader
 from ocibox.errors import DigestMismatch, HostileLayerError, LayerError
-from ocibox.layers import Unpackers, has_layer
+from ocibox.layers import Unpackers
+from ocibox.store import Store, has_layer
 
 
 def layer(entries: list[Entry]) -> tuple[bytes, Digest, Digest]:

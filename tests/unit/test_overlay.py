@@ -6,7 +6,7 @@ import pytest
 
 from ocibox.layers import overlay_options
 from ocibox.layers._mount import OPTIONS_LIMIT
-from ocibox.layers._unpack import SHORT_LEN
+from ocibox.store import SHORT_LEN
 
 
 def test_lowers_only() -> None:

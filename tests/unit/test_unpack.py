@@ -14,10 +14,10 @@ import pytest
 import zstandard
 from oci import Entry, compress, make_tar
 
-from ocibox.cache import Store
 from ocibox.digest import Digest, VerifyingReader
 from ocibox.errors import DigestMismatch, LayerError
-from ocibox.layers import has_layer, unpack_layer
+from ocibox.layers import unpack_layer
+from ocibox.store import Store, has_layer
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="owners, devices and trusted xattrs need root")
 

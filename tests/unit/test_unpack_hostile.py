@@ -13,10 +13,10 @@ import pytest
 from hostile import Case, corpus
 from oci import compress
 
-from ocibox.cache import Store
 from ocibox.digest import Digest
 from ocibox.errors import HostileLayerError, LayerError
-from ocibox.layers import has_layer, unpack_layer
+from ocibox.layers import unpack_layer
+from ocibox.store import Store, has_layer
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="owners and devices need root")
 

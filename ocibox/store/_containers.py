@@ -7,8 +7,9 @@ import os
 import time
 
 from ocibox._record import record
-from ocibox.cache._store import Store, process_start_time
 from ocibox.errors import UsageError
+from ocibox.linux.proc import start_time as process_start_time
+from ocibox.store._store import Store
 
 
 @record

@@ -6,11 +6,11 @@ import re
 import time
 
 from ocibox._record import record
-from ocibox.cache._store import Store
 from ocibox.digest import Digest
 from ocibox.errors import ImageNotFound, OciboxError
 from ocibox.image import ImageConfig, Manifest, Platform, chain_ids
 from ocibox.reference import Reference
+from ocibox.store._store import Store
 
 
 @record
@@ -162,3 +162,9 @@ def touch_image(store: Store, image_id: Digest) -> None:
     """Record a use (run) for least-recently-used eviction."""
     with store.transaction() as db:
         db.execute("UPDATE images SET last_used=? WHERE id=?", (time.time(), str(image_id)))
+
+
+def image_for_manifest(store: Store, manifest_digest: Digest) -> ImageRecord | None:
+    """The image recorded with this platform manifest, None if there is none."""
+    row = store.db.execute("SELECT id FROM images WHERE manifest_digest=?", (str(manifest_digest),)).fetchone()
+    return load_image(store, Digest.parse(row[0])) if row else None

@@ -22,12 +22,14 @@ import fcntl
 import os
 import sqlite3
 import time
+from _thread import get_ident
 from collections.abc import Iterator
 from pathlib import Path
 
 from ocibox._record import record
 from ocibox.digest import Digest, verify_bytes
 from ocibox.errors import StoreError
+from ocibox.linux import proc
 
 SCHEMA_VERSION = 1
 
@@ -101,22 +103,7 @@ def default_root() -> Path:
     return Path(xdg) / "ocibox"
 
 
-def process_start_time(pid: int) -> int:
-    """The start time of ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat), 0 if gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return 0
-    # comm may contain spaces and parentheses: split after the last ')'.
-    rest = data[data.rfind(b")") + 2 :].split()
-    try:
-        return int(rest[19])
-    except (IndexError, ValueError):
-        return 0
-
-
-def _tmp_owner_alive(name: str) -> bool:
+def tmp_owner_alive(name: str) -> bool:
     """tmp entries are named ``<pid>.<starttime>.<random>``; alive if that exact process still runs."""
     parts = name.split(".")
     if len(parts) < 3:
@@ -125,7 +112,7 @@ def _tmp_owner_alive(name: str) -> bool:
         pid, start = int(parts[0]), int(parts[1])
     except ValueError:
         return False
-    return process_start_time(pid) == start
+    return proc.alive(pid, start)
 
 
 @record(frozen=False)
@@ -136,8 +123,8 @@ class Store:
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
-        self._db: sqlite3.Connection | None = None
-        self._prefix = f"{os.getpid()}.{process_start_time(os.getpid())}."
+        self._dbs: dict[tuple[int, int], sqlite3.Connection] = {}
+        self._prefix = f"{os.getpid()}.{proc.start_time(os.getpid())}."
 
     # ----- layout -------------------------------------------------------------------------
     @property
@@ -193,28 +180,35 @@ class Store:
     # ----- database ------------------------------------------------------------------------
     @property
     def db(self) -> sqlite3.Connection:
-        if self._db is None:
-            self.ensure()
-            try:
-                conn = sqlite3.connect(
-                    self.root / "ocibox.db", timeout=60.0, isolation_level=None, check_same_thread=False
-                )
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA busy_timeout=60000")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA foreign_keys=OFF")
-                ver = conn.execute("PRAGMA user_version").fetchone()[0]
-                if ver < SCHEMA_VERSION:
-                    with _transaction(conn):
-                        # executescript() would COMMIT the open transaction first: one statement at a time
-                        for stmt in _SCHEMA.split(";"):
-                            if stmt.strip():
-                                conn.execute(stmt)
-                        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            except sqlite3.Error as e:
-                raise StoreError(f"cannot open database {self.root / 'ocibox.db'}: {e}") from None
-            self._db = conn
-        return self._db
+        """This thread's connection (opened on first use). Each thread of each process has its own:
+        the puller publishes layers from several threads and forked children, and a transaction
+        must never interleave with another thread's statements, nor a connection cross a fork."""
+        key = (os.getpid(), get_ident())
+        conn = self._dbs.get(key)
+        if conn is None:
+            conn = self._dbs[key] = self._connect()
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        self.ensure()
+        try:
+            conn = sqlite3.connect(self.root / "ocibox.db", timeout=60.0, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=60000")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=OFF")
+            ver = conn.execute("PRAGMA user_version").fetchone()[0]
+            if ver < SCHEMA_VERSION:
+                with _transaction(conn):
+                    # executescript() would COMMIT the open transaction first: one statement at a time
+                    for stmt in _SCHEMA.split(";"):
+                        if stmt.strip():
+                            conn.execute(stmt)
+                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open database {self.root / 'ocibox.db'}: {e}") from None
+        return conn
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -223,9 +217,10 @@ class Store:
             yield conn
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        """Close this process's connections (a connection inherited across fork is left alone)."""
+        pid = os.getpid()
+        for key in [k for k in self._dbs if k[0] == pid]:
+            self._dbs.pop(key).close()
 
     # ----- temporary work ------------------------------------------------------------------
     def mkdtemp(self, what: str) -> Path:
@@ -250,7 +245,7 @@ class Store:
         except FileNotFoundError:
             return []
         for e in entries:
-            if _tmp_owner_alive(e.name):
+            if tmp_owner_alive(e.name):
                 continue
             if e.name.startswith("partial-") and self.lock_busy("blob-" + e.name[len("partial-"):]):
                 continue  # a resumable download kept across processes, in use right now
@@ -319,7 +314,7 @@ class Store:
         except FileNotFoundError:
             return out
         for e in entries:
-            if not _tmp_owner_alive(e.name):
+            if not tmp_owner_alive(e.name):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(e.path)
                 continue
