@@ -131,3 +131,34 @@ class CommandNotFound(ContainerCommandError):
     """The container's command does not exist in the container."""
 
     exit_code = 127
+
+
+# --------------------------------------------------------------------- the wire format
+# A child process (the container's setup, a forked layer unpacker) reports an error to its parent as
+# one line on a pipe: b"E" + class name + b"\t" + message + b"\n". The parent raises the same class
+# (any OciboxError of this module), or ``default`` for a name it does not know.
+
+
+def to_wire(e: BaseException, what: str = "") -> tuple[bytes, int]:
+    """The line for ``e`` and the exit code its process should end with. An OSError is named by its
+    strerror and file; anything else that is not an OciboxError by its type, after ``what``."""
+    if isinstance(e, OciboxError):
+        kind, message, code = type(e).__name__, str(e), e.exit_code
+    elif isinstance(e, OSError):
+        where = f" ({e.filename})" if e.filename else ""
+        kind, message, code = "", f"{what}{e.strerror or e}{where}", 125
+    else:
+        kind, message, code = "", f"{what}{type(e).__name__}: {e}", 125
+    line = f"E{kind}\t{message}".replace("\n", " ") + "\n"
+    return line.encode(errors="replace"), code
+
+
+def from_wire(data: bytes, default: type[OciboxError]) -> OciboxError | None:
+    """The error a ``to_wire`` line describes, None if ``data`` is not one."""
+    if not data.startswith(b"E"):
+        return None
+    kind, _, message = data[1:].decode(errors="replace").partition("\t")
+    cls = globals().get(kind, default) if kind else default
+    if not (isinstance(cls, type) and issubclass(cls, OciboxError)):
+        cls = default
+    return cls(message.strip())

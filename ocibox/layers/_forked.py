@@ -27,7 +27,6 @@ its ``tmp/`` directory carries its own pid, so a SIGKILL leaves garbage that
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from dataclasses import dataclass, field
 
@@ -102,17 +101,12 @@ class Child:
             chunks.append(b)
         _close(self.res_r)
         _, status = os.waitpid(self.pid, 0)
-        try:
-            msg = json.loads(b"".join(chunks) or b"{}")
-        except ValueError:
-            msg = {}
-        if "size" in msg:
-            return int(msg["size"])
-        if "error" in msg:
-            cls = getattr(errors, str(msg["error"]), None)
-            if not (isinstance(cls, type) and issubclass(cls, OciboxError)):
-                cls = LayerError
-            raise cls(str(msg.get("message", "")))
+        result = b"".join(chunks)
+        if result.startswith(b"S"):
+            return int(result[1:])
+        error = errors.from_wire(result, LayerError)
+        if error is not None:
+            raise error
         raise LayerError(f"{self.what}: the unpacker process died ({_describe(status)}); pull again")
 
     def cancel(self) -> None:
@@ -176,13 +170,11 @@ def _child(data_r: int, ctl_r: int, res_w: int, store: Store, *, compression: st
     try:
         size = unpack_layer(store, _FdReader(data_r), compression=compression, diff_id=diff_id,
                             chain_id=chain_id, parent=parent, what=what, before_publish=before_publish)
-        msg: dict[str, object] = {"size": size}
-    except OciboxError as e:
-        msg = {"error": type(e).__name__, "message": str(e)}
+        msg = f"S{size}\n".encode()
     except BaseException as e:
-        msg = {"error": "LayerError", "message": f"{what}: {type(e).__name__}: {e}"}
+        msg, _ = errors.to_wire(e, f"{what}: ")
     with contextlib.suppress(OSError):
-        _write_all(res_w, json.dumps(msg).encode() + b"\n")
+        _write_all(res_w, msg)
 
 
 def _write_all(fd: int, data: bytes) -> None:

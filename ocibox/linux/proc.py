@@ -152,3 +152,8 @@ def capability_set(name: str = "CapBnd", pid: int | str = "self") -> int:
     """A capability mask of /proc/PID/status (CapBnd, CapEff, CapPrm, CapInh, CapAmb)."""
     value = status_field(name, pid)
     return int(value, 16) if value else 0
+
+
+def cgroup_text(pid: int | str = "self") -> str:
+    """The text of /proc/PID/cgroup ('' if the process is gone)."""
+    return _read(f"/proc/{pid}/cgroup")

@@ -182,3 +182,22 @@ def capget() -> tuple[int, int, int]:
 def socket(domain: int, type_: int, protocol: int = 0) -> int:
     """socket(2) as a bare fd (for ioctls; importing the socket module costs ~5 ms)."""
     return _check(_libc().socket(domain, type_ | os.O_CLOEXEC, protocol), "socket")
+
+
+# ---------------------------------------------------------------- what os already has
+# The container's init reaches the kernel only through this module (passed to it as ``kernel``), so a
+# test double can stand in for it in unit tests of the setup order: these are the ``os`` calls it
+# makes that change the process or the mount table, under the same names.
+setsid = os.setsid
+setgroups = os.setgroups
+setgid = os.setgid
+setuid = os.setuid
+umask = os.umask
+chdir = os.chdir
+fchdir = os.fchdir
+chroot = os.chroot
+mknod = os.mknod
+symlink = os.symlink
+mkdir = os.mkdir
+dup2 = os.dup2
+execve = os.execve

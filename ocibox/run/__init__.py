@@ -5,8 +5,9 @@ when used. Public surface::
 
     run_main(settings, argv) -> int                    the CLI verb (argv: everything after 'run')
     RunSpec.from_image(config, flags) -> RunSpec       pure: docker's entrypoint/cmd/env/user rules
-    run_container(spec, rootfs, state_dir, ...) -> int one container's whole life; the exit status
-    open_cgroup(name, limits, parent=...)              the cgroup manager of this host (v1 or v2)
+    create(spec, rootfs, state_dir, ...) -> Container  the container made, PID 1 waiting at the gate;
+                                                       Container.start(), .wait(), .close()
+    run_container(spec, rootfs, state_dir, ...) -> int create + start + wait + close: the exit status
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ if TYPE_CHECKING:
 
     from ocibox.settings import Settings
 
-__all__ = ["Limits", "Mount", "RunFlags", "RunSpec", "open_cgroup", "parse_run_args", "run_container",
-           "run_main"]
+__all__ = ["Container", "Mount", "RunFlags", "RunSpec", "create", "parse_run_args", "run_container", "run_main"]
 
 
 def run_main(settings: Settings, argv: list[str]) -> int:
     """``ocibox run [OPTIONS] IMAGE [COMMAND] [ARG...]``; returns the exit status."""
-    from ocibox.run._cgroup import MigrationWarmup
+    from ocibox.cgroups import MigrationWarmup
 
     # Started before the rest of the runner is imported: see MigrationWarmup (10 to 30 ms less).
     warmup = MigrationWarmup().start()
@@ -38,9 +38,9 @@ def run_main(settings: Settings, argv: list[str]) -> int:
 
 
 _LAZY = {
-    "Limits": "ocibox.run._spec", "Mount": "ocibox.run._spec", "RunFlags": "ocibox.run._spec",
-    "RunSpec": "ocibox.run._spec", "open_cgroup": "ocibox.run._cgroup", "parse_run_args": "ocibox.run._flags",
-    "run_container": "ocibox.run._container",
+    "Mount": "ocibox.run._spec", "RunFlags": "ocibox.run._spec", "RunSpec": "ocibox.run._spec",
+    "parse_run_args": "ocibox.run._flags", "Container": "ocibox.run._process", "create": "ocibox.run._process",
+    "run_container": "ocibox.run._process",
 }
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import sys
 
 from ocibox import store as st
-from ocibox.errors import ImageNotFound, RuntimeSetupError
+from ocibox.cgroups import MigrationWarmup, open_cgroup
+from ocibox.errors import ImageNotFound
 from ocibox.run import _hardening
-from ocibox.run._cgroup import MigrationWarmup, open_cgroup
-from ocibox.run._container import run_container
 from ocibox.run._flags import parse_run_args
+from ocibox.run._process import run_container
 from ocibox.run._spec import RunFlags, RunSpec
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (5 ms of ocibox run)
@@ -67,14 +67,11 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
     def echo(line: str) -> None:
         sys.stderr.write(f"ocibox: {line}\n")
 
-    from ocibox import layers
+    from ocibox.layers import mount_rootfs
 
-    mount_rootfs = getattr(layers, "mount_rootfs", None)
-    if mount_rootfs is None:
-        raise RuntimeSetupError("this ocibox has no layer store mount (ocibox.layers.mount_rootfs); "
-                                "install a complete ocibox")
-    cgroup = open_cgroup(f"ocibox-{cid}", spec.limits, parent=flags.cgroup_parent,
-                         echo=echo if settings.debug else None)
+    debug = echo if settings.debug else None
+    cgroup = open_cgroup(f"ocibox-{cid}", spec.limits, parent=flags.cgroup_parent, echo=debug,
+                         devices=_hardening.device_rules(spec.hardening, spec.tty))
     # Between finding the image and recording the container, a prune or rmi could remove the
     # image: lease it, look it up again under the lease, then record the container (whose live
     # row protects the image from then on).
@@ -87,15 +84,16 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
         if warmup is not None:
             warmup.stop()
         st.set_container_pid(store, cid, pid)
+        if debug is not None:
+            for note in cgroup.notes:
+                debug(note)
 
     upper, work, merged = cdir / "upper", cdir / "work", cdir / "merged"
     status: int | None = None
-    hardening: _hardening.Prepared | None = None
     try:
-        # seccomp program built while libseccomp is reachable, device rules, --ulimit checked
-        hardening = _hardening.prepare(spec.hardening, spec.caps, spec.tty, f"ocibox-{cid}", cgroup,
-                                       cache_dir=str(settings.root / "seccomp"),
-                                       cgroup_parent=flags.cgroup_parent, echo=echo if settings.debug else None)
+        # seccomp program built while libseccomp is reachable, --ulimit checked
+        prepared = _hardening.prepare(spec.hardening, spec.caps, cache_dir=str(settings.root / "seccomp"),
+                                      echo=debug)
         st.touch_image(store, record.id)
         for d in (upper, work, merged):
             d.mkdir(parents=True)
@@ -105,13 +103,10 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
             cdir,
             mount_rootfs=lambda: mount_rootfs(store, record, merged, upper=upper, work=work),
             cgroup=cgroup,
-            on_start=lambda pid: started(pid),
-            echo=echo if settings.debug else None,
-            hardening=hardening,
+            on_start=started,
+            prepared=prepared,
         )
         return status
     finally:
         st.remove_tree(cdir)
-        for problem in hardening.destroy() if hardening is not None else []:
-            sys.stderr.write(f"ocibox: warning: {problem}\n")
         st.finish_container(store, cid, status, remove=flags.rm)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import posixpath
 
 from ocibox._record import field, record
+from ocibox.cgroups import Limits
 from ocibox.errors import UsageError
 from ocibox.image import ImageConfig
 from ocibox.run._hardening import Hardening, bounded_caps
@@ -52,24 +53,6 @@ class Mount:
     readonly: bool = False
     flags: tuple[str, ...] = ()  # tmpfs: nosuid, nodev, noexec (or their opposites)
     data: str = ""  # tmpfs: size=..., mode=...
-
-
-@record
-class Limits:
-    """Cgroup limits. 0 means "not set"; -1 means unlimited where docker allows it."""
-
-    memory: int = 0  # bytes
-    memory_swap: int = 0  # bytes of memory + swap (docker's --memory-swap); -1 unlimited
-    cpu_quota: int = 0  # microseconds per cpu_period
-    cpu_period: int = 100_000
-    cpu_shares: int = 0
-    pids: int = 0  # -1 unlimited
-    cpuset: str = ""
-
-    @property
-    def any(self) -> bool:
-        return bool(self.memory or self.memory_swap or self.cpu_quota or self.cpu_shares or self.pids
-                    or self.cpuset)
 
 
 @record

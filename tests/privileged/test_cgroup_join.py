@@ -14,12 +14,12 @@ from pathlib import Path
 import oci
 import pytest
 
+from ocibox.cgroups import MigrationWarmup, open_cgroup
 from ocibox.digest import Digest
 from ocibox.errors import CgroupError
 from ocibox.image import ImageConfig, Platform
-from ocibox.run._cgroup import MigrationWarmup, open_cgroup
-from ocibox.run._container import run_container
 from ocibox.run._flags import parse_run_args
+from ocibox.run._process import run_container
 from ocibox.run._spec import RunSpec
 
 pytestmark = pytest.mark.privileged

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ocibox import cgroups
 from ocibox.run import _devices as dv
 
 pytestmark = pytest.mark.privileged
@@ -22,7 +23,8 @@ pytestmark = pytest.mark.privileged
 
 @pytest.fixture
 def devices_cgroup() -> Iterator[str]:
-    parent = dv.own_v1_devices_cgroup()
+    own = cgroups.own_v1_dir("devices")
+    parent = str(own) if own is not None else None
     if parent is None:
         pytest.skip("no cgroup v1 devices hierarchy on this host (pure v2): see the v2 fallback")
     path = os.path.join(parent, f"ocibox-test-devices-{os.getpid()}")
@@ -88,8 +90,8 @@ def test_deny_all_then_defaults(devices_cgroup: str, tmp_path: Path) -> None:
     paths = [str(node), str(kmsg), "/dev/null", "/dev/zero", "/dev/urandom"]
     assert in_child(None, paths) == dict.fromkeys(paths, 0)  # without the cgroup, root opens them all
 
-    dv.write_v1(devices_cgroup, dv.device_rules())
-    listed = dv.read_v1(devices_cgroup)
+    cgroups.write_v1(devices_cgroup, dv.device_rules())
+    listed = cgroups.read_v1(devices_cgroup)
     assert "c 1:3 rwm" in listed and "b *:* m" in listed and "a *:* rwm" not in listed
     got = in_child(devices_cgroup, paths)
     assert got == {str(node): errno.EPERM, str(kmsg): errno.EPERM, "/dev/null": 0, "/dev/zero": 0,
@@ -102,8 +104,8 @@ def test_device_option_adds_one_node(devices_cgroup: str, tmp_path: Path) -> Non
     os.mknod(node, stat.S_IFBLK | 0o600, blk.st_rdev)
     spec = dv.parse_device_option(f"{node}:/dev/xvda:r")
     assert spec.type == "b" and os.makedev(spec.major, spec.minor) == blk.st_rdev
-    dv.write_v1(devices_cgroup, dv.device_rules([spec]))
-    assert f"b {spec.major}:{spec.minor} r" in dv.read_v1(devices_cgroup)
+    cgroups.write_v1(devices_cgroup, dv.device_rules([spec]))
+    assert f"b {spec.major}:{spec.minor} r" in cgroups.read_v1(devices_cgroup)
     assert in_child(devices_cgroup, [str(node)]) == {str(node): 0}
 
 
@@ -111,11 +113,11 @@ def test_a_device_the_parent_forbids_is_a_cgroup_error(devices_cgroup: str) -> N
     from ocibox.errors import CgroupError
 
     child = os.path.join(devices_cgroup, "inner")
-    dv.write_v1(devices_cgroup, dv.default_devices())
+    cgroups.write_v1(devices_cgroup, dv.default_devices())
     os.mkdir(child)
     try:
         with pytest.raises(CgroupError, match=r"b 8:0 rwm.*inner/devices.allow.*parent cgroup"):
-            dv.write_v1(child, [dv.Device("b", 8, 0, "rwm")])
+            cgroups.write_v1(child, [cgroups.Device("b", 8, 0, "rwm")])
     finally:
         os.rmdir(child)
 
@@ -160,7 +162,7 @@ def test_v2_ebpf_device_program(v2_cgroup: str, tmp_path: Path) -> None:
     paths = [str(node), str(kmsg), "/dev/null", "/dev/urandom"]
     assert in_child(None, paths) == dict.fromkeys(paths, 0)
     spec = dv.parse_device_option(f"{kmsg}:/dev/kmsg:r")
-    dv.attach_v2(v2_cgroup, dv.device_rules([spec]))
+    cgroups.attach_v2(v2_cgroup, dv.device_rules([spec]))
     got = in_child_v2(v2_cgroup, paths)
     assert got == {str(node): errno.EPERM, str(kmsg): 0, "/dev/null": 0, "/dev/urandom": 0}
     # the access must be within the rule's: kmsg was given "r" only
@@ -182,11 +184,12 @@ def test_v2_ebpf_device_program(v2_cgroup: str, tmp_path: Path) -> None:
 
 
 def test_v2_program_for_every_rule_shape_passes_the_verifier() -> None:
-    rules = [dv.Device("a", dv.ANY, dv.ANY, "m"), dv.Device("b", 8, dv.ANY, "rw"), dv.Device("c", dv.ANY, 3, "w"),
+    rules = [cgroups.Device("a", cgroups.ANY, cgroups.ANY, "m"), cgroups.Device("b", 8, cgroups.ANY, "rw"),
+             cgroups.Device("c", cgroups.ANY, 3, "w"),
              *dv.device_rules(tty=True)]
     from ocibox.linux import bpf
 
-    fd = bpf.prog_load_cgroup_device(dv.bpf_device_program(rules))
+    fd = bpf.prog_load_cgroup_device(cgroups.bpf_device_program(rules))
     os.close(fd)
 
 

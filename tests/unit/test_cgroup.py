@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from ocibox.cgroups import CgroupV1, CgroupV2, Limits, cpu_weight, detect
 from ocibox.errors import CgroupError
-from ocibox.run._cgroup import CgroupV1, CgroupV2, cpu_weight, detect, parse_proc_cgroup
-from ocibox.run._spec import Limits
+from ocibox.linux.proc import parse_cgroup
 
 V1_PROC = "9:name=systemd:/\n8:pids:/\n4:memory:/process_api/abc\n2:cpu,cpuacct:/user\n1:cpuset:/\n0::/\n"
 V1_FILES = {
@@ -41,9 +41,10 @@ def test_detect(tmp_path: Path) -> None:
 
 
 def test_parse_proc_cgroup() -> None:
-    own = parse_proc_cgroup(V1_PROC)
-    assert own["memory"] == "/process_api/abc" and own["cpuacct"] == "/user" and own["hier:cpu"] == "cpu,cpuacct"
-    assert own[""] == "/"
+    own = parse_cgroup(V1_PROC)
+    assert own.paths["memory"] == "/process_api/abc" and own.paths["cpuacct"] == "/user"
+    assert own.hierarchies["cpu"] == "cpu,cpuacct"
+    assert own.unified == "/"
 
 
 def test_v1_writes_each_controller_below_the_callers_cgroup(tmp_path: Path) -> None:

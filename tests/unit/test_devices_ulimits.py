@@ -7,6 +7,7 @@ import resource
 
 import pytest
 
+from ocibox import cgroups
 from ocibox.errors import RuntimeSetupError, UsageError
 from ocibox.run import _devices as dv
 from ocibox.run import _rlimits as rl
@@ -114,7 +115,7 @@ def test_bpf_program_shape() -> None:
     """6 loads, per rule its comparisons + return 1, then return 0; jumps land on the next rule."""
     import struct
 
-    prog = dv.bpf_device_program([dv.Device("c", 1, 3, "rwm"), dv.Device("b", dv.ANY, dv.ANY, "m")])
+    prog = cgroups.bpf_device_program([cgroups.Device("c", 1, 3, "rwm"), cgroups.Device("b", cgroups.ANY, cgroups.ANY, "m")])
     insns = [struct.unpack("<BBhi", prog[i:i + 8]) for i in range(0, len(prog), 8)]
     assert len(insns) == 6 + 5 + 6 + 2
     rule1 = insns[6:11]

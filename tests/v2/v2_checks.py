@@ -17,11 +17,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import oci
 
+from ocibox.cgroups import CGROUP_ROOT, detect, open_cgroup
 from ocibox.image import ImageConfig
 from ocibox.run import _hardening
-from ocibox.run._cgroup import CGROUP_ROOT, detect, open_cgroup
-from ocibox.run._container import run_container
 from ocibox.run._flags import parse_run_args
+from ocibox.run._process import run_container
 from ocibox.run._spec import RunSpec
 
 FAILED: list[str] = []
@@ -39,8 +39,9 @@ def run(work: Path, rootfs: Path, config: ImageConfig, *argv: str, harden: bool 
     flags = parse_run_args(list(argv), {})
     cid = os.urandom(8).hex()
     spec = RunSpec.from_image(config, flags, container_id=cid)
-    cg = open_cgroup(f"ocibox-{cid}", spec.limits, parent=flags.cgroup_parent)
-    prep = _hardening.prepare(spec.hardening, spec.caps, spec.tty, f"ocibox-{cid}", cg) if harden else None
+    rules = _hardening.device_rules(spec.hardening, spec.tty) if harden else None
+    cg = open_cgroup(f"ocibox-{cid}", spec.limits, parent=flags.cgroup_parent, devices=rules)
+    prep = _hardening.prepare(spec.hardening, spec.caps) if harden else None
     out, err = work / f"{cid}.out", work / f"{cid}.err"
     saved = os.dup(1), os.dup(2)
     with open(out, "wb") as o, open(err, "wb") as e:
@@ -48,7 +49,7 @@ def run(work: Path, rootfs: Path, config: ImageConfig, *argv: str, harden: bool 
         os.dup2(o.fileno(), 1)
         os.dup2(e.fileno(), 2)
         try:
-            code = run_container(spec, rootfs, work / cid, cgroup=cg, hardening=prep)
+            code = run_container(spec, rootfs, work / cid, cgroup=cg, prepared=prep)
         finally:
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)

@@ -1,0 +1,71 @@
+"""Cgroups: one manager per version behind one interface (``Cgroup``), detected once; a hybrid host
+counts as v1. The devices controller is one of its controllers (v1: the ``devices`` hierarchy; v2: an
+eBPF program attached to the cgroup), and the teardown of leftover container cgroups lives here too.
+
+Public surface (loaded lazily)::
+
+    Limits                               the limits a container asks for (memory, cpu, pids, cpuset)
+    Device, ANY                          one device rule ("c 1:3 rwm")
+    Cgroup                               the interface: create, apply, join, container_mounts, oom_kills,
+                                         procs, destroy, devices_fallback
+    open_cgroup(name, limits, *, devices=None, parent="", echo=None, root=...) -> Cgroup
+    detect(root) -> 1 | 2                2 on a pure v2 host
+    own_v1_dir(controller)               this process's cgroup directory in a v1 hierarchy
+    cpu_weight(shares)                   cpu.shares -> cpu.weight (runc's conversion)
+    MigrationWarmup                      pays the first migration's RCU grace period early
+    container_cgroups(name) / remove_leftovers(name)   cgroups named after a container, in every hierarchy
+    bpf_device_program / attach_v2 / write_v1 / read_v1 / V2_FALLBACK   the devices controller
+"""
+
+from __future__ import annotations
+
+from ocibox._lazy import lazy_getattr
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (5 ms of ocibox run)
+if TYPE_CHECKING:
+    from ocibox.cgroups._base import CGROUP_ROOT, Cgroup, Limits, cpu_weight, detect
+    from ocibox.cgroups._devices import (
+        ANY,
+        V2_FALLBACK,
+        Device,
+        attach_v2,
+        bpf_device_program,
+        read_v1,
+        write_v1,
+    )
+    from ocibox.cgroups._leftovers import container_cgroups, remove_leftovers
+    from ocibox.cgroups._manager import CgroupV1, CgroupV2, open_cgroup, own_v1_dir
+    from ocibox.cgroups._warmup import MigrationWarmup
+
+_TABLE = {
+    **dict.fromkeys(("CGROUP_ROOT", "Cgroup", "Limits", "cpu_weight", "detect"), "_base"),
+    **dict.fromkeys(("ANY", "V2_FALLBACK", "Device", "attach_v2", "bpf_device_program", "read_v1", "write_v1"),
+                    "_devices"),
+    **dict.fromkeys(("container_cgroups", "remove_leftovers"), "_leftovers"),
+    **dict.fromkeys(("CgroupV1", "CgroupV2", "open_cgroup", "own_v1_dir"), "_manager"),
+    "MigrationWarmup": "_warmup",
+}
+
+__getattr__ = lazy_getattr(__name__, _TABLE)
+
+__all__ = [
+    "ANY",
+    "CGROUP_ROOT",
+    "V2_FALLBACK",
+    "Cgroup",
+    "CgroupV1",
+    "CgroupV2",
+    "Device",
+    "Limits",
+    "MigrationWarmup",
+    "attach_v2",
+    "bpf_device_program",
+    "container_cgroups",
+    "cpu_weight",
+    "detect",
+    "open_cgroup",
+    "own_v1_dir",
+    "read_v1",
+    "remove_leftovers",
+    "write_v1",
+]

@@ -1,0 +1,172 @@
+"""What both cgroup versions share: the limits, the interface, the writer every write goes through
+(``--debug`` echoes it), and creating and removing cgroup directories."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ocibox._record import record
+from ocibox.errors import CgroupError
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+@record
+class Limits:
+    """Cgroup limits. 0 means "not set"; -1 means unlimited where docker allows it."""
+
+    memory: int = 0  # bytes
+    memory_swap: int = 0  # bytes of memory + swap (docker's --memory-swap); -1 unlimited
+    cpu_quota: int = 0  # microseconds per cpu_period
+    cpu_period: int = 100_000
+    cpu_shares: int = 0
+    pids: int = 0  # -1 unlimited
+    cpuset: str = ""
+
+
+def needs(controller: str, lim: Limits) -> bool:
+    """Whether ``lim`` asks for something only ``controller`` can give."""
+    return {
+        "memory": bool(lim.memory or lim.memory_swap),
+        "cpu": bool(lim.cpu_quota or lim.cpu_shares),
+        "pids": bool(lim.pids),
+        "cpuset": bool(lim.cpuset),
+    }.get(controller, False)
+
+
+def detect(root: Path = CGROUP_ROOT) -> int:
+    """2 on a pure cgroup-v2 host (cgroup2 mounted at the root), else 1 (v1 and hybrid)."""
+    return 2 if (root / "cgroup.controllers").exists() else 1
+
+
+def cpu_weight(shares: int) -> int:
+    """cpu.shares (2..262144) to cpu.weight (1..10000), as runc and crun convert it."""
+    return max(1, min(10000, 1 + ((shares - 2) * 9999) // 262142))
+
+
+class Cgroup:
+    """The interface of a container's cgroup, the same for v1 and v2 (youki's ``CgroupManager``).
+
+    Order of use: ``create()`` (directories, controllers enabled), ``apply(limits)`` (limits and device
+    rules, before any process is in it), ``join(pid)``, then ``oom_kills()``/``procs()`` while it runs
+    and ``destroy()`` (kills what is left, removes every directory; returns problems as lines).
+    ``devices_fallback`` is True when no device rules could be enforced by the kernel (a v2 host without
+    eBPF, a v1 host without the devices hierarchy): the runner then holds devices by other means.
+    """
+
+    version = 0
+    devices_fallback = False
+
+    def create(self) -> None:
+        raise NotImplementedError
+
+    def apply(self, limits: Limits) -> None:
+        raise NotImplementedError
+
+    def join(self, pid: int) -> None:
+        raise NotImplementedError
+
+    def container_mounts(self) -> list[tuple[str, str, str]]:
+        """(fstype, subdirectory of /sys/fs/cgroup, mount data) of the container's cgroup mounts."""
+        raise NotImplementedError
+
+    def oom_kills(self) -> int:
+        raise NotImplementedError
+
+    def procs(self) -> list[int]:
+        """Pids of every process in the cgroup."""
+        raise NotImplementedError
+
+    def destroy(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def notes(self) -> list[str]:
+        """What was set up, for --debug."""
+        return []
+
+
+class Writer:
+    """Writes one value to one control file; a failure is a CgroupError naming the limit."""
+
+    def __init__(self, echo: Callable[[str], None] | None) -> None:
+        self.echo = echo
+
+    def __call__(self, path: Path, value: str | int, why: str = "") -> None:
+        text = str(value)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+            try:
+                os.write(fd, text.encode())
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            raise CgroupError(f"cannot apply {why or path.name}: {path} does not exist "
+                              "(the kernel lacks this cgroup feature); drop that limit") from None
+        except OSError as e:
+            raise CgroupError(f"cannot write {text!r} to {path}: {e.strerror}") from None
+        if self.echo:
+            self.echo(f"cgroup: wrote {text} to {path}")
+
+
+def make_dir(path: Path) -> None:
+    try:
+        path.mkdir()
+    except FileExistsError:
+        raise CgroupError(f"cgroup {path} already exists; remove it (rmdir) or choose another container") from None
+    except OSError as e:
+        raise CgroupError(f"cannot create cgroup {path}: {e.strerror}; pass --cgroup-parent to place it "
+                          "somewhere writable") from None
+
+
+def read_procs(d: Path) -> list[int]:
+    try:
+        return [int(p) for p in (d / "cgroup.procs").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def kill_procs(d: Path) -> None:
+    for pid in read_procs(d):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def remove_dirs(paths: list[Path], kill: Callable[[Path], None]) -> list[str]:
+    """Remove cgroup dirs (deepest first), killing what is left; retry while tasks exit."""
+    problems = []
+    for p in paths:
+        deadline = time.monotonic() + 5
+        delay = 0.001
+        while True:
+            try:
+                p.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError as e:
+                if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                    problems.append(f"cannot remove cgroup {p}: {e.strerror}")
+                    break
+                kill(p)
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+    return problems
+
+
+def counter(path: Path, key: str) -> int:
+    """A ``key value`` line of a flat-keyed control file (memory.events, memory.oom_control), 0 if absent."""
+    try:
+        for line in path.read_text().splitlines():
+            k, _, v = line.partition(" ")
+            if k == key:
+                return int(v)
+    except (OSError, ValueError):
+        pass
+    return 0

@@ -1,0 +1,306 @@
+"""The two cgroup managers: ``CgroupV1`` (one directory per hierarchy) and ``CgroupV2`` (one directory in
+the unified hierarchy), and ``open_cgroup``, which picks the one of this host.
+
+The container's cgroup is created below the caller's own cgroup (read from /proc/self/cgroup), or
+below ``--cgroup-parent``, as runc and podman do when given no path. Each controller is a small function
+writing its files; a limit that cannot be written raises CgroupError and is never dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from ocibox.cgroups._base import (
+    CGROUP_ROOT,
+    Cgroup,
+    Limits,
+    Writer,
+    counter,
+    cpu_weight,
+    detect,
+    kill_procs,
+    make_dir,
+    needs,
+    read_procs,
+    remove_dirs,
+)
+from ocibox.cgroups._devices import V2_FALLBACK, Device, attach_v2, write_v1
+from ocibox.errors import CgroupError
+from ocibox.linux import proc
+
+
+# ---------------------------------------------------------------------- v1
+def _v1_memory(w: Writer, d: Path, lim: Limits) -> None:
+    if lim.memory:
+        w(d / "memory.limit_in_bytes", lim.memory, "--memory")
+    memsw = d / "memory.memsw.limit_in_bytes"
+    if lim.memory_swap == -1:
+        if memsw.exists():
+            w(memsw, -1, "--memory-swap")
+    elif lim.memory_swap:
+        w(memsw, lim.memory_swap, "--memory-swap (swap accounting)")
+    elif lim.memory and memsw.exists():
+        w(memsw, 2 * lim.memory, "the default swap limit")  # docker: swap defaults to the memory limit
+
+
+def _v1_cpu(w: Writer, d: Path, lim: Limits) -> None:
+    if lim.cpu_quota:
+        w(d / "cpu.cfs_period_us", lim.cpu_period, "--cpus")
+        w(d / "cpu.cfs_quota_us", lim.cpu_quota, "--cpus")
+    if lim.cpu_shares:
+        w(d / "cpu.shares", lim.cpu_shares, "--cpu-shares")
+
+
+def _v1_pids(w: Writer, d: Path, lim: Limits) -> None:
+    if lim.pids:
+        w(d / "pids.max", "max" if lim.pids < 0 else lim.pids, "--pids-limit")
+
+
+def _v1_cpuset(w: Writer, d: Path, lim: Limits) -> None:
+    # A new v1 cpuset has empty cpus and mems: nothing can join it until both are set.
+    for f in ("cpuset.mems", "cpuset.cpus"):
+        if not (d / f).read_text().strip():
+            w(d / f, (d.parent / f).read_text().strip() or "0")
+    if lim.cpuset:
+        w(d / "cpuset.cpus", lim.cpuset, "--cpuset-cpus")
+
+
+_V1 = {"memory": _v1_memory, "cpu": _v1_cpu, "pids": _v1_pids, "cpuset": _v1_cpuset}
+
+
+def v1_dir(root: Path, own: proc.CgroupMembership, controller: str, path: str) -> Path:
+    """``path`` in the v1 hierarchy of ``controller`` (mounted under the name of its controllers,
+    "cpu,cpuacct", or of the controller alone)."""
+    hier = own.hierarchies[controller]
+    base = root / hier if (root / hier).is_dir() else root / controller
+    return base / path.lstrip("/")
+
+
+class CgroupV1(Cgroup):
+    """One child cgroup ``<name>`` in each v1 hierarchy ocibox uses (memory, cpu, pids, cpuset when
+    asked for, and devices when device rules are given)."""
+
+    version = 1
+
+    def __init__(self, name: str, limits: Limits, *, parent: str = "", root: Path = CGROUP_ROOT,
+                 proc_cgroup: str | None = None, echo: Callable[[str], None] | None = None,
+                 devices: Iterable[Device] | None = None) -> None:
+        self.limits = limits
+        self.w = Writer(echo)
+        self.rules = tuple(devices) if devices is not None else None
+        own = proc.parse_cgroup(proc.cgroup_text() if proc_cgroup is None else proc_cgroup)
+        wanted = ["memory", "cpu", "pids"] + (["cpuset"] if limits.cpuset else [])
+        if self.rules is not None:
+            wanted.append("devices")
+        self.dirs: dict[str, Path] = {}
+        self.hier: dict[str, str] = {}
+        self.created: list[Path] = []
+        self._notes: list[str] = []
+        for c in wanted:
+            own_path = own.paths.get(c)
+            if own_path is None:
+                if needs(c, limits):
+                    raise CgroupError(f"the {c} cgroup controller is not mounted on this host; drop the {c} limit")
+                if c == "devices":
+                    self.devices_fallback = True
+                    self._notes.append(f"devices: no devices hierarchy; {V2_FALLBACK}")
+                continue
+            self.hier[c] = own.hierarchies[c]
+            self.dirs[c] = v1_dir(root, own, c, parent or own_path) / name
+
+    def create(self) -> None:
+        for d in self.dirs.values():
+            d.parent.mkdir(parents=True, exist_ok=True)
+            make_dir(d)
+            self.created.append(d)
+
+    def apply(self, limits: Limits) -> None:
+        for c, d in self.dirs.items():
+            if c == "devices":
+                assert self.rules is not None
+                write_v1(str(d), self.rules)
+                self._notes.append(f"devices: v1 cgroup {d}: deny a, allow {len(self.rules)} rules")
+            else:
+                _V1[c](self.w, d, limits)
+
+    def join(self, pid: int) -> None:
+        for d in self.dirs.values():
+            self.w(d / "cgroup.procs", pid)
+
+    def container_mounts(self) -> list[tuple[str, str, str]]:
+        seen = []
+        for h in self.hier.values():
+            if h not in seen:
+                seen.append(h)
+        return [("cgroup", h, h) for h in seen]
+
+    def oom_kills(self) -> int:
+        d = self.dirs.get("memory")
+        return counter(d / "memory.oom_control", "oom_kill") if d else 0
+
+    def procs(self) -> list[int]:
+        d = self.dirs.get("pids") or self.dirs.get("memory") or next(iter(self.dirs.values()), None)
+        return read_procs(d) if d is not None else []
+
+    @property
+    def notes(self) -> list[str]:
+        return self._notes
+
+    def destroy(self) -> list[str]:
+        return remove_dirs(list(reversed(self.created)), kill_procs)
+
+
+# ---------------------------------------------------------------------- v2
+def _v2_memory(w: Writer, d: Path, lim: Limits) -> None:
+    if lim.memory:
+        w(d / "memory.max", lim.memory, "--memory")
+    swap = d / "memory.swap.max"
+    if lim.memory_swap == -1:
+        if swap.exists():
+            w(swap, "max", "--memory-swap")
+    elif lim.memory_swap:
+        # docker's --memory-swap is memory plus swap; v2 limits the swap alone.
+        w(swap, lim.memory_swap - lim.memory, "--memory-swap (swap accounting)")
+    elif lim.memory and swap.exists():
+        w(swap, lim.memory, "the default swap limit")
+
+
+def _v2_cpu(w: Writer, d: Path, lim: Limits) -> None:
+    if lim.cpu_quota:
+        w(d / "cpu.max", f"{lim.cpu_quota} {lim.cpu_period}", "--cpus")
+    if lim.cpu_shares:
+        w(d / "cpu.weight", cpu_weight(lim.cpu_shares), "--cpu-shares")
+
+
+def _v2_pids(w: Writer, d: Path, lim: Limits) -> None:
+    if lim.pids:
+        w(d / "pids.max", "max" if lim.pids < 0 else lim.pids, "--pids-limit")
+
+
+def _v2_cpuset(w: Writer, d: Path, lim: Limits) -> None:
+    if lim.cpuset:
+        w(d / "cpuset.cpus", lim.cpuset, "--cpuset-cpus")
+
+
+_V2 = {"memory": _v2_memory, "cpu": _v2_cpu, "pids": _v2_pids, "cpuset": _v2_cpuset}
+
+
+class CgroupV2(Cgroup):
+    """``<parent>/<name>`` in the unified hierarchy, with the controllers ocibox uses enabled, and the
+    device rules as an eBPF program attached to it."""
+
+    version = 2
+
+    def __init__(self, name: str, limits: Limits, *, parent: str = "", root: Path = CGROUP_ROOT,
+                 proc_cgroup: str | None = None, echo: Callable[[str], None] | None = None,
+                 devices: Iterable[Device] | None = None) -> None:
+        self.limits = limits
+        self.w = Writer(echo)
+        self.root = root
+        self.rules = tuple(devices) if devices is not None else None
+        own = proc.parse_cgroup(proc.cgroup_text() if proc_cgroup is None else proc_cgroup)
+        self.parent = root / (parent or own.unified or "/").lstrip("/")
+        self.dir = self.parent / name
+        self.controllers = ["memory", "cpu", "pids"] + (["cpuset"] if limits.cpuset else [])
+        self.created = False
+        self._notes: list[str] = []
+
+    def _enable(self, d: Path, wanted: list[str]) -> list[str]:
+        """Enable ``wanted`` in d's subtree_control; returns those d itself offers."""
+        try:
+            available = (d / "cgroup.controllers").read_text().split()
+            enabled = (d / "cgroup.subtree_control").read_text().split()
+        except OSError as e:
+            raise CgroupError(f"cannot read the controllers of cgroup {d}: {e.strerror}") from None
+        usable = [c for c in wanted if c in available]
+        missing = [c for c in usable if c not in enabled]
+        if missing:
+            try:
+                self.w(d / "cgroup.subtree_control", " ".join("+" + c for c in missing))
+            except CgroupError as e:
+                if "Device or resource busy" in str(e):
+                    # The no-internal-process rule: a cgroup with processes cannot hand
+                    # controllers to children (only the root is exempt).
+                    raise CgroupError(f"cannot enable {' '.join(missing)} below {d}: it holds processes "
+                                      "(cgroup v2's no-internal-process rule); pass --cgroup-parent "
+                                      "naming an empty cgroup") from None
+                raise
+        return usable
+
+    def create(self) -> None:
+        if not self.parent.is_dir():
+            # --cgroup-parent that does not exist yet: create it level by level from the root,
+            # handing the controllers down each level.
+            rel = self.parent.relative_to(self.root).parts
+            cur = self.root
+            for part in rel:
+                self._enable(cur, self.controllers)
+                cur = cur / part
+                cur.mkdir(exist_ok=True)
+        usable = self._enable(self.parent, self.controllers)
+        for c in self.controllers:
+            if c not in usable and needs(c, self.limits):
+                raise CgroupError(f"the {c} controller is not available in cgroup {self.parent} "
+                                  "(cgroup.controllers); enable it in its parent's cgroup.subtree_control")
+        make_dir(self.dir)
+        self.created = True
+
+    def apply(self, limits: Limits) -> None:
+        for c in self.controllers:
+            _V2[c](self.w, self.dir, limits)
+        if self.rules is not None:
+            # Before any process is in the cgroup. Where the program cannot be attached, runc and crun
+            # fail; ocibox keeps the container held by other means (V2_FALLBACK) and says so.
+            try:
+                attach_v2(str(self.dir), self.rules)
+                self._notes.append(f"devices: eBPF program on {self.dir}")
+            except CgroupError as e:
+                self.devices_fallback = True
+                self._notes.append(f"{e}; {V2_FALLBACK}")
+
+    def join(self, pid: int) -> None:
+        self.w(self.dir / "cgroup.procs", pid)
+
+    def container_mounts(self) -> list[tuple[str, str, str]]:
+        return [("cgroup2", "", "")]
+
+    def oom_kills(self) -> int:
+        return counter(self.dir / "memory.events", "oom_kill")
+
+    def procs(self) -> list[int]:
+        return read_procs(self.dir)
+
+    @property
+    def notes(self) -> list[str]:
+        return self._notes
+
+    def destroy(self) -> list[str]:
+        if not self.created:
+            return []
+
+        def kill(d: Path) -> None:
+            try:
+                (d / "cgroup.kill").write_text("1")
+            except OSError:
+                kill_procs(d)
+
+        return remove_dirs([self.dir], kill)
+
+
+def open_cgroup(name: str, limits: Limits, *, parent: str = "", echo: Callable[[str], None] | None = None,
+                root: Path = CGROUP_ROOT, devices: Iterable[Device] | None = None) -> Cgroup:
+    """The manager for this host's cgroup version. ``devices``: the allow list to enforce (None: no
+    device rules, e.g. --privileged)."""
+    cls = CgroupV2 if detect(root) == 2 else CgroupV1
+    return cls(name, limits, parent=parent, root=root, echo=echo, devices=devices)
+
+
+def own_v1_dir(controller: str, parent: str = "", root: Path = CGROUP_ROOT) -> Path | None:
+    """This process's cgroup directory in the v1 hierarchy of ``controller`` (or ``parent`` there, a
+    path from the hierarchy's root, as --cgroup-parent), None when that hierarchy is not mounted."""
+    own = proc.cgroup()
+    path = own.paths.get(controller)
+    if path is None or detect(root) == 2:
+        return None
+    return v1_dir(root, own, controller, parent or path)
