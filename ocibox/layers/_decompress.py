@@ -18,11 +18,7 @@ from typing import Any
 from ocibox.digest import Readable
 from ocibox.errors import LayerError
 
-_IN_CHUNK = 256 * 1024
-# zstd's decompressobj has no max_length: feed it small pieces so one call's output stays bounded
-# (an RLE block of 4 bytes can stand for 128 KiB: at most ~1 GiB per call, 32 KiB costs ~5% speed vs 256 KiB).
-
-COMPRESSIONS = ("gzip", "zstd", "none")
+_IN_CHUNK = 256 * 1024  # compressed bytes read from the blob at a time
 
 
 def _gzip_factory() -> Callable[[], Any]:

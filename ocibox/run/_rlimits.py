@@ -121,8 +121,3 @@ def apply_ulimits(ulimits: Iterable[Ulimit]) -> None:
                 raise RuntimeSetupError(f"--ulimit {u}: refused ({e}); nofile cannot exceed fs.nr_open "
                                         f"({nr_open})") from None
             raise RuntimeSetupError(f"--ulimit {u}: setrlimit refused it ({e})") from None
-
-
-def describe(ulimits: Iterable[Ulimit]) -> str:
-    return " ".join(str(u) for u in ulimits) or "(inherited)"
-

@@ -498,9 +498,3 @@ def compile_filter(profile: Profile, cache_dir: str | None = None) -> SeccompFil
     except OSError:
         pass  # a cache that cannot be written only costs time
     return SeccompFilter(program, profile.source, skipped)
-
-
-def load_seccomp(profile: Profile | SeccompFilter) -> None:
-    """Install the filter on the calling thread (and its future children). Last step before exec."""
-    flt = profile if isinstance(profile, SeccompFilter) else compile_filter(profile)
-    flt.load()

@@ -1,0 +1,153 @@
+"""The order of the container init's steps, with a test double of the Linux seam standing in for the
+kernel (a fake, and only for that: the real steps run in tests/privileged/test_run*.py).
+
+The double records every call that would change the process or the mount table (mount, pivot_root,
+unshare, prctl, setuid, capset, mknod, execve, ...) and lets the harmless ones through (openat2 and
+mkdir on a scratch rootfs, so that targets are resolved for real). The init runs in a forked child, so
+that what it does to its own process (setsid, signal dispositions, umask) stays there."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+from ocibox.digest import Digest
+from ocibox.image import ImageConfig, Platform
+from ocibox.linux import syscalls
+from ocibox.run._flags import parse_run_args
+from ocibox.run._init import InitArgs, init
+from ocibox.run._spec import RunSpec
+
+
+class _Exec(BaseException):
+    """Raised by the double's execve: the end of the init."""
+
+
+def recording_kernel(log: list[list[object]], rootfs: str) -> SimpleNamespace:
+    """A stand-in for ocibox.linux.syscalls: the same constants, calls recorded."""
+    k = SimpleNamespace(**{n: getattr(syscalls, n) for n in dir(syscalls) if n.isupper()})
+
+    def target(path: str) -> str:
+        if path.startswith("/proc/self/fd/"):
+            path = os.readlink(path)  # the resolved mount target
+        return "ROOTFS" + path[len(rootfs):] if path.startswith(rootfs) else path
+
+    def rec(name: str, keep: bool = False):  # type: ignore[no-untyped-def]
+        def call(*args: object, **kw: object) -> object:
+            log.append([name, *[target(a) if isinstance(a, str) else a for a in args]])
+            return getattr(syscalls, name)(*args, **kw) if keep else None
+        return call
+
+    for name in ("prctl", "setsid", "dup2", "umask", "mount", "umount", "pivot_root", "unshare", "sethostname",
+                 "setgroups", "setgid", "setuid", "capset", "close_range", "chdir", "fchdir", "chroot", "mknod",
+                 "symlink", "socket"):
+        setattr(k, name, rec(name))
+    k.openat2 = syscalls.openat2  # resolution inside the scratch rootfs is real
+    k.mkdir = syscalls.mkdir
+
+    def execve(path: str, argv: list[str], env: dict[str, str]) -> None:
+        log.append(["execve", path, argv])
+        raise _Exec
+
+    k.execve = execve
+    return k
+
+
+def run_init(tmp_path: Path, *flags: str) -> tuple[list[list[object]], bytes]:
+    rootfs = tmp_path / "rootfs"
+    for d in ("proc", "sys", "dev", "etc", "bin"):
+        (rootfs / d).mkdir(parents=True)
+    config = ImageConfig(platform=Platform("linux", "amd64"), diff_ids=(Digest.parse("sha256:" + "0" * 64),))
+    spec = RunSpec.from_image(config, parse_run_args(["--network", "host", *flags, "img", "/bin/true"], {}),
+                              container_id="c0ffee" * 10 + "abcd")
+    setup_r, setup_w = os.pipe()
+    go_r, go_w = os.pipe()
+    gate_r, gate_w = os.pipe()
+    os.write(go_w, b"G")
+    os.write(gate_w, b"S")
+    out_r, out_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the init, in a child of its own
+        log: list[list[object]] = []
+        try:
+            os.close(out_r)
+            k = recording_kernel(log, str(rootfs))
+            init(InitArgs(spec=spec, rootfs=str(rootfs), etc_dir=str(tmp_path / "etc"),
+                          etc={"hostname": "h\n", "hosts": "", "resolv.conf": ""}, setup=setup_w, go=go_r,
+                          gate=gate_r, kernel=k, cgroup_mounts=(("cgroup2", "", ""),)))  # type: ignore[arg-type]
+        except _Exec:
+            pass
+        except BaseException as e:
+            log.append(["error", repr(e)])
+        finally:
+            os.write(out_w, json.dumps(log).encode())
+            os._exit(0)
+    os.close(out_w)
+    for fd in (setup_w, go_w, gate_w):
+        os.close(fd)
+    data = b""
+    while chunk := os.read(out_r, 1 << 16):
+        data += chunk
+    os.waitpid(pid, 0)
+    os.set_blocking(setup_r, False)
+    try:
+        setup = os.read(setup_r, 100)
+    except BlockingIOError:
+        setup = b""
+    for fd in (out_r, setup_r, go_r, gate_r):
+        os.close(fd)
+    (tmp_path / "etc").mkdir(exist_ok=True)
+    return json.loads(data), setup
+
+
+def index(log: list[list[object]], pred) -> int:  # type: ignore[no-untyped-def]
+    for i, call in enumerate(log):
+        if pred(call):
+            return i
+    raise AssertionError(f"no such call in {log}")
+
+
+def test_init_steps_in_order(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    log, setup = run_init(tmp_path)
+    assert not any(c[0] == "error" for c in log), log
+    names = [c[0] for c in log]
+    # first of all: not dumpable, own session
+    assert log[0] == ["prctl", syscalls.PR_SET_DUMPABLE, 0] and names[1] == "setsid"
+    first_mount = names.index("mount")
+    assert log[first_mount] == ["mount", None, "/", None, syscalls.MS_REC | syscalls.MS_SLAVE]  # rslave before all
+    pivot = names.index("pivot_root")
+    proc = index(log, lambda c: c[0] == "mount" and c[2] == "ROOTFS/proc")
+    sysfs = index(log, lambda c: c[0] == "mount" and c[2] == "ROOTFS/sys")
+    devpts = index(log, lambda c: c[0] == "mount" and c[2] == "ROOTFS/dev/pts")
+    assert first_mount < proc < devpts < sysfs < pivot  # kernel filesystems inside the rootfs, then pivot
+    # no mount targets the rootfs by its host path after pivot_root; masking comes after it
+    assert all(not (c[0] == "mount" and str(c[2]).startswith("ROOTFS")) for c in log[pivot:])
+    mask = index(log, lambda c: c[0] == "mount" and c[1] in ("/dev/null", "tmpfs") and c[2] in
+                 ("/proc/kcore", "/proc/keys", "/proc/acpi", "/proc/scsi", "/sys/firmware", "/proc/timer_list"))
+    assert pivot < mask
+    # the old root: slaved (its unmount must not reach the host), then detached, right after the pivot
+    assert log[pivot + 2] == ["mount", None, ".", None, syscalls.MS_SLAVE | syscalls.MS_REC]
+    assert log[pivot + 3] == ["umount", ".", syscalls.MNT_DETACH]
+    cgroup_ns = names.index("unshare")
+    assert log[cgroup_ns] == ["unshare", syscalls.CLONE_NEWCGROUP] and mask < cgroup_ns
+    hostname = names.index("sethostname")
+    drops = [i for i, c in enumerate(log) if c[:2] == ["prctl", syscalls.PR_CAPBSET_DROP]]
+    nnp = index(log, lambda c: c[:2] == ["prctl", syscalls.PR_SET_NO_NEW_PRIVS])
+    setuid, capset, execve = names.index("setuid"), names.index("capset"), names.index("execve")
+    # the bounding set and no_new_privs before the uid changes; capset after it; exec last of all
+    assert cgroup_ns < hostname < drops[0] and drops[-1] < nnp < setuid < capset < execve == len(log) - 1
+    assert names.index("close_range") < execve
+    assert log[execve][1:] == ["/bin/true", ["/bin/true"]]
+    assert setup == b"R\n"  # created (at the gate) before the exec
+
+
+def test_read_only_root_is_remounted_after_pivot(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    log, _ = run_init(tmp_path, "--read-only")
+    names = [c[0] for c in log]
+    ro = index(log, lambda c: c[0] == "mount" and c[2] == "/" and c[4] == syscalls.MS_REMOUNT | syscalls.MS_BIND
+               | syscalls.MS_RDONLY)
+    assert names.index("pivot_root") < ro < names.index("execve")
