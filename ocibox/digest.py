@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     import hashlib
     from typing import Protocol
 
-_ALGOS = {"sha256": 64, "sha512": 128}
+#: the digest algorithms ocibox accepts, with the number of hex digits of each
+ALGORITHMS = {"sha256": 64, "sha512": 128}
 _DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
 
 
@@ -30,11 +31,11 @@ class Digest:
         if not m:
             raise UsageError(f"invalid digest {text!r}: expected ALGORITHM:HEX, e.g. sha256:<64 hex digits>")
         algo, hexpart = m.group(1), m.group(2)
-        if algo not in _ALGOS:
+        if algo not in ALGORITHMS:
             raise UsageError(f"invalid digest {text!r}: unsupported algorithm {algo!r} (use sha256 or sha512)")
-        if len(hexpart) != _ALGOS[algo] or not re.fullmatch(r"[0-9a-f]+", hexpart):
+        if len(hexpart) != ALGORITHMS[algo] or not re.fullmatch(r"[0-9a-f]+", hexpart):
             raise UsageError(
-                f"invalid digest {text!r}: {algo} needs {_ALGOS[algo]} lowercase hex digits"
+                f"invalid digest {text!r}: {algo} needs {ALGORITHMS[algo]} lowercase hex digits"
             )
         return cls(algo, hexpart)
 

@@ -15,8 +15,10 @@ from ocibox.errors import OciboxError, ReferenceError_
 
 DEFAULT_REGISTRY = "docker.io"
 DEFAULT_TAG = "latest"
-_DOCKER_API_HOST = "registry-1.docker.io"
-_DOCKER_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
+#: where Docker Hub's distribution API is reached
+DOCKER_HUB_API_HOST = "registry-1.docker.io"
+#: every name Docker Hub goes by (references, ``docker login`` servers, credential keys): all are ``docker.io``
+DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 
 _PATH_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
@@ -44,7 +46,7 @@ class Reference:
     @property
     def api_host(self) -> str:
         """The host the distribution API is reached at (``registry-1.docker.io`` for Docker Hub)."""
-        return _DOCKER_API_HOST if self.registry == DEFAULT_REGISTRY else self.registry
+        return api_host(self.registry)
 
     @property
     def name(self) -> str:
@@ -77,6 +79,16 @@ class Reference:
         if self.digest is not None:
             s += f"@{self.digest}"
         return s
+
+
+def registry_name(host: str) -> str:
+    """The canonical name of a registry host: ``docker.io`` for any of Docker Hub's names."""
+    return DEFAULT_REGISTRY if host in DOCKER_HUB_HOSTS else host
+
+
+def api_host(registry: str) -> str:
+    """The host the distribution API of ``registry`` is reached at (``registry-1.docker.io`` for Docker Hub)."""
+    return DOCKER_HUB_API_HOST if registry_name(registry) == DEFAULT_REGISTRY else registry
 
 
 def _split_domain(name: str) -> tuple[str, str]:
@@ -132,8 +144,7 @@ def parse(text: str) -> Reference:
                 f"invalid reference {orig!r}: path component {comp!r} must be lowercase letters and digits "
                 "separated by '.', '_', '__' or '-'"
             )
-    if registry in _DOCKER_ALIASES:
-        registry = DEFAULT_REGISTRY
+    registry = registry_name(registry)
     if registry == DEFAULT_REGISTRY and "/" not in path:
         if _HEX64.match(path) and tag is None and digest is None:
             raise ReferenceError_(
