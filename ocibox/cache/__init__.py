@@ -1,5 +1,20 @@
 """The cache verbs above the store: images, inspect, rmi, prune, system df, verify, and the cleanup of
-containers whose process is gone. They return data; the CLI renders it."""
+containers whose process is gone. They return data (docker's documents for ``images``, ``inspect`` and
+``system df``, records for ``rmi`` and ``prune``, problem descriptions for ``verify``); the CLI renders
+it. Every SQL statement they need is in ``ocibox.store``.
+
+Public surface (loaded lazily)::
+
+    list_images(settings, *, all_) -> list[dict]            docker's ``images --format json`` rows
+    inspect_image(settings, name) -> dict                    docker's ``inspect``
+    remove_images(settings, names, *, force) -> list[Untagged | Deleted]
+    prune(settings, *, all_, dry_run, keep_storage=None, until=None, confirm=None) -> PruneResult
+    parse_prune_filters(filters) -> until | None             ``--filter until=DURATION``
+    disk_usage(settings, *, verbose) -> dict                 ``system df``, adds up to du
+    verify(settings, *, repair) -> list[str]                 one line per problem
+    clean_stale_containers(store) -> list[str]               containers whose process is gone
+    container_cgroups(cid) -> list[Path]                     cgroups named after a container
+"""
 
 from __future__ import annotations
 
@@ -8,48 +23,36 @@ from ocibox._lazy import lazy_getattr
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (5 ms of ocibox run)
 
 if TYPE_CHECKING:
-    from ocibox.cache._listing import complete_images, inspect_image, list_images, render_table
-    from ocibox.cache._prune import prune, remove_images
+    from ocibox.cache._containers import clean_stale_containers, container_cgroups
+    from ocibox.cache._listing import inspect_image, list_images
+    from ocibox.cache._prune import PrunedImage, PruneResult, parse_prune_filters, prune
+    from ocibox.cache._rmi import Deleted, Untagged, remove_images
     from ocibox.cache._usage import disk_usage
     from ocibox.cache._verify import verify
-    from ocibox.store import Store
 
 _TABLE = {
-    "complete_images": "_listing",
-    "inspect_image": "_listing",
-    "list_images": "_listing",
-    "render_table": "_listing",
-    "prune": "_prune",
-    "remove_images": "_prune",
+    **dict.fromkeys(("clean_stale_containers", "container_cgroups"), "_containers"),
+    **dict.fromkeys(("inspect_image", "list_images"), "_listing"),
+    **dict.fromkeys(("PruneResult", "PrunedImage", "parse_prune_filters", "prune"), "_prune"),
+    **dict.fromkeys(("Deleted", "Untagged", "remove_images"), "_rmi"),
     "disk_usage": "_usage",
     "verify": "_verify",
 }
 
 __getattr__ = lazy_getattr(__name__, _TABLE)
 
-
-def clean_stale_containers(store: Store) -> list[str]:
-    """Clean up containers whose process is gone (a crash): unmount what is left mounted under
-    ``containers/<id>``, drop the rows, remove the directories and the cgroups named after them.
-    Returns the ids cleaned. Any command may call it; prune and verify --repair do."""
-    from ocibox.cache._gc import Trash, remove_containers, stale_containers
-
-    trash = Trash(store)
-    try:
-        with store.lock("gc"):
-            return remove_containers(store, trash, stale_containers(store))
-    finally:
-        trash.empty()
-
-
 __all__ = [
+    "Deleted",
+    "PruneResult",
+    "PrunedImage",
+    "Untagged",
     "clean_stale_containers",
-    "complete_images",
+    "container_cgroups",
     "disk_usage",
     "inspect_image",
     "list_images",
+    "parse_prune_filters",
     "prune",
     "remove_images",
-    "render_table",
     "verify",
 ]

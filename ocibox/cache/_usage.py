@@ -6,11 +6,12 @@ import json
 import os
 from typing import Any
 
-from ocibox.cache._gc import HEX64, Refs, normalize_leases
-from ocibox.cache._listing import NONE, familiar
-from ocibox.cache._util import DiskUsage, parse_time
+from ocibox.cache._listing import NONE
+from ocibox.digest import Digest
+from ocibox.errors import UsageError
 from ocibox.settings import Settings
-from ocibox.store import Store, list_containers, tmp_owner_alive
+from ocibox.store import DiskUsage, Refs, Store, list_containers, tmp_owner_alive
+from ocibox.units import parse_time
 
 
 def disk_usage(settings: Settings, *, verbose: bool) -> dict[str, Any]:
@@ -20,18 +21,14 @@ def disk_usage(settings: Settings, *, verbose: bool) -> dict[str, Any]:
     ``TotalSize``, which equals ``du -sx --block-size=1`` of the store root."""
     store = Store(settings.root)
     store.ensure()
-    db = store.db
-    db.execute("BEGIN")
-    try:
-        refs = Refs.load(db)
-        img_rows = {r[0]: r for r in db.execute("SELECT id, created, pulled_at, last_used FROM images")}
-    finally:
-        db.execute("COMMIT")
+    with store.snapshot():
+        refs = Refs.load(store)
     containers = list_containers(store)
     live = [c for c in containers if c.state in ("created", "running") and c.alive]
     live_ids = {c.id for c in live}
-    leased = normalize_leases(store.leased())
-    active_images = {c.image_id for c in live} | (leased & refs.images)
+    leased = store.leased()
+    leased_names = {d.hex for d in leased}
+    active_images = {c.image_id for c in live} | (leased & set(refs.images))
     # Closing the last connection checkpoints the WAL and removes it and the shared-memory
     # file: measure the store at rest, as du sees it once this command has exited.
     store.close()
@@ -40,12 +37,14 @@ def disk_usage(settings: Settings, *, verbose: bool) -> dict[str, Any]:
     root = store.root
     dev = os.lstat(root).st_dev
     meta = du.entry(root, dev)
-    blob_size: dict[str, int] = {}
-    layer_size: dict[str, int] = {}
+    blob_size: dict[Digest, int] = {}
+    stray_size: dict[str, int] = {}
+    layer_size: dict[Digest, int] = {}
     rowless: dict[str, int] = {}
     container_size: dict[str, int] = {}
     tmp_live = tmp_dead = 0
     tmp_live_n = tmp_dead_n = 0
+    known_dirs = {c.hex: c for c in refs.layers if c.algorithm == "sha256"}
     for top in _entries(str(root)):
         p = os.path.join(root, top)
         if top == "blobs" and os.path.isdir(p):
@@ -54,15 +53,19 @@ def disk_usage(settings: Settings, *, verbose: bool) -> dict[str, Any]:
                 ap = os.path.join(p, algo)
                 meta += du.entry(ap, dev)
                 for b in _entries(ap):
-                    blob_size[f"{algo}:{b}"] = du.tree(os.path.join(ap, b), dev)
+                    d = _digest(algo, b)
+                    if d is None:
+                        stray_size[f"{algo}:{b}"] = du.tree(os.path.join(ap, b), dev)
+                    else:
+                        blob_size[d] = du.tree(os.path.join(ap, b), dev)
         elif top == "layers" and os.path.isdir(p):
             meta += du.entry(p, dev)
             for name in _entries(p):
                 lp = os.path.join(p, name)
                 if name == "l":
                     meta += du.tree(lp, dev)
-                elif HEX64.match(name) and f"sha256:{name}" in refs.layers:
-                    layer_size[f"sha256:{name}"] = du.tree(lp, dev)
+                elif name in known_dirs:
+                    layer_size[known_dirs[name]] = du.tree(lp, dev)
                 else:
                     rowless[name] = du.tree(lp, dev)
         elif top == "containers" and os.path.isdir(p):
@@ -80,7 +83,7 @@ def disk_usage(settings: Settings, *, verbose: bool) -> dict[str, Any]:
         else:
             meta += du.tree(p, dev)
 
-    users: dict[str, set[str]] = {}
+    users: dict[Digest, set[Digest]] = {}
     for iid in refs.images:
         for c in refs.with_ancestors(refs.image_layers.get(iid, [])):
             users.setdefault(c, set()).add(iid)
@@ -97,11 +100,11 @@ def disk_usage(settings: Settings, *, verbose: bool) -> dict[str, Any]:
     unused_layers = [c for c in layer_size if c not in users]
     unused_blobs = [b for b in blob_size if b not in used_blobs]
     unused_size = (sum(layer_size[c] for c in unused_layers) + sum(blob_size[b] for b in unused_blobs)
-                   + sum(rowless.values()))
+                   + sum(stray_size.values()) + sum(rowless.values()))
     unused_kept = (sum(layer_size[c] for c in unused_layers if c in leased)
                    + sum(blob_size[b] for b in unused_blobs if b in leased)
-                   + sum(n for name, n in rowless.items() if name in leased))
-    n_unused = len(unused_layers) + len(unused_blobs) + len(rowless)
+                   + sum(n for name, n in rowless.items() if name in leased_names))
+    n_unused = len(unused_layers) + len(unused_blobs) + len(stray_size) + len(rowless)
 
     cont_size = sum(container_size.values())
     cont_reclaim = sum(n for cid, n in container_size.items() if cid not in live_ids)
@@ -109,7 +112,7 @@ def disk_usage(settings: Settings, *, verbose: bool) -> dict[str, Any]:
     shared = [c for c in img_layers if len(users[c]) > 1]
     unique = [c for c in img_layers if len(users[c]) == 1]
     types = [
-        {"Type": "Images", "Total": len(refs.images), "Active": len(active_images & refs.images),
+        {"Type": "Images", "Total": len(refs.images), "Active": len(active_images & set(refs.images)),
          "Size": images_size, "Reclaimable": images_reclaim},
         {"Type": "Containers", "Total": max(len(containers), len(container_size)), "Active": len(live),
          "Size": cont_size, "Reclaimable": cont_reclaim},
@@ -134,21 +137,22 @@ def disk_usage(settings: Settings, *, verbose: bool) -> dict[str, Any]:
     }
     if verbose:
         imgs = []
-        for iid in sorted(refs.images, key=lambda i: -img_rows[i][2]):
+        for iid in sorted(refs.images, key=lambda i: -refs.images[i].pulled_at):
+            row = refs.images[iid]
             ls = refs.with_ancestors(refs.image_layers.get(iid, []))
             lsize = sum(layer_size.get(c, 0) for c in ls)
-            bsize = sum(blob_size.get(b, 0) for b in refs.image_blobs[iid])
+            bsize = sum(blob_size.get(b, 0) for b in refs.image_blobs(iid))
             shared_size = sum(layer_size.get(c, 0) for c in ls if len(users.get(c, ())) > 1)
             tags = refs.tags.get(iid, [])
             digests = refs.digests.get(iid, [])
-            repo, tag = ((familiar(tags[0][0]), tags[0][1]) if tags else
-                         (familiar(digests[0][0]), NONE) if digests else (NONE, NONE))
-            imgs.append({"Repository": repo, "Tag": tag, "ID": iid, "Created": img_rows[iid][1],
-                         "CreatedAt": parse_time(img_rows[iid][1]), "Size": lsize + bsize, "SharedSize": shared_size,
+            repo, tag = ((tags[0].familiar(), tags[0].tag or NONE) if tags else
+                         (digests[0].familiar(), NONE) if digests else (NONE, NONE))
+            imgs.append({"Repository": repo, "Tag": tag, "ID": str(iid), "Created": row.created,
+                         "CreatedAt": parse_time(row.created), "Size": lsize + bsize, "SharedSize": shared_size,
                          "UniqueSize": lsize + bsize - shared_size,
                          "Containers": sum(1 for c in live if c.image_id == iid)})
         out["Images"] = imgs
-        out["LayerList"] = [{"ChainID": c, "Size": n, "Images": len(users.get(c, ()))}
+        out["LayerList"] = [{"ChainID": str(c), "Size": n, "Images": len(users.get(c, ()))}
                             for c, n in sorted(layer_size.items(), key=lambda x: -x[1])]
         out["LayerList"] += [{"ChainID": f"layers/{name}", "Size": n, "Images": 0} for name, n in rowless.items()]
         rows = {c.id: c for c in containers}
@@ -156,7 +160,7 @@ def disk_usage(settings: Settings, *, verbose: bool) -> dict[str, Any]:
         for cid in sorted(set(container_size) | set(rows)):
             rec = rows.get(cid)
             conts.append({
-                "ID": cid, "Image": rec.image_id if rec else "",
+                "ID": cid, "Image": str(rec.image_id) if rec else "",
                 "Command": " ".join(json.loads(rec.command)) if rec and rec.command.startswith("[") else (rec.command if rec else ""),
                 "Created": rec.created if rec else None,
                 "Status": ("running" if cid in live_ids else ("exited" if rec and rec.state == "exited" else "dead"))
@@ -165,6 +169,13 @@ def disk_usage(settings: Settings, *, verbose: bool) -> dict[str, Any]:
             })
         out["Containers"] = conts
     return out
+
+
+def _digest(algorithm: str, name: str) -> Digest | None:
+    try:
+        return Digest.parse(f"{algorithm}:{name}")
+    except UsageError:
+        return None
 
 
 def _entries(path: str) -> list[str]:

@@ -7,54 +7,37 @@ import os
 import stat
 import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 from ocibox.errors import StoreError, UsageError
 from ocibox.layers._merged import walk_merged
 from ocibox.layers._mount import copy_dir_for, image_lowerdirs, mount_rootfs
-from ocibox.linux import syscalls
+from ocibox.linux import proc, syscalls
 from ocibox.settings import Settings
 from ocibox.store import Store, find_image, remove_tree
 
 
-def mounts_dir(store: Store) -> Path:
-    return store.root / "mounts"
-
-
 def _mountpoint(store: Store, image_hex: str) -> Path:
-    return mounts_dir(store) / image_hex / "merged"
-
-
-def _unescape(field: str) -> str:
-    # /proc/self/mountinfo escapes space, tab, newline and backslash as \ooo
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) + 0 and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
+    return store.mounts / image_hex / "merged"
 
 
 def is_mounted(path: Path) -> bool:
-    p = os.path.abspath(path)
-    with open("/proc/self/mountinfo") as f:
-        return any(_unescape(line.split()[4]) == p for line in f if line.strip())
+    return proc.is_mount_point(path)
 
 
-def mount_image(settings: Settings, name: str) -> Path:
+def mount_image(settings: Settings, name: str, *, warn: Callable[[str], None] | None = None) -> Path:
     """Mount the image's rootfs read-only (in the caller's mount namespace) and return
-    the mount point, as ``podman image mount`` does. Mounting twice returns the same path."""
+    the mount point, as ``podman image mount`` does. Mounting twice returns the same path.
+    ``warn`` is told when overlayfs cannot be used (see ``mount_rootfs``)."""
     store = Store(settings.root)
     record = find_image(store, name)
     target = _mountpoint(store, record.id.hex)
     if target.is_dir() and is_mounted(target):
         return target
     target.mkdir(parents=True, exist_ok=True)
-    mount_rootfs(store, record, target, upper=None, work=None, readonly=True)
+    mount_rootfs(store, record, target, upper=None, work=None, readonly=True, warn=warn)
     return target
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ocibox.errors import RuntimeSetupError, StoreError
@@ -120,13 +120,15 @@ def mount_rootfs(
     upper: Path | None,
     work: Path | None,
     readonly: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> None:
     """Mount the image's rootfs at ``target`` in the caller's mount namespace.
 
     Overlay of the layers (short links relative to ``store.layers``, so 128+
     layers fit in one page of options), with ``upper``/``work`` when given. A
     one-layer image without an upper dir is a bind mount. Where overlayfs does
-    not work, the merged rootfs is copied (into ``upper`` when given) and bound.
+    not work, the merged rootfs is copied (into ``upper`` when given) and bound,
+    and ``warn`` is told so (one line, for the user).
     The process's cwd is changed for the mount and restored: call it from a
     single-threaded process (or a child).
     """
@@ -150,8 +152,8 @@ def mount_rootfs(
                 if overlay_supported(store):
                     raise  # an OSError is named by the handler below
         if not overlay_supported(store):
-            print(f"ocibox: overlayfs is not usable for the store {store.root}; using a copied rootfs (slower)",
-                  file=sys.stderr)
+            if warn is not None:
+                warn(f"overlayfs is not usable for the store {store.root}; using a copied rootfs (slower)")
             dest = Path(upper_s) if upper_s is not None else copy_dir_for(Path(target_s))
             dest.mkdir(parents=True, exist_ok=True)
             if not any(dest.iterdir()):

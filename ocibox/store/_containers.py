@@ -7,6 +7,7 @@ import os
 import time
 
 from ocibox._record import record
+from ocibox.digest import Digest
 from ocibox.errors import UsageError
 from ocibox.linux.proc import start_time as process_start_time
 from ocibox.store._store import Store
@@ -14,9 +15,9 @@ from ocibox.store._store import Store
 
 @record
 class ContainerRecord:
-    id: str
+    id: str  # 64 hex digits (not a digest)
     name: str
-    image_id: str
+    image_id: Digest
     pid: int
     pid_start: int
     state: str
@@ -37,8 +38,10 @@ def new_container_id() -> str:
     return os.urandom(32).hex()
 
 
-def add_container(store: Store, cid: str, name: str | None, image_id: str, command: list[str]) -> ContainerRecord:
-    """Record a container as 'created' by this process (its pid until the container's own is known)."""
+def add_container(store: Store, cid: str, name: str | None, image_id: Digest | str,
+                  command: list[str]) -> ContainerRecord:
+    """Record a container as 'created' by this process (its pid until the container's own is known).
+    (A ``str`` image id is the digest's text, accepted until every caller passes a ``Digest``.)"""
     pid = os.getpid()
     name = name or f"ocibox_{cid[:12]}"
     with store.transaction() as db:
@@ -50,7 +53,7 @@ def add_container(store: Store, cid: str, name: str | None, image_id: str, comma
             db.execute("DELETE FROM containers WHERE id=?", (row[0],))
         db.execute(
             f"INSERT INTO containers({_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
-            (cid, name, image_id, pid, process_start_time(pid), "created", None, json.dumps(command), time.time()),
+            (cid, name, str(image_id), pid, process_start_time(pid), "created", None, json.dumps(command), time.time()),
         )
     return get_container(store, cid)
 
@@ -73,13 +76,29 @@ def get_container(store: Store, cid: str) -> ContainerRecord:
     row = store.db.execute(f"SELECT {_COLS} FROM containers WHERE id=?", (cid,)).fetchone()
     if row is None:
         raise UsageError(f"no such container: {cid}")
-    return ContainerRecord(*row)
+    return _container(row)
 
 
 def list_containers(store: Store) -> list[ContainerRecord]:
-    return [ContainerRecord(*r) for r in store.db.execute(f"SELECT {_COLS} FROM containers ORDER BY created")]
+    return [_container(r) for r in store.db.execute(f"SELECT {_COLS} FROM containers ORDER BY created")]
+
+
+def _container(row: tuple[str, str, str, int, int, str, int | None, str, float]) -> ContainerRecord:
+    cid, name, image_id, pid, pid_start, state, exit_code, command, created = row
+    return ContainerRecord(cid, name, Digest.parse(image_id), pid, pid_start, state, exit_code, command, created)
 
 
 def live_containers(store: Store) -> list[ContainerRecord]:
     """Containers whose process still runs. Rows of dead 'running' containers are stale (crash)."""
     return [c for c in list_containers(store) if c.state in ("created", "running") and c.alive]
+
+
+def stale_containers(store: Store) -> list[ContainerRecord]:
+    """Containers recorded as created or running whose process is gone (crash leftovers)."""
+    return [c for c in list_containers(store) if c.state in ("created", "running") and not c.alive]
+
+
+def delete_containers(store: Store, cids: list[str]) -> None:
+    """Drop the rows of containers (their directories and cgroups are the caller's to remove)."""
+    with store.transaction() as db:
+        db.executemany("DELETE FROM containers WHERE id=?", [(c,) for c in cids])

@@ -129,7 +129,6 @@ _ID_PREFIX = re.compile(r"^(?:sha256:)?([0-9a-f]{4,64})$")
 
 def find_image(store: Store, text: str) -> ImageRecord:
     """An image by ``name[:tag]``, ``name@digest``, full id or unique id prefix (docker's lookup order)."""
-    db = store.db
     m = _ID_PREFIX.match(text)
     ref: Reference | None
     try:
@@ -137,20 +136,18 @@ def find_image(store: Store, text: str) -> ImageRecord:
     except OciboxError:
         ref = None
     if ref is not None:
-        if ref.digest is not None:
-            row = db.execute("SELECT image_id FROM repo_digests WHERE name=? AND digest=?",
-                             (ref.name, str(ref.digest))).fetchone()
-            if row is None:
-                # A digest of the platform manifest also finds the image.
-                row = db.execute("SELECT id FROM images WHERE manifest_digest=? AND id IN "
-                                 "(SELECT image_id FROM repo_digests WHERE name=? UNION SELECT image_id FROM tags WHERE name=?)",
-                                 (str(ref.digest), ref.name, ref.name)).fetchone()
-        else:
-            row = db.execute("SELECT image_id FROM tags WHERE name=? AND tag=?", (ref.name, ref.tag)).fetchone()
-        if row is not None:
-            return load_image(store, Digest.parse(row[0]))
+        iid = image_named(store, ref)
+        if iid is None and ref.digest is not None:
+            # A digest of the platform manifest also finds the image.
+            row = store.db.execute(
+                "SELECT id FROM images WHERE manifest_digest=? AND id IN "
+                "(SELECT image_id FROM repo_digests WHERE name=? UNION SELECT image_id FROM tags WHERE name=?)",
+                (str(ref.digest), ref.name, ref.name)).fetchone()
+            iid = Digest.parse(row[0]) if row else None
+        if iid is not None:
+            return load_image(store, iid)
     if m:
-        rows = db.execute("SELECT id FROM images WHERE id LIKE ?", (f"sha256:{m.group(1)}%",)).fetchall()
+        rows = store.db.execute("SELECT id FROM images WHERE id LIKE ?", (f"sha256:{m.group(1)}%",)).fetchall()
         if len(rows) == 1:
             return load_image(store, Digest.parse(rows[0][0]))
         if len(rows) > 1:
@@ -168,3 +165,81 @@ def image_for_manifest(store: Store, manifest_digest: Digest) -> ImageRecord | N
     """The image recorded with this platform manifest, None if there is none."""
     row = store.db.execute("SELECT id FROM images WHERE manifest_digest=?", (str(manifest_digest),)).fetchone()
     return load_image(store, Digest.parse(row[0])) if row else None
+
+
+# ----- names: repository:tag and repository@digest rows ------------------------------------------
+# Read with ``store.db``: inside ``with store.transaction():`` they see (and the removals make) the
+# changes of that transaction.
+
+
+def name_ref(name: str, *, tag: str | None = None, digest: Digest | None = None) -> Reference:
+    """The reference a name row stands for (rows hold ``Reference.name``: ``registry/repository``)."""
+    registry, _, repository = name.partition("/")
+    return Reference(registry, repository, tag, digest)
+
+
+def image_named(store: Store, ref: Reference) -> Digest | None:
+    """The image ``repository@digest`` (when ``ref`` has a digest) or ``repository:tag`` names."""
+    if ref.digest is not None:
+        row = store.db.execute("SELECT image_id FROM repo_digests WHERE name=? AND digest=?",
+                               (ref.name, str(ref.digest))).fetchone()
+    else:
+        row = store.db.execute("SELECT image_id FROM tags WHERE name=? AND tag=?", (ref.name, ref.tag)).fetchone()
+    return Digest.parse(row[0]) if row else None
+
+
+def image_tags(store: Store, image_id: Digest) -> list[Reference]:
+    """``repository:tag`` names of an image, by name and tag."""
+    rows = store.db.execute("SELECT name, tag FROM tags WHERE image_id=? ORDER BY name, tag", (str(image_id),))
+    return [name_ref(n, tag=t) for n, t in rows.fetchall()]
+
+
+def image_digests(store: Store, image_id: Digest) -> list[Reference]:
+    """``repository@digest`` names of an image, by name and digest."""
+    rows = store.db.execute("SELECT name, digest FROM repo_digests WHERE image_id=? ORDER BY name, digest",
+                            (str(image_id),))
+    return [name_ref(n, digest=Digest.parse(d)) for n, d in rows.fetchall()]
+
+
+def remove_name(store: Store, ref: Reference) -> None:
+    """Drop the ``repository@digest`` row (``ref`` has a digest) or else the ``repository:tag`` row."""
+    if ref.digest is not None:
+        store.db.execute("DELETE FROM repo_digests WHERE name=? AND digest=?", (ref.name, str(ref.digest)))
+    else:
+        store.db.execute("DELETE FROM tags WHERE name=? AND tag=?", (ref.name, ref.tag))
+
+
+def remove_tags(store: Store, image_id: Digest) -> None:
+    """Drop every ``repository:tag`` of an image (its digests stay)."""
+    store.db.execute("DELETE FROM tags WHERE image_id=?", (str(image_id),))
+
+
+def delete_image(store: Store, image_id: Digest) -> None:
+    """Drop an image's rows: its names, its layer list and the image (its layers keep their rows)."""
+    db, iid = store.db, str(image_id)
+    db.execute("DELETE FROM tags WHERE image_id=?", (iid,))
+    db.execute("DELETE FROM repo_digests WHERE image_id=?", (iid,))
+    db.execute("DELETE FROM image_layers WHERE image_id=?", (iid,))
+    db.execute("DELETE FROM images WHERE id=?", (iid,))
+
+
+def names_of_no_image(store: Store) -> list[Reference]:
+    """Tags and digests that name an image the store does not have (a damaged database)."""
+    rows = store.db.execute(
+        "SELECT name, tag, NULL FROM tags WHERE image_id NOT IN (SELECT id FROM images) UNION ALL "
+        "SELECT name, NULL, digest FROM repo_digests WHERE image_id NOT IN (SELECT id FROM images)").fetchall()
+    return [name_ref(n, tag=t, digest=Digest.parse(d) if d is not None else None) for n, t, d in rows]
+
+
+def layer_rows_of_no_image(store: Store) -> int:
+    """How many image-layer rows belong to no image (a damaged database)."""
+    return int(store.db.execute(
+        "SELECT COUNT(*) FROM image_layers WHERE image_id NOT IN (SELECT id FROM images)").fetchone()[0])
+
+
+def delete_rows_of_no_image(store: Store) -> None:
+    """Drop the rows :func:`names_of_no_image` and :func:`layer_rows_of_no_image` count."""
+    db = store.db
+    db.execute("DELETE FROM tags WHERE image_id NOT IN (SELECT id FROM images)")
+    db.execute("DELETE FROM repo_digests WHERE image_id NOT IN (SELECT id FROM images)")
+    db.execute("DELETE FROM image_layers WHERE image_id NOT IN (SELECT id FROM images)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from ocibox.digest import Digest
 from ocibox.store._store import Store
@@ -43,3 +44,8 @@ def record_layer(store: Store, *, chain_id: Digest, diff_id: Digest, parent: Dig
             " short=excluded.short, size=excluded.size",
             (str(chain_id), str(diff_id), str(parent) if parent else None, short_name(chain_id), size, time.time()),
         )
+
+
+def delete_layers(store: Store, chain_ids: Iterable[Digest]) -> None:
+    """Drop layer rows (inside the caller's transaction): from then on nothing lists or reuses them."""
+    store.db.executemany("DELETE FROM layers WHERE chain_id=?", [(str(c),) for c in chain_ids])

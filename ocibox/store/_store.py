@@ -9,6 +9,8 @@ Layout (see DESIGN.md)::
     containers/<id>/          upper/, work/, merged/ of a container
     tmp/                      work in progress, never read as complete
     locks/                    flock files (one per layer being unpacked, ...)
+    leases/                   what live processes use (``Store.lease``), so prune keeps it
+    mounts/<image hex>/       read-only mounts of ``ocibox image mount``
 
 Everything is written under ``tmp/`` first and published by one ``rename``; the
 database row that makes it visible is committed after.
@@ -23,12 +25,12 @@ import os
 import sqlite3
 import time
 from _thread import get_ident
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ocibox._record import record
 from ocibox.digest import Digest, verify_bytes
-from ocibox.errors import StoreError
+from ocibox.errors import StoreError, UsageError
 from ocibox.linux import proc
 
 SCHEMA_VERSION = 1
@@ -155,6 +157,11 @@ class Store:
     def leases(self) -> Path:
         return self.root / "leases"
 
+    @property
+    def mounts(self) -> Path:
+        """``mounts/<image hex>/merged``: where ``ocibox image mount`` mounts an image."""
+        return self.root / "mounts"
+
     def ensure(self) -> Store:
         """Create the layout. The root is mode 0700: setuid files and device nodes of an
         image must be out of reach of host users."""
@@ -215,6 +222,23 @@ class Store:
         """``BEGIN IMMEDIATE`` ... ``COMMIT``: one writer at a time, waits up to the busy timeout."""
         with _transaction(self.db) as conn:
             yield conn
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read transaction: what is read in the block is one consistent state, whatever other
+        processes commit meanwhile."""
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            db.execute("COMMIT")
+
+    def checkpoint(self) -> None:
+        """Move the write-ahead log into the database file and truncate it (after a big delete:
+        the space comes back at once). Best effort: another reader may hold the log."""
+        with contextlib.suppress(sqlite3.Error):
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         """Close this process's connections (a connection inherited across fork is left alone)."""
@@ -287,28 +311,30 @@ class Store:
 
     # ----- leases: what a live process uses, so prune keeps it ----------------------------
     @contextlib.contextmanager
-    def lease(self, what: str, items: list[str]) -> Iterator[Path]:
+    def lease(self, what: str, items: Iterable[Digest | str]) -> Iterator[Path]:
         """Declare that this process uses ``items`` (chain ids, blob digests, image ids) until the
         block ends. Written under the shared ``gc`` lock, so a prune (which takes it exclusively)
-        sees either no lease and no new use, or the lease. A lease of a dead process is ignored."""
+        sees either no lease and no new use, or the lease. A lease of a dead process is ignored.
+        (``str`` items are the digests' text, accepted until every caller passes ``Digest``.)"""
         self.ensure()
         with self.lock("gc", shared=True):
             fd, tmp = _create_unique(self.leases, f"{self._prefix}{what}-")
             with os.fdopen(fd, "w") as f:
-                f.write("\n".join(items) + "\n")
+                f.write("".join(f"{item}\n" for item in items))
         try:
             yield Path(tmp)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
 
-    def extend_lease(self, lease: Path, items: list[str]) -> None:
+    def extend_lease(self, lease: Path, items: Iterable[Digest | str]) -> None:
         with self.lock("gc", shared=True), open(lease, "a") as f:
-            f.write("\n".join(items) + "\n")
+            f.write("".join(f"{item}\n" for item in items))
 
-    def leased(self) -> set[str]:
-        """Everything named by the leases of live processes (call with the ``gc`` lock held)."""
-        out: set[str] = set()
+    def leased(self) -> set[Digest]:
+        """Every digest named by the leases of live processes (call with the ``gc`` lock held).
+        A line that is no digest is ignored; a bare 64-digit hex is a sha256 digest."""
+        out: set[Digest] = set()
         try:
             entries = list(os.scandir(self.leases))
         except FileNotFoundError:
@@ -320,9 +346,14 @@ class Store:
                 continue
             try:
                 with open(e.path) as f:
-                    out.update(line.strip() for line in f if line.strip())
+                    lines = [line.strip() for line in f]
             except FileNotFoundError:
                 continue
+            for line in lines:
+                if line:
+                    d = _lease_digest(line)
+                    if d is not None:
+                        out.add(d)
         return out
 
     # ----- locks ---------------------------------------------------------------------------
@@ -350,6 +381,13 @@ class Store:
             yield
         finally:
             os.close(fd)
+
+
+def _lease_digest(text: str) -> Digest | None:
+    try:
+        return Digest.parse(text if ":" in text else f"sha256:{text}")
+    except UsageError:
+        return None
 
 
 def _create_unique(directory: Path, prefix: str) -> tuple[int, str]:

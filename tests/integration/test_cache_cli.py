@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from ocibox import cache
 from ocibox import store as ocistore
-from ocibox.cache._gc import container_cgroups
+from ocibox.cache import container_cgroups
+from ocibox.digest import Digest
 from ocibox.store import Store
 
 pytestmark = pytest.mark.integration
@@ -49,7 +49,7 @@ def record_running_container(root: Path, image_id: str, pid: int) -> str:
     """What the runner records for a running container (its process: ``pid``)."""
     store = Store(root)
     cid = ocistore.new_container_id()
-    ocistore.add_container(store, cid, None, image_id, ["sleep", "120"])
+    ocistore.add_container(store, cid, None, Digest.parse(image_id), ["sleep", "120"])
     ocistore.set_container_pid(store, cid, pid)
     (store.container_dir(cid) / "upper").mkdir(parents=True)
     store.close()
@@ -156,7 +156,7 @@ def wait_for(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None
         time.sleep(0.05)
 
 
-def live(root: Path) -> list[cache.ContainerRecord]:
+def live(root: Path) -> list[ocistore.ContainerRecord]:
     store = Store(root)
     try:
         return ocistore.live_containers(store)

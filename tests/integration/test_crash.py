@@ -18,10 +18,10 @@ from registry import Registry
 
 from ocibox import cache
 from ocibox import store as ocistore
-from ocibox.cache._util import DiskUsage
 from ocibox.puller import pull
 from ocibox.reference import Reference
 from ocibox.settings import Settings
+from ocibox.store import DiskUsage
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +90,7 @@ def test_pulls_and_prunes_killed_at_random_moments(crash_ref: str, store_root: P
     assert states.count("killed") >= KILLS // 2, (seed, states)
 
     # prune removes every leftover of the killed processes; df still adds up to du.
-    cache.prune(settings, all_=False, dry_run=False, keep_storage=None, filters=[], force=True)
+    cache.prune(settings, all_=False, dry_run=False)
     assert os.listdir(store_root / "tmp") == []
     layers = {n for n in os.listdir(store_root / "layers") if n != "l"}
     assert layers == {str(x.chain_id.hex) for x in ocistore.load_image(ocistore.Store(store_root), res.image.id).layers}

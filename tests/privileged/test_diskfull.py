@@ -68,7 +68,7 @@ def pull_after_freeing(root: Path, ballast: Path, ref: str) -> None:
     settings = Settings(root=root)
     assert cache.verify(settings, repair=False) == []
     assert len(cache.list_images(settings, all_=False)) == 1
-    cache.prune(settings, all_=False, dry_run=False, keep_storage=None, filters=[], force=True)
+    cache.prune(settings, all_=False, dry_run=False)
     assert cache.disk_usage(settings, verbose=False)["TotalSize"] == int(subprocess.run(
         ["du", "-sx", "--block-size=1", str(root)], capture_output=True, text=True, check=True).stdout.split()[0])
 

@@ -17,21 +17,14 @@ import pytest
 
 from ocibox import cache
 from ocibox import store as ocistore
-from ocibox.cache._util import (
-    du,
-    human_duration,
-    human_size,
-    parse_duration,
-    parse_size,
-    parse_time,
-    parse_until,
-)
+from ocibox.cli import df_table, images_table, prune_lines, rmi_lines
 from ocibox.digest import Digest
 from ocibox.errors import ImageNotFound, InUseError, UsageError
 from ocibox.image import ImageConfig, Manifest, Platform, chain_ids
 from ocibox.reference import Reference
 from ocibox.settings import Settings
-from ocibox.store import Store, add_container, record_image
+from ocibox.store import Store, add_container, du, record_image
+from ocibox.units import human_duration, human_size, parse_duration, parse_size, parse_time, parse_until
 
 GZ = "application/vnd.oci.image.layer.v1.tar+gzip"
 
@@ -158,10 +151,10 @@ def test_images_lists_complete_images_only(env: tuple[Settings, Store]) -> None:
     ocistore.remove_tree(store.layers / layer_hexes([b"c"])[0])
     assert [r["Repository"] for r in cache.list_images(s, all_=False)] == ["127.0.0.1:5000/app"]
 
-    lines = cache.render_table("images", cache.list_images(s, all_=False), digests=True)
+    lines = images_table(cache.list_images(s, all_=False), digests=True)
     assert lines[0].split() == ["REPOSITORY", "TAG", "DIGEST", "IMAGE", "ID", "CREATED", "SIZE"]
     assert lines[1].split()[:2] == ["127.0.0.1:5000/app", "1"] and iid[7:19] in lines[1]
-    assert cache.render_table("images", cache.list_images(s, all_=False), quiet=True) == [iid[7:19]]
+    assert images_table(cache.list_images(s, all_=False), quiet=True) == [iid[7:19]]
 
 
 def test_moved_tag_leaves_a_dangling_image(env: tuple[Settings, Store]) -> None:
@@ -196,10 +189,10 @@ def test_rmi_untags_then_deletes_what_nothing_else_uses(env: tuple[Settings, Sto
     make_image(store, "other:1", [b"base", b"o"])
     db = store.db
     db.execute("INSERT INTO tags(name, tag, image_id) VALUES ('docker.io/library/app', '2', ?)", (a,))
-    assert cache.remove_images(s, ["app:2"], force=False) == ["Untagged: app:2"]
+    assert rmi_lines(cache.remove_images(s, ["app:2"], force=False)) == ["Untagged: app:2"]
     base, la = layer_hexes([b"base", b"a"])
     blobs_before = set(os.listdir(store.blobs))
-    out = cache.remove_images(s, ["app:1"], force=False)
+    out = rmi_lines(cache.remove_images(s, ["app:1"], force=False))
     assert out[0] == "Untagged: app:1"
     assert out[1].startswith("Untagged: app@sha256:")
     assert f"Deleted: {a}" in out and f"Deleted: sha256:{la}" in out
@@ -221,7 +214,7 @@ def test_rmi_is_all_or_nothing_and_refused_for_a_running_container(env: tuple[Se
         cache.remove_images(s, ["b:1", "missing:1"], force=False)
     assert len(cache.list_images(s, all_=False)) == 2  # nothing was removed
     cid = ocistore.new_container_id()
-    add_container(store, cid, None, a, ["sleep"])
+    add_container(store, cid, None, Digest.parse(a), ["sleep"])
     ocistore.set_container_pid(store, cid, sleeper.pid)
     with pytest.raises(InUseError, match="running container " + cid[:12]):
         cache.remove_images(s, ["app:1"], force=True)
@@ -231,7 +224,7 @@ def test_rmi_is_all_or_nothing_and_refused_for_a_running_container(env: tuple[Se
     # Once the container's process is gone, the image can go.
     sleeper.kill()
     sleeper.wait()
-    assert f"Deleted: {a}" in cache.remove_images(s, ["app:1"], force=False)
+    assert f"Deleted: {a}" in rmi_lines(cache.remove_images(s, ["app:1"], force=False))
 
 
 def test_rmi_by_id_of_an_image_in_several_repositories_needs_force(env: tuple[Settings, Store]) -> None:
@@ -240,7 +233,7 @@ def test_rmi_by_id_of_an_image_in_several_repositories_needs_force(env: tuple[Se
     make_image(store, "copy:1", [b"a"])
     with pytest.raises(UsageError, match="must be forced"):
         cache.remove_images(s, [a[7:19]], force=False)
-    out = cache.remove_images(s, [a[7:19]], force=True)
+    out = rmi_lines(cache.remove_images(s, [a[7:19]], force=True))
     assert "Untagged: app:1" in out and "Untagged: copy:1" in out and f"Deleted: {a}" in out
     assert cache.list_images(s, all_=True) == []
 
@@ -249,15 +242,15 @@ def test_rmi_keeps_leased_layers(env: tuple[Settings, Store]) -> None:
     s, store = env
     make_image(store, "app:1", [b"a"])
     (h,) = layer_hexes([b"a"])
-    with store.lease("pull", [f"sha256:{h}"]):
-        out = cache.remove_images(s, ["app:1"], force=False)
+    with store.lease("pull", [Digest("sha256", h)]):
+        out = rmi_lines(cache.remove_images(s, ["app:1"], force=False))
         assert f"Deleted: sha256:{h}" not in out
         assert (store.layers / h / "diff").is_dir()
         # prune keeps it too while the lease lives...
-        cache.prune(s, all_=True, dry_run=False, keep_storage=None, filters=[], force=True)
+        cache.prune(s, all_=True, dry_run=False)
         assert (store.layers / h / "diff").is_dir()
     # ...and removes it once the lease is gone.
-    out = cache.prune(s, all_=True, dry_run=False, keep_storage=None, filters=[], force=True)
+    out = prune_lines(cache.prune(s, all_=True, dry_run=False))
     assert f"deleted: sha256:{h}" in out and not (store.layers / h).exists()
 
 
@@ -284,7 +277,7 @@ def test_prune_plan_dry_run_and_leftovers(env: tuple[Settings, Store], sleeper: 
                    " VALUES (?,?,?,?,?,?,?,?)", ("c" * 64, "dead", new, dead, 777, "running", "[]", time.time()))
     # A live container keeps 'keep' even with --all.
     live = ocistore.new_container_id()
-    add_container(store, live, None, keep, ["sleep"])
+    add_container(store, live, None, Digest.parse(keep), ["sleep"])
     ocistore.set_container_pid(store, live, sleeper.pid)
 
     def tree() -> list[str]:
@@ -292,10 +285,10 @@ def test_prune_plan_dry_run_and_leftovers(env: tuple[Settings, Store], sleeper: 
                       if not p.name.startswith("ocibox.db") and p.parent.name != "locks")
 
     state = tree()
-    plan = cache.prune(s, all_=True, dry_run=True, keep_storage=None, filters=[], force=True)
+    plan = prune_lines(cache.prune(s, all_=True, dry_run=True))
     assert tree() == state
     assert "Total reclaimable space" in plan[-1]
-    out = cache.prune(s, all_=True, dry_run=False, keep_storage=None, filters=[], force=True)
+    out = prune_lines(cache.prune(s, all_=True, dry_run=False))
     assert out[:-1] == plan[:-1]  # the dry run printed the same plan
     assert "c" * 64 in out and f"deleted: {old}" in out and f"deleted: {new}" in out
     assert f"deleted: {keep}" not in out and f"tmp/{leftover.name}" in out
@@ -314,7 +307,7 @@ def test_prune_without_all_removes_only_dangling(env: tuple[Settings, Store]) ->
     old = make_image(store, "app:1", [b"old"])
     new = make_image(store, "app:1", [b"new"])
     other = make_image(store, "other@sha256:" + "0" * 64, [b"o"])  # pulled by digest: not dangling
-    out = cache.prune(s, all_=False, dry_run=False, keep_storage=None, filters=[], force=True)
+    out = prune_lines(cache.prune(s, all_=False, dry_run=False))
     assert f"deleted: {old}" in out
     assert {r["ID"] for r in cache.list_images(s, all_=True)} == {new, other}
     assert not (store.layers / layer_hexes([b"old"])[0]).exists()
@@ -327,13 +320,13 @@ def test_prune_until_and_keep_storage(env: tuple[Settings, Store]) -> None:
     with store.transaction() as db:  # img0 used 3 days ago ... img3 just now
         for i, iid in enumerate(ids):
             db.execute("UPDATE images SET last_used=? WHERE id=?", (now - (3 - i) * 86400, iid))
-    out = cache.prune(s, all_=True, dry_run=False, keep_storage=None, filters=["until=36h"], force=True)
+    out = prune_lines(cache.prune(s, all_=True, dry_run=False, until=cache.parse_prune_filters(["until=36h"])))
     assert f"deleted: {ids[0]}" in out and f"deleted: {ids[1]}" in out and f"deleted: {ids[2]}" not in out
     with pytest.raises(UsageError):
-        cache.prune(s, all_=True, dry_run=False, keep_storage=None, filters=["label=x"], force=True)
+        cache.parse_prune_filters(["label=x"])
     # Fit the store to its size minus a bit: the least recently used image (img2) goes, img3 stays.
     size = cache.disk_usage(s, verbose=False)["TotalSize"]
-    out = cache.prune(s, all_=False, dry_run=False, keep_storage=str(size - 4096), filters=[], force=True)
+    out = prune_lines(cache.prune(s, all_=False, dry_run=False, keep_storage=size - 4096))
     assert f"deleted: {ids[2]} (least recently used, for --keep-storage)" in out
     assert [r["ID"] for r in cache.list_images(s, all_=False)] == [ids[3]]
     assert cache.disk_usage(s, verbose=False)["TotalSize"] <= size - 4096
@@ -356,7 +349,7 @@ def test_disk_usage_adds_up_to_du(env: tuple[Settings, Store], sleeper: subproce
     os.link(d / "big", d / "hardlink")  # hard links count once, as du counts them
     os.chmod(d, 0o555)
     cid = ocistore.new_container_id()
-    add_container(store, cid, None, a, ["sleep"])
+    add_container(store, cid, None, Digest.parse(a), ["sleep"])
     ocistore.set_container_pid(store, cid, sleeper.pid)
     (store.container_dir(cid) / "upper").mkdir(parents=True)
     (store.container_dir(cid) / "upper" / "x").write_bytes(b"x" * 20000)
@@ -372,7 +365,7 @@ def test_disk_usage_adds_up_to_du(env: tuple[Settings, Store], sleeper: subproce
     assert data["Layers"]["UnusedCount"] == 1
     app = next(i for i in data["Images"] if i["Repository"] == "app")
     assert app["SharedSize"] == data["Layers"]["SharedSize"] and app["Containers"] == 1
-    lines = cache.render_table("df", data)
+    lines = df_table(data)
     assert lines[0].split() == ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]
     assert any(line.startswith("Images") for line in lines)
 
@@ -412,11 +405,11 @@ def test_verify_and_prune_leave_a_pull_in_flight_alone(env: tuple[Settings, Stor
     prune may take it for a leftover."""
     s, store = env
     h = "ef" * 32
-    with store.lease("pull", [f"sha256:{h}"]):
+    with store.lease("pull", [Digest("sha256", h)]):
         (store.layers / h / "diff").mkdir(parents=True)
         os.symlink(f"../{h}/diff", store.links / f".{h[:20]}.{os.getpid()}.1")
         assert cache.verify(s, repair=True) == []
-        cache.prune(s, all_=True, dry_run=False, keep_storage=None, filters=[], force=True)
+        cache.prune(s, all_=True, dry_run=False)
         assert (store.layers / h / "diff").is_dir()
     assert cache.verify(s, repair=False) == [f"layers/{h}: a directory with no database row (leftover of interrupted work)"]
 
@@ -448,7 +441,7 @@ def test_a_crash_between_rows_and_rename_leaves_garbage_never_a_broken_image(
     def die(self: object, path: Path) -> bool:
         raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(cache._gc.Trash, "take", die)
+    monkeypatch.setattr(ocistore.Trash, "take", die)
     with pytest.raises(KeyboardInterrupt):
         cache.remove_images(s, ["app:1"], force=False)
     monkeypatch.undo()
@@ -456,7 +449,7 @@ def test_a_crash_between_rows_and_rename_leaves_garbage_never_a_broken_image(
     assert (store.layers / h / "diff").is_dir()
     assert cache.verify(s, repair=False) == [
         f"layers/{h}: a directory with no database row (leftover of interrupted work)"]
-    out = cache.prune(s, all_=False, dry_run=False, keep_storage=None, filters=[], force=True)
+    out = prune_lines(cache.prune(s, all_=False, dry_run=False))
     assert f"deleted: layers/{h} (no database row: leftover of interrupted work)" in out
     assert cache.verify(s, repair=False) == [] and not (store.layers / h).exists()
 
