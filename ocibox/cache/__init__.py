@@ -13,7 +13,6 @@ Public surface (loaded lazily)::
     disk_usage(settings, *, verbose) -> dict                 ``system df``, adds up to du
     verify(settings, *, repair) -> list[str]                 one line per problem
     clean_stale_containers(store) -> list[str]               containers whose process is gone
-    container_cgroups(cid) -> list[Path]                     cgroups named after a container
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from ocibox._lazy import lazy_getattr
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (5 ms of ocibox run)
 
 if TYPE_CHECKING:
-    from ocibox.cache._containers import clean_stale_containers, container_cgroups
+    from ocibox.cache._containers import clean_stale_containers
     from ocibox.cache._listing import inspect_image, list_images
     from ocibox.cache._prune import PrunedImage, PruneResult, parse_prune_filters, prune
     from ocibox.cache._rmi import Deleted, Untagged, remove_images
@@ -31,7 +30,7 @@ if TYPE_CHECKING:
     from ocibox.cache._verify import verify
 
 _TABLE = {
-    **dict.fromkeys(("clean_stale_containers", "container_cgroups"), "_containers"),
+    "clean_stale_containers": "_containers",
     **dict.fromkeys(("inspect_image", "list_images"), "_listing"),
     **dict.fromkeys(("PruneResult", "PrunedImage", "parse_prune_filters", "prune"), "_prune"),
     **dict.fromkeys(("Deleted", "Untagged", "remove_images"), "_rmi"),
@@ -47,7 +46,6 @@ __all__ = [
     "PrunedImage",
     "Untagged",
     "clean_stale_containers",
-    "container_cgroups",
     "disk_usage",
     "inspect_image",
     "list_images",

@@ -8,6 +8,7 @@ import errno
 import os
 from pathlib import Path
 
+from ocibox import cgroups
 from ocibox.digest import Digest
 from ocibox.errors import StoreError, UsageError
 from ocibox.linux import proc
@@ -45,52 +46,6 @@ def unmount_under(path: Path) -> None:
                 raise StoreError(f"cannot unmount {mp} of a stale container: {e}; unmount it and retry") from None
 
 
-def container_cgroups(cid: str) -> list[Path]:
-    """Cgroup directories named after the container (``ocibox-<id>``, ``ocibox-<id12>`` or the id)
-    in every hierarchy: at its top, under ``ocibox/``, and under this process's own cgroup
-    (the runner nests a container's cgroup under its caller's, as runc does)."""
-    root = Path("/sys/fs/cgroup")
-    names = (f"ocibox-{cid}", f"ocibox-{cid[:12]}", cid)
-    own: dict[str, str] = {}
-    try:
-        with open("/proc/self/cgroup") as f:
-            for line in f:
-                parts = line.rstrip("\n").split(":", 2)
-                if len(parts) == 3:
-                    for c in (parts[1].split(",") if parts[1] else [""]):
-                        own[c.removeprefix("name=")] = parts[2].lstrip("/")
-    except OSError:
-        pass
-    try:
-        tops = [root, *[Path(e.path) for e in os.scandir(root) if e.is_dir(follow_symlinks=False)]]
-    except OSError:
-        return []
-    out: list[Path] = []
-    for top in tops:
-        key = "" if top == root or top.name == "unified" else top.name.split(",")[0]
-        parents = {top, top / "ocibox"}
-        if own.get(key):
-            parents.add(top / own[key])
-        for parent in parents:
-            for n in names:
-                p = parent / n
-                if p not in out and (p / "cgroup.procs").exists():
-                    out.append(p)
-    return out
-
-
-def remove_cgroup(path: Path) -> None:
-    """rmdir a cgroup and its children (empty ones only: a cgroup with live tasks stays)."""
-    try:
-        subs = [Path(e.path) for e in os.scandir(path) if e.is_dir(follow_symlinks=False)]
-    except OSError:
-        return
-    for s in subs:
-        remove_cgroup(s)
-    with contextlib.suppress(OSError):
-        os.rmdir(path)
-
-
 def remove_containers(store: Store, trash: Trash, records: list[ContainerRecord]) -> list[str]:
     """Unmount, drop the rows, move the directories into the trash, remove the cgroups."""
     if not records:
@@ -100,8 +55,7 @@ def remove_containers(store: Store, trash: Trash, records: list[ContainerRecord]
     delete_containers(store, [c.id for c in records])
     for c in records:
         trash.take(store.container_dir(c.id))
-        for cg in container_cgroups(c.id):
-            remove_cgroup(cg)
+        cgroups.remove_leftovers(c.id)
     return [c.id for c in records]
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ocibox import store as ocistore
-from ocibox.cache import container_cgroups
+from ocibox.cgroups import container_cgroups
 from ocibox.digest import Digest
 from ocibox.store import Store
 
