@@ -176,7 +176,7 @@ def build_app(settings: Settings) -> typer.Typer:
         """Write an image's flattened rootfs as a tar."""
         from ocibox import layers
 
-        layers.export_image(settings, image_, output)
+        layers.export_image(settings, image_, sys.stdout.buffer if str(output) == "-" else output)
 
     # ------------------------------------------------------------------ run (help only; parsed by run_main)
     @app.command(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -118,15 +117,16 @@ def write_flat_tar(lowers_top_first: list[Path], out: IO[bytes]) -> None:
                 tf.addfile(ti)
 
 
-def export_image(settings: Settings, name: str, output: Path) -> None:
-    """Write the image's flattened rootfs as a tar to ``output`` ('-' for stdout), like
-    ``crane export``. Needs no mount: the merged view is computed from the layers."""
+def export_image(settings: Settings, name: str, output: Path | IO[bytes]) -> None:
+    """Write the image's flattened rootfs as a tar, like ``crane export``: to the file ``output``
+    (written beside it, then renamed into place), or to an open binary stream (the CLI passes its
+    stdout for ``-o -``). Needs no mount: the merged view is computed from the layers."""
     store = Store(settings.root)
     record = find_image(store, name)
     lowers = image_lowerdirs(store, record)
-    if str(output) == "-":
-        write_flat_tar(lowers, sys.stdout.buffer)
-        sys.stdout.buffer.flush()
+    if not isinstance(output, Path):
+        write_flat_tar(lowers, output)
+        output.flush()
         return
     out = Path(output)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")

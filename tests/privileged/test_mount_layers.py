@@ -9,6 +9,7 @@ import hashlib
 import io
 import os
 import stat
+import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +19,8 @@ from layout_import import import_layout
 from oci import Entry, Layer, Layout, make_tar
 
 from ocibox.layers import copy_merged, export_image, image_lowerdirs, mount_image, mount_rootfs, umount_image
-from ocibox.layers._image import is_mounted
 from ocibox.linux import syscalls
+from ocibox.linux.proc import is_mount_point as is_mounted
 from ocibox.settings import Settings
 from ocibox.store import ImageRecord, Store
 
@@ -180,7 +181,7 @@ def test_image_mount_umount_export(big: tuple[Store, ImageRecord], tmp_path: Pat
 
 def test_export_to_stdout(big: tuple[Store, ImageRecord], capfdbinary: pytest.CaptureFixture[bytes]) -> None:
     store, _ = big
-    export_image(Settings(root=store.root), "test/many:128", Path("-"))
+    export_image(Settings(root=store.root), "test/many:128", sys.stdout.buffer)
     data = capfdbinary.readouterr().out
     with tarfile.open(fileobj=io.BytesIO(data)) as tf:
         assert tf.extractfile("layers/f127").read() == b"layer 127"  # type: ignore[union-attr]
