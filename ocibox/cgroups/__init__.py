@@ -13,6 +13,7 @@ Public surface (loaded lazily)::
     own_v1_dir(controller)               this process's cgroup directory in a v1 hierarchy
     cpu_weight(shares)                   cpu.shares -> cpu.weight (runc's conversion)
     MigrationWarmup                      pays the first migration's RCU grace period early
+    resources_of(limits, rules) / limits_from_resources(res)   config.json's linux.resources, both ways
     container_cgroups(name) / remove_leftovers(name)   cgroups named after a container, in every hierarchy
     bpf_device_program / attach_v2 / write_v1 / read_v1 / V2_FALLBACK   the devices controller
 """
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     )
     from ocibox.cgroups._leftovers import container_cgroups, remove_leftovers
     from ocibox.cgroups._manager import CgroupV1, CgroupV2, open_cgroup, own_v1_dir
+    from ocibox.cgroups._resources import limits_from_resources, resources_of
     from ocibox.cgroups._warmup import MigrationWarmup
 
 _TABLE = {
@@ -44,6 +46,8 @@ _TABLE = {
     **dict.fromkeys(("container_cgroups", "remove_leftovers"), "_leftovers"),
     **dict.fromkeys(("CgroupV1", "CgroupV2", "open_cgroup", "own_v1_dir"), "_manager"),
     "MigrationWarmup": "_warmup",
+    "limits_from_resources": "_resources",
+    "resources_of": "_resources",
 }
 
 __getattr__ = lazy_getattr(__name__, _TABLE)
@@ -63,9 +67,11 @@ __all__ = [
     "container_cgroups",
     "cpu_weight",
     "detect",
+    "limits_from_resources",
     "open_cgroup",
     "own_v1_dir",
     "read_v1",
     "remove_leftovers",
+    "resources_of",
     "write_v1",
 ]

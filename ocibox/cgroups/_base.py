@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ocibox._record import record
+from ocibox.cgroups._devices import Device
 from ocibox.errors import CgroupError
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -62,6 +63,9 @@ class Cgroup:
 
     version = 0
     devices_fallback = False
+    limits: Limits
+    rules: tuple[Device, ...] | None  # the device allow list; None: no restriction
+    path = ""  # where it is, as config.json's cgroupsPath writes it (from the hierarchy's root)
 
     def create(self) -> None:
         raise NotImplementedError

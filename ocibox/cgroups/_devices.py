@@ -18,7 +18,6 @@ from collections.abc import Iterable
 
 from ocibox._record import record
 from ocibox.errors import CgroupError
-from ocibox.linux import bpf
 
 ANY = -1  # "*" in a cgroup rule
 
@@ -28,12 +27,14 @@ V2_FALLBACK = ("cgroup v2 without an eBPF device program: drop CAP_MKNOD and mou
 
 @record
 class Device:
-    """One cgroup device rule: type "c", "b" or "a", major/minor (ANY for *), access from "rwm"."""
+    """One cgroup device rule: type "c", "b" or "a", major/minor (ANY for *), access from "rwm"; an allow
+    rule, or a deny rule (``allow=False``). A list of rules is applied after "deny everything", in order."""
 
     type: str
     major: int
     minor: int
     access: str
+    allow: bool = True
 
     def rule(self) -> str:
         def n(x: int) -> str:
@@ -61,7 +62,7 @@ def write_v1(cgroup_dir: str, rules: Iterable[Device]) -> None:
 
     put("devices.deny", "a")
     for d in rules:
-        put("devices.allow", d.rule())
+        put("devices.allow" if d.allow else "devices.deny", d.rule())
 
 
 def read_v1(cgroup_dir: str) -> list[str]:
@@ -98,7 +99,13 @@ _EXIT = _insn(0x95)
 
 def bpf_device_program(rules: Iterable[Device]) -> bytes:
     """eBPF instructions allowing exactly ``rules`` (deny by default), as runc's devicefilter:
-    load type, access, major, minor from the context, then per rule compare and return 1 on a match."""
+    load type, access, major, minor from the context, then per rule compare and return 1 (allow) or 0
+    (deny) on a match. An allow rule matches a request whose access is within the rule's; a deny rule
+    one that asks for any of the rule's access. With deny rules, the last matching rule decides (the
+    rules are checked last first), as writes to a v1 devices cgroup do."""
+    rules = list(rules)
+    if not all(d.allow for d in rules):
+        rules.reverse()
     prog = [
         _ldxw(_R2, _R1, 0),
         _insn(0x54, _R2, imm=0xFFFF),  # and32 r2, 0xffff: the device type
@@ -112,7 +119,11 @@ def bpf_device_program(rules: Iterable[Device]) -> bytes:
         if d.type != "a":
             block.append(("jne", _R2, _DEV_TYPE[d.type]))
         acc = sum(_ACC[c] for c in d.access)
-        if acc != 7:
+        if not d.allow:
+            block.append(_insn(0xBC, _R1, _R3))  # mov32 r1, r3
+            block.append(_insn(0x54, _R1, imm=acc))  # and32 r1, acc
+            block.append(("jeq", _R1, 0))  # the access asked must touch the rule's
+        elif acc != 7:
             block.append(_insn(0xBC, _R1, _R3))  # mov32 r1, r3
             block.append(_insn(0x54, _R1, imm=acc))  # and32 r1, acc
             block.append(("jner", _R1, _R3))  # the access asked must be within the rule's
@@ -120,13 +131,18 @@ def bpf_device_program(rules: Iterable[Device]) -> bytes:
             block.append(("jne", _R4, d.major))
         if d.minor != ANY:
             block.append(("jne", _R5, d.minor))
-        block += [_mov64_imm(_R0, 1), _EXIT]
+        block += [_mov64_imm(_R0, 1 if d.allow else 0), _EXIT]
         n = len(block)
         for i, b in enumerate(block):
             if isinstance(b, tuple):
                 kind, reg, val = b
                 off = n - i - 1  # to the first instruction of the next rule
-                prog.append(_jne_imm(reg, val, off) if kind == "jne" else _insn(0x5D, reg, val, off))
+                if kind == "jne":
+                    prog.append(_jne_imm(reg, val, off))
+                elif kind == "jeq":
+                    prog.append(_insn(0x15, reg, 0, off, val))  # BPF_JMP|BPF_JEQ|BPF_K
+                else:
+                    prog.append(_insn(0x5D, reg, val, off))  # BPF_JMP|BPF_JNE|BPF_X
             else:
                 prog.append(b)
     prog += [_mov64_imm(_R0, 0), _EXIT]
@@ -137,6 +153,8 @@ def attach_v2(cgroup_dir: str, rules: Iterable[Device]) -> None:
     """Load the device program for ``rules`` and attach it to a cgroup v2 directory, before any
     container process joins it. Raises CgroupError when it cannot: the caller then applies the
     V2_FALLBACK (and says so with --debug)."""
+    from ocibox.linux import bpf
+
     insns = bpf_device_program(rules)
     try:
         prog_fd = bpf.prog_load_cgroup_device(insns)

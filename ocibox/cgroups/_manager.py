@@ -108,6 +108,7 @@ class CgroupV1(Cgroup):
                 continue
             self.hier[c] = own.hierarchies[c]
             self.dirs[c] = v1_dir(root, own, c, parent or own_path) / name
+            self.path = self.path or "/" + str(Path((parent or own_path).lstrip("/")) / name)
 
     def create(self) -> None:
         for d in self.dirs.values():
@@ -202,6 +203,7 @@ class CgroupV2(Cgroup):
         own = proc.parse_cgroup(proc.cgroup_text() if proc_cgroup is None else proc_cgroup)
         self.parent = root / (parent or own.unified or "/").lstrip("/")
         self.dir = self.parent / name
+        self.path = "/" + str(self.dir.relative_to(root))
         self.controllers = ["memory", "cpu", "pids"] + (["cpuset"] if limits.cpuset else [])
         self.created = False
         self._notes: list[str] = []

@@ -5,15 +5,12 @@
     edge:         h = from_args(security_opt, device, ulimit, privileged)
     parent:       rules = device_rules(h, tty)          # for the cgroup manager's devices controller
     parent:       prep = prepare(h, spec.caps, cache_dir, echo)   # before fork: seccomp program, host nodes
-    PID 1 /dev:   make_device_nodes(h, dev_fd, prep)     # after the default nodes
-    PID 1, last:  before_exec(h, prep)                   # rlimits, then the seccomp filter
+    producer:     prep.profile, prep.nodes -> config.json's linux.seccomp and linux.devices
+    creator:      prep.seccomp                           # the program, loaded by PID 1 right before exec
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import stat
 from collections.abc import Callable, Iterable, Mapping
 
 from ocibox._record import record
@@ -72,12 +69,13 @@ def from_args(security_opt: Iterable[str] = (), device: Iterable[str] = (), ulim
 
 
 class Prepared:
-    """What ``prepare`` made in the parent: the seccomp program and, with --privileged, the host's device
-    nodes to copy."""
+    """What ``prepare`` made in the parent: the seccomp profile and its program, and the device nodes to
+    make (--privileged's copies of the host's, then every --device)."""
 
     def __init__(self) -> None:
+        self.profile: _seccomp.Profile | None = None
         self.seccomp: _seccomp.SeccompFilter | None = None
-        self.host_devices: tuple[_devices.DeviceSpec, ...] = ()  # --privileged: the host's nodes
+        self.nodes: tuple[_devices.DeviceSpec, ...] = ()
         self.notes: list[str] = []
 
 
@@ -94,38 +92,24 @@ def prepare(h: Hardening, caps: Iterable[str], cache_dir: str | None = None,
     p = Prepared()
     _rlimits.check_ulimits(h.ulimits)
     if h.privileged:
-        p.host_devices = _devices.host_devices()
-        p.notes.append(f"--privileged: no seccomp filter, no device restriction, {len(p.host_devices)} host "
-                       "device nodes")
+        host = _devices.host_devices()
+        p.nodes = host
+        p.notes.append(f"--privileged: no seccomp filter, no device restriction, {len(host)} host device nodes")
     else:
-        profile = _seccomp.profile_from_option(h.seccomp, set(caps))
-        if profile is not None:
-            p.seccomp = _seccomp.compile_filter(profile, cache_dir)
-            p.notes.append(f"seccomp: {profile.source} profile, {len(p.seccomp.program) // 8} BPF instructions")
+        p.profile = _seccomp.profile_from_option(h.seccomp, set(caps))
+        if p.profile is not None:
+            p.seccomp = _seccomp.compile_filter(p.profile, cache_dir)
+            p.notes.append(f"seccomp: {p.profile.source} profile, {len(p.seccomp.program) // 8} BPF instructions")
         else:
             p.notes.append("seccomp: unconfined")
+    for d in h.devices:
+        if not d.container_path.startswith("/dev/"):
+            raise UsageError(f"--device {d.host_path}:{d.container_path}: ocibox creates device nodes under /dev only")
+    p.nodes += h.devices
     if echo is not None:
         for n in p.notes:
             echo(n)
     return p
-
-
-def make_device_nodes(h: Hardening, dev_fd: int, prep: Prepared | None = None) -> None:
-    """In the container's fresh /dev (a directory fd): with ``--privileged`` the host's device nodes,
-    then the ``--device`` nodes, each with the host node's mode and owner (docker's behaviour)."""
-    for d in (*(prep.host_devices if prep is not None else ()), *h.devices):
-        rel = os.path.relpath(d.container_path, "/dev") if d.container_path.startswith("/dev/") else None
-        if rel is None:
-            raise UsageError(f"--device {d.host_path}:{d.container_path}: ocibox creates device nodes "
-                             "under /dev only")
-        parent = os.path.dirname(rel)
-        if parent:
-            os.makedirs(f"/proc/self/fd/{dev_fd}/{parent}", mode=0o755, exist_ok=True)
-        kind = stat.S_IFCHR if d.type == "c" else stat.S_IFBLK
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(rel, dir_fd=dev_fd)
-        os.mknod(rel, kind | stat.S_IMODE(d.mode), os.makedev(d.major, d.minor), dir_fd=dev_fd)
-        os.chown(rel, d.uid, d.gid, dir_fd=dev_fd, follow_symlinks=False)
 
 
 def bounded_caps(cap_number: Mapping[str, int]) -> frozenset[str]:
@@ -133,21 +117,3 @@ def bounded_caps(cap_number: Mapping[str, int]) -> frozenset[str]:
     would fail at capset on hosts whose runtime lacks some (CAP_SYS_RESOURCE on these machines)."""
     bnd = proc.capability_set("CapBnd")
     return frozenset(name for name, n in cap_number.items() if bnd >> n & 1)
-
-
-def drop_for_fallback(caps: Iterable[str], devices_fallback: bool) -> frozenset[str]:
-    """The capability set to use: without CAP_MKNOD where the fallback holds the devices (no device
-    cgroup could be set up: see ocibox.cgroups.V2_FALLBACK)."""
-    caps = frozenset(caps)
-    return caps - {"MKNOD", "CAP_MKNOD"} if devices_fallback else caps
-
-
-def apply_ulimits(h: Hardening) -> None:
-    """In the container process, after no_new_privs and setuid: the rlimits asked for."""
-    _rlimits.apply_ulimits(h.ulimits)
-
-
-def load_seccomp(prep: Prepared) -> None:
-    """The container process's last step before exec: the seccomp filter (nothing but exec may follow)."""
-    if prep.seccomp is not None:
-        prep.seccomp.load()

@@ -1,6 +1,6 @@
 """PID 1 of a new container: everything between the fork into the new namespaces and the exec of the
-command, in one function (``init``) that reads top to bottom, each step numbered once and commented
-with its reason (the runc or crun behaviour, or the CVE, behind it).
+command, for any OCI runtime configuration, in one function (``init``) that reads top to bottom, each
+step numbered once and commented with its reason (the runc or crun behaviour, or the CVE, behind it).
 
 It reaches the kernel through ``args.kernel`` (``ocibox.linux.syscalls`` in real use), so a test double
 can stand in for the kernel in unit tests of the order of the steps.
@@ -10,9 +10,11 @@ It talks to its creator through three fds:
 - ``setup`` (write end, close-on-exec): b"R\\n" once the container is created and PID 1 waits at the
   gate; an error line (``errors.to_wire``) if a step fails; EOF when the command was exec'd.
 - ``go`` (read end): b"G" once the creator moved this process into the container's cgroups (the
-  mounts below overlap that move), EOF if it could not.
-- ``gate`` (read end): the create/start seam. PID 1 blocks on it, created but not started, until the
-  creator writes b"S" (``start``); EOF means the container is deleted before it started.
+  mounts overlap that move), EOF if it could not.
+- ``gate``: the create/start seam. PID 1 blocks on it, created but not started, until the creator
+  writes b"S" (``start``); EOF means the container is deleted before it started. For the runtime's
+  command line (create and start in two processes) it is a fifo opened O_PATH: opening it for writing
+  through /proc/self/fd blocks until ``start`` opens it for reading (runc's exec.fifo).
 """
 
 from __future__ import annotations
@@ -24,23 +26,18 @@ import posixpath
 import signal
 import stat
 
-from ocibox import errors
-from ocibox._record import record
-from ocibox.run import _hardening
-from ocibox.run._spec import CAP_NUMBER, DEFAULT_PATH, RunSpec, resolve_user
+from ocibox import errors, ocispec
+from ocibox._record import field, record
+from ocibox.run._spec import CAP_NUMBER, DEFAULT_PATH, resolve_user
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from types import ModuleType
 
-# docker's default masked and read-only paths (moby oci/defaults.go)
-MASKED_PATHS = (
-    "/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-)
-READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+    from ocibox.run._seccomp import SeccompFilter
+
+# runc's default device nodes, its /dev symlinks
 DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))
 DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
              ("stderr", "/proc/self/fd/2"), ("core", "/proc/kcore"), ("ptmx", "pts/ptmx"))
@@ -51,25 +48,34 @@ _MAX_ETC_FILE = 4 << 20  # bounded reads of the image's /etc/passwd and /etc/gro
 class InitArgs:
     """Everything PID 1 needs, made by its creator before the fork."""
 
-    spec: RunSpec
-    rootfs: str  # where the rootfs is mounted (or the prepared directory)
-    etc_dir: str  # a directory for the container's hostname, hosts, resolv.conf (gets a tmpfs)
-    etc: dict[str, str]  # their contents
+    config: ocispec.Spec
+    rootfs: str  # the absolute path of root.path
     setup: int  # pipe write end: R, an error, or EOF at exec
     go: int  # pipe read end: G once in the cgroups
-    gate: int  # pipe read end: S to start
+    gate: int  # pipe read end (b"S" to start), or an O_PATH fd of the exec fifo (``gate_fifo``)
     kernel: ModuleType  # ocibox.linux.syscalls, or a test double
-    mount_rootfs: Callable[[], None] | None = None  # the overlay; None: bind-mount ``rootfs``
+    bundle: str = ""  # relative bind-mount sources are relative to it
+    gate_fifo: bool = False
+    mount_rootfs: Callable[[], None] | None = None  # ocibox's overlay; None: bind-mount ``rootfs`` onto itself
+    etc_dir: str = ""  # ocibox's /etc files: a tmpfs made here, filled with ``etc``
+    etc: dict[str, str] = field(default_factory=dict)
     cgroup_mounts: tuple[tuple[str, str, str], ...] = ()  # Cgroup.container_mounts(); () = no cgroup
     devices_fallback: bool = False  # no device cgroup: rootfs nodev, no CAP_MKNOD
-    console: int = -1  # -t: the pty's slave
-    prepared: _hardening.Prepared | None = None  # seccomp program, --privileged's host nodes
+    console: int = -1  # process.terminal: the pty's slave
+    stdin_null: bool = False  # docker without -i: stdin is /dev/null
+    seccomp: SeccompFilter | None = None  # built by the creator while libseccomp was reachable
+    user: str | None = None  # docker's -u, resolved in the container (ocibox's io.ocibox.user)
+    reaper: bool = False  # --init: stay PID 1 as a reaper, the command as its child
+    preserve_fds: int = 0  # fds 3.. 3+N-1 passed to the command (runc's --preserve-fds)
+    no_pivot: bool = False  # chroot instead of pivot_root (runc's --no-pivot: only for ramfs roots)
 
 
 def init(a: InitArgs) -> None:  # pragma: no cover - runs as PID 1 (the order is unit-tested with a double)
     """Set up the container and exec its command. Never returns; an error is raised to the caller,
     which reports it on ``a.setup``."""
-    k, spec = a.kernel, a.spec
+    k, cfg = a.kernel, a.config
+    proc = cfg.process
+    assert proc is not None
     # 1. Until exec this process is the host's Python with the host's files mapped: make it non-dumpable,
     # so nothing in the container can ptrace it or open /proc/1/mem (runc does the same for its init;
     # CVE-2019-5736, CVE-2016-9962). Its own session: the container cannot signal the caller's terminal.
@@ -82,31 +88,35 @@ def init(a: InitArgs) -> None:  # pragma: no cover - runs as PID 1 (the order is
         fcntl.ioctl(a.console, termios.TIOCSCTTY, 0)
         for fd in (0, 1, 2):
             k.dup2(a.console, fd)
-    elif not spec.interactive:
-        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)  # docker without -i: stdin is empty
+    elif a.stdin_null:
+        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         k.dup2(null, 0)
         os.close(null)
+    if proc.oom_score_adj is not None:
+        with open("/proc/self/oom_score_adj", "w") as f:  # before privileges go (lowering it needs them)
+            f.write(str(proc.oom_score_adj))
     # Device nodes and mount points must get exactly the modes asked for.
     k.umask(0)
-    if spec.network != "host":
-        # docker's "none" network: a fresh namespace with loopback up and nothing else.
-        _loopback_up(k)
+    net = cfg.linux.namespace("network")
+    if net is not None and not net.path:
+        _loopback_up(k)  # a new network namespace: loopback up, as runc does
     with open("/proc/sys/kernel/cap_last_cap") as f:
         cap_last = int(f.read())
 
     # 2. Mounts made here must not propagate back to the host, while host unmounts still reach us:
-    # make the whole tree a recursive slave (runc's rootfsPropagation default).
-    k.mount(None, "/", None, k.MS_REC | k.MS_SLAVE)
-    # hostname, hosts, resolv.conf live on a small tmpfs seen only in this mount namespace: nothing
-    # is written to the host's disk and the container's mountinfo names no host path.
+    # rootfsPropagation on the whole tree (runc's default: rslave).
+    k.mount(None, "/", None, _PROPAGATION[cfg.linux.rootfs_propagation or "rslave"])
     kernel_fs = k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC
-    k.mount("tmpfs", a.etc_dir, "tmpfs", kernel_fs, "mode=755,size=256k")
-    for name, text in a.etc.items():
-        path = os.path.join(a.etc_dir, name)
-        with open(path, "w") as f:
-            f.write(text)
-        os.chmod(path, 0o644)
-    # The rootfs: the overlay of the image's layers, or a prepared directory bound onto itself
+    if a.etc_dir:
+        # ocibox's hostname, hosts, resolv.conf live on a small tmpfs seen only in this mount namespace:
+        # nothing is written to the host's disk for them.
+        k.mount("tmpfs", a.etc_dir, "tmpfs", kernel_fs, "mode=755,size=256k")
+        for name, text in a.etc.items():
+            path = os.path.join(a.etc_dir, name)
+            with open(path, "w") as f:
+                f.write(text)
+            os.chmod(path, 0o644)
+    # The rootfs: ocibox's overlay of the image's layers, or a prepared directory bound onto itself
     # (pivot_root needs new_root to be a mount point).
     if a.mount_rootfs is not None:
         a.mount_rootfs()
@@ -116,83 +126,62 @@ def init(a: InitArgs) -> None:  # pragma: no cover - runs as PID 1 (the order is
         # No device cgroup could be set up (see ocibox.cgroups.V2_FALLBACK): nodes shipped in the image
         # must not open, so the rootfs is nodev (/dev is a separate tmpfs below).
         k.mount(None, a.rootfs, None, k.MS_REMOUNT | k.MS_BIND | k.MS_NODEV)
-    m = _Mounter(k, os.open(a.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+    m = _Mounter(k, os.open(a.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC), a.bundle)
 
-    # 3. Kernel filesystems. An image whose /proc, /sys or /dev is a symlink could point these mounts
-    # at host paths (CVE-2019-19921 and kin): refuse it outright.
+    # 3. The mounts of the config, in its order, every target resolved inside the rootfs. An image whose
+    # /proc, /sys or /dev is a symlink could point kernel mounts at host paths (CVE-2019-19921 and kin):
+    # refuse it outright. The cgroup mount waits until the creator has moved this process into the
+    # container's cgroups (the mounts before it overlapped that wait), then roots a cgroup namespace there.
     for name in ("proc", "sys", "dev"):
         m.refuse_symlink(name)
-    m.mount("/proc", "proc", "proc", kernel_fs)
-    # /dev is a small tmpfs with only the safe nodes (docker's default device list).
-    m.mount("/dev", "tmpfs", "tmpfs", k.MS_NOSUID | k.MS_STRICTATIME, "mode=755,size=65536k")
-    dev = m.open("/dev")
-    for name, major, minor in DEVICES:
-        k.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
-    for name, target in DEV_LINKS:
-        k.symlink(target, name, dir_fd=dev)
-    _hardening.make_device_nodes(spec.hardening, dev, a.prepared)  # --device, --privileged's host nodes
-    os.close(dev)
-    # A private devpts instance: the container cannot see or open the host's terminals.
-    m.mount("/dev/pts", "devpts", "devpts", k.MS_NOSUID | k.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5")
-    m.mount("/dev/shm", "shm", "tmpfs", kernel_fs, "mode=1777,size=65536k")
-    m.mount("/dev/mqueue", "mqueue", "mqueue", kernel_fs)
-    if a.console >= 0:
-        # -t: the pty is the container's console, as runc does with its console socket. By path: the
-        # fd belongs to the mount namespace of ocibox, which a bind cannot take from.
-        m.mount("/dev/console", os.ttyname(a.console), None, k.MS_BIND, create="file")
-    # /sys read-only: the container must not reconfigure host devices or the kernel.
-    m.mount("/sys", "sysfs", "sysfs", kernel_fs | k.MS_RDONLY)
-
-    # 4. The container's own hostname, hosts and resolv.conf (docker bind-mounts them), then volumes and
-    # tmpfs, every target resolved inside the rootfs like every other mount.
-    for name in ("hostname", "hosts", "resolv.conf"):
-        m.mount(f"/etc/{name}", os.path.join(a.etc_dir, name), None, k.MS_BIND, create="file")
-    for v in spec.mounts:
-        with _naming(f"{'volume' if v.kind == 'bind' else 'tmpfs'} target {v.target}",
-                     "the target must be a path inside the image that does not leave it through a symlink"):
-            if v.kind == "bind":
-                if not os.path.exists(v.source):
-                    os.makedirs(v.source, 0o755)  # docker creates a missing host directory
-                kind = "dir" if os.path.isdir(v.source) else "file"
-                m.mount(v.target, v.source, None, k.MS_BIND | k.MS_REC, create=kind)
-                if v.readonly:
-                    m.remount_ro(v.target)
+    joined = False
+    for mnt in cfg.mounts:
+        with _naming(f"mount on {mnt.destination} ({mnt.type or 'bind'})",
+                     "the target must be a path inside the rootfs that does not leave it through a symlink"):
+            if mnt.type == "cgroup":
+                joined = _join(a, k, joined)
+                _mount_cgroup(a, m, mnt)
             else:
-                flags = sum(getattr(k, "MS_" + f.upper()) for f in v.flags)
-                flags |= k.MS_RDONLY if v.readonly else 0
-                m.mount(v.target, "tmpfs", "tmpfs", flags, v.data or None)
-    # The working directory is created if missing (docker does), inside the rootfs.
-    with _naming(f"working directory {spec.cwd}", "use -w with a directory inside the image"):
-        os.close(m.open(spec.cwd, "dir"))
+                m.mount_spec(mnt)
+    joined = _join(a, k, joined)
+
+    # 4. Device nodes: runc's defaults and the config's, the /dev symlinks, the console. The working
+    # directory is created if missing (docker and runc do), inside the rootfs.
+    _devices(a, k, m)
+    with _naming(f"working directory {proc.cwd}", "use -w with a directory inside the image"):
+        os.close(m.open(proc.cwd, "dir"))
 
     # 5. pivot_root, never chroot: chroot leaves the host's mounts reachable (runc's pivot_root(".", ".")
     # then a lazy unmount of the old root stacked on top).
     old_root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     k.fchdir(m.root)
-    try:
-        k.pivot_root(".", ".")
-    except OSError as e:
-        if e.errno != errno.EINVAL or not _on_initramfs():
-            raise
-        # The host's / is an initramfs: pivot_root is impossible there. Move the rootfs over / and
-        # chroot (what runc's --no-pivot does), and say so.
-        os.write(2, b"ocibox: warning: / is an initramfs where pivot_root cannot work; using move-mount and "
-                    b"chroot (weaker isolation)\n")
+    if a.no_pivot:
         k.mount(".", "/", None, k.MS_MOVE)
         k.chroot(".")
     else:
-        k.fchdir(old_root)
-        # The old root must not propagate the unmount to the host: slave it, then detach.
-        k.mount(None, ".", None, k.MS_SLAVE | k.MS_REC)
-        k.umount(".", k.MNT_DETACH)
+        try:
+            k.pivot_root(".", ".")
+        except OSError as e:
+            if e.errno != errno.EINVAL or not _on_initramfs():
+                raise
+            # The host's / is an initramfs: pivot_root is impossible there. Move the rootfs over / and
+            # chroot (what runc's --no-pivot does), and say so.
+            os.write(2, b"ocibox: warning: / is an initramfs where pivot_root cannot work; using move-mount "
+                        b"and chroot (weaker isolation)\n")
+            k.mount(".", "/", None, k.MS_MOVE)
+            k.chroot(".")
+        else:
+            k.fchdir(old_root)
+            # The old root must not propagate the unmount to the host: slave it, then detach.
+            k.mount(None, ".", None, k.MS_SLAVE | k.MS_REC)
+            k.umount(".", k.MNT_DETACH)
     os.close(old_root)
     os.close(m.root)
     k.chdir("/")
 
-    # 6. Mask docker's masked paths (/dev/null over files, an empty read-only tmpfs over directories)
-    # and make its read-only paths read-only: they leak host data or let a process reconfigure the
-    # host kernel.
-    for p in () if spec.hardening.privileged else MASKED_PATHS:
+    # 6. Masked paths (/dev/null over files, an empty read-only tmpfs over directories) and read-only
+    # paths: they leak host data or let a process reconfigure the host kernel. Then the sysctls.
+    for p in cfg.linux.masked_paths:
         try:
             is_dir = stat.S_ISDIR(os.stat(p).st_mode)
         except OSError:
@@ -201,114 +190,154 @@ def init(a: InitArgs) -> None:  # pragma: no cover - runs as PID 1 (the order is
             k.mount("tmpfs", p, "tmpfs", k.MS_RDONLY | kernel_fs, "size=0")
         else:
             k.mount("/dev/null", p, None, k.MS_BIND)
-    for p in () if spec.hardening.privileged else READONLY_PATHS:
+    for p in cfg.linux.readonly_paths:
         if not os.path.exists(p):
             continue
         k.mount(p, p, None, k.MS_BIND | k.MS_REC)
         k.mount(None, p, None, k.MS_REMOUNT | k.MS_BIND | k.MS_RDONLY | kernel_fs)
+    for key, value in cfg.linux.sysctl.items():
+        with _naming(f"sysctl {key}", "set only namespaced sysctls (net.*, kernel.shm*, kernel.msg*, fs.mqueue.*)"), \
+                open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+            f.write(value)
 
-    # 7. The cgroups: wait until the creator has moved this process into the container's cgroups (the
-    # mounts above overlapped that wait), then root a cgroup namespace there and mount the container's
-    # own cgroup, read-only. Nothing of the command runs before this point.
-    if os.read(a.go, 1) != b"G":
-        os._exit(125)  # the creator could not move us into the cgroup: it reports why
-    os.close(a.go)
-    if a.cgroup_mounts:
-        k.unshare(k.CLONE_NEWCGROUP)
-        m = _Mounter(k, os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
-        if a.cgroup_mounts[0][0] == "cgroup2":
-            m.mount("/sys/fs/cgroup", "cgroup2", "cgroup2", kernel_fs | k.MS_RDONLY)
-        else:
-            m.mount("/sys/fs/cgroup", "tmpfs", "tmpfs", kernel_fs, "mode=755,size=64k")
-            for fstype, sub, opts in a.cgroup_mounts:
-                m.mount(f"/sys/fs/cgroup/{sub}", "cgroup", fstype, kernel_fs | k.MS_RDONLY, opts)
-                if "," in sub:
-                    cg = m.open("/sys/fs/cgroup")
-                    for part in sub.split(","):
-                        k.symlink(sub, part, dir_fd=cg)
-                    os.close(cg)
-            m.remount_ro("/sys/fs/cgroup", kernel_fs)
-        os.close(m.root)
-    if spec.readonly:
-        # --read-only: the root mount itself; /dev, /proc, volumes, tmpfs stay as they are.
+    # 7. The root read-only if asked (after everything mounted on it), the names.
+    if cfg.root.readonly:
         k.mount(None, "/", None, k.MS_REMOUNT | k.MS_BIND | k.MS_RDONLY)
-    k.sethostname(spec.hostname)
+    if cfg.hostname:
+        k.sethostname(cfg.hostname)
+    if cfg.domainname:
+        k.setdomainname(cfg.domainname)
 
-    # 8. The user, from the image's own files (read inside the new root, bounded).
-    user = resolve_user(spec.user, _read_in_root(k, "/etc/passwd"), _read_in_root(k, "/etc/group"))
-    env = dict(e.partition("=")[::2] for e in spec.env)
-    env.setdefault("HOME", user.home)
+    # 8. The user: docker's -u resolved from the container's own files (read inside the new root,
+    # bounded), or the config's numbers; HOME from the passwd entry when the config has none (runc).
+    env = dict(e.partition("=")[::2] for e in proc.env)
+    uid, gid, groups = proc.user.uid, proc.user.gid, proc.user.additional_gids
+    if a.user is not None or "HOME" not in env:
+        user = resolve_user(a.user if a.user is not None else f"{uid}:{gid}", _read_in_root(k, "/etc/passwd"),
+                            _read_in_root(k, "/etc/group"))
+        if a.user is not None:
+            uid, gid, groups = user.uid, user.gid, user.groups
+        env.setdefault("HOME", user.home)
 
-    # 9. Capabilities: drop everything else from the bounding set (so no exec can regain it), clear
-    # ambient (without CAP_MKNOD where the devices fallback holds the devices); permitted and effective
-    # are set after the uid change. no_new_privs: setuid binaries and file capabilities cannot raise
-    # privileges in the container.
-    keep = 0
-    for name in _hardening.drop_for_fallback(spec.caps, a.devices_fallback):
-        keep |= 1 << CAP_NUMBER[name]
+    # 9. Capabilities: drop everything else from the bounding set (so no exec can regain it), clear the
+    # ambient set (without CAP_MKNOD where the devices fallback holds the devices). no_new_privs: setuid
+    # binaries and file capabilities cannot raise privileges in the container.
+    caps = proc.capabilities or ocispec.Capabilities()
+    bounding = _mask(caps.bounding, a.devices_fallback)
     for cap in range(cap_last + 1):
-        if not keep & (1 << cap):
+        if not bounding & (1 << cap):
             k.prctl(k.PR_CAPBSET_DROP, cap)
     with contextlib.suppress(OSError):  # kernels before 4.3 have no ambient set
         k.prctl(k.PR_CAP_AMBIENT, k.PR_CAP_AMBIENT_CLEAR_ALL)
-    k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
+    if proc.no_new_privileges:
+        k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
 
     # 10. Identity: keep the capability sets across setuid, then set them exactly.
     k.prctl(k.PR_SET_KEEPCAPS, 1)
-    k.setgroups(list(user.groups))
-    k.setgid(user.gid)
-    k.setuid(user.uid)
-    k.capset(keep, keep, 0)
+    k.setgroups(list(groups))
+    k.setgid(gid)
+    k.setuid(uid)
+    k.capset(_mask(caps.effective, a.devices_fallback), _mask(caps.permitted, a.devices_fallback),
+             _mask(caps.inheritable, a.devices_fallback))
+    for name in caps.ambient:
+        with contextlib.suppress(OSError):  # runc ignores an ambient capability it cannot raise
+            k.prctl(k.PR_CAP_AMBIENT, k.PR_CAP_AMBIENT_RAISE, CAP_NUMBER[name.removeprefix("CAP_")])
     k.prctl(k.PR_SET_KEEPCAPS, 0)
-    k.chdir(spec.cwd)
+    k.chdir(proc.cwd)
     # The cwd must be inside the container (CVE-2024-21626: a leaked host fd as cwd).
     if not os.getcwd().startswith("/"):
-        raise errors.RuntimeSetupError(f"the working directory {spec.cwd} is outside the container")
-    k.umask(0o022)
+        raise errors.RuntimeSetupError(f"the working directory {proc.cwd} is outside the container")
+    k.umask(0o022 if proc.user.umask is None else proc.user.umask)
     # Python ignores SIGPIPE and SIGXFSZ; ignored signals survive exec, so restore them.
     for s in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(s, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
-    # Only fds 0-2 reach the command: every other fd is close-on-exec (runc's fix for leaked fds,
-    # CVE-2024-21626). The setup pipe stays open until exec, to report exec failures.
+    # Only fds 0-2 (and --preserve-fds) reach the command: every other fd is close-on-exec (runc's fix
+    # for leaked fds, CVE-2024-21626). The setup pipe stays open until exec, to report exec failures.
+    first = 3 + a.preserve_fds
     try:
-        k.close_range(3, 0xFFFFFFFF, k.CLOSE_RANGE_CLOEXEC)
+        k.close_range(first, 0xFFFFFFFF, k.CLOSE_RANGE_CLOEXEC)
     except OSError:
         for name in os.listdir("/proc/self/fd"):
             with contextlib.suppress(OSError):
-                if int(name) > 2:
+                if int(name) >= first:
                     os.set_inheritable(int(name), False)
 
-    # 11. --ulimit, then find the command (runc looks it up before it waits for start: a command that
+    # 11. The rlimits, then find the command (runc looks it up before it waits for start: a command that
     # cannot be executed fails the create, 126 or 127).
-    _hardening.apply_ulimits(spec.hardening)
-    command = None if spec.init else find_executable(spec.argv[0], env)
+    for r in proc.rlimits:
+        _setrlimit(r)
+    command = None if a.reaper else find_executable(proc.args[0], env)
 
     # 12. Created: tell the creator and wait at the gate until it starts the container.
     os.write(a.setup, b"R\n")
-    if os.read(a.gate, 1) != b"S":
+    if a.gate_fifo:
+        # Blocks until 'start' opens the fifo for reading (reopened through our own /proc: the path is
+        # on the host, out of reach after pivot_root).
+        fd = os.open(f"/proc/self/fd/{a.gate}", os.O_WRONLY | os.O_CLOEXEC)
+        os.write(fd, b"0")
+        os.close(fd)
+    elif os.read(a.gate, 1) != b"S":
         os._exit(125)  # deleted before it started
     os.close(a.gate)
 
-    # 13. Last, the seccomp filter (nothing but exec may follow it; the filter was built by the
-    # creator while libseccomp was reachable), then exec.
-    if a.prepared is not None:
-        _hardening.load_seccomp(a.prepared)
-    if spec.init:
-        _reaper(k, spec, env, a.setup)
+    # 13. Last, the seccomp filter (nothing but exec may follow it), then exec.
+    if a.seccomp is not None:
+        a.seccomp.load()
+    if a.reaper:
+        _reaper(k, proc.args, env, a.setup)
     assert command is not None
     try:
-        k.execve(command, list(spec.argv), env)
+        k.execve(command, list(proc.args), env)
     except OSError as e:
-        raise errors.ContainerCommandError(f"cannot execute {spec.argv[0]!r} in the container: {e.strerror}") from None
+        raise errors.ContainerCommandError(f"cannot execute {proc.args[0]!r} in the container: {e.strerror}") from None
 
 
 # ----------------------------------------------------------------------------- helpers of the steps
+_PROPAGATION = {
+    "private": 1 << 18, "rprivate": (1 << 18) | 16384, "slave": 1 << 19, "rslave": (1 << 19) | 16384,
+    "shared": 1 << 20, "rshared": (1 << 20) | 16384, "unbindable": 1 << 17, "runbindable": (1 << 17) | 16384,
+}
+# mount(8) options that are flags (set, or cleared: the value is False)
+_FLAGS: dict[str, tuple[int, bool]] = {
+    "ro": (1, True), "rw": (1, False), "nosuid": (2, True), "suid": (2, False), "nodev": (4, True),
+    "dev": (4, False), "noexec": (8, True), "exec": (8, False), "sync": (16, True), "async": (16, False),
+    "mand": (64, True), "nomand": (64, False), "dirsync": (128, True), "noatime": (1024, True),
+    "atime": (1024, False), "nodiratime": (2048, True), "diratime": (2048, False), "relatime": (1 << 21, True),
+    "norelatime": (1 << 21, False), "strictatime": (1 << 24, True), "nostrictatime": (1 << 24, False),
+    "nosymfollow": (256, True),
+}
+_ATIME = 1024 | (1 << 21) | (1 << 24)
+
+
+def mount_flags(options: tuple[str, ...]) -> tuple[int, int, str, bool, bool]:
+    """(flags, propagation flags, data, bind, recursive) of a mount's options, as runc parses them."""
+    flags = prop = 0
+    data: list[str] = []
+    bind = recursive = False
+    for o in options:
+        if o in ("bind", "rbind"):
+            bind, recursive = True, recursive or o == "rbind"
+        elif o in _PROPAGATION:
+            prop |= _PROPAGATION[o]
+        elif o in _FLAGS:
+            bit, on = _FLAGS[o]
+            flags = flags | bit if on else flags & ~bit
+        elif o in ("tmpcopyup", "defaults"):
+            pass
+        elif o in ("idmap", "ridmap"):
+            raise errors.RuntimeSetupError(f"mount option {o!r} needs an idmapped mount, which ocibox does not "
+                                           "make; remove it")
+        else:
+            data.append(o)
+    return flags, prop, ",".join(data), bind, recursive
+
+
 class _Mounter:
     """Mounts on paths inside a root directory fd, each target resolved safely."""
 
-    def __init__(self, k: ModuleType, root: int) -> None:
-        self.k, self.root = k, root
+    def __init__(self, k: ModuleType, root: int, bundle: str = "") -> None:
+        self.k, self.root, self.bundle = k, root, bundle
         self.resolve = k.RESOLVE_IN_ROOT | k.RESOLVE_NO_MAGICLINKS
 
     def open(self, path: str, create: str = "") -> int:
@@ -348,6 +377,25 @@ class _Mounter:
         # Re-open after mounting: the new fd is the new mount's root, not the dentry below it.
         self.mount(path, None, None, self.k.MS_REMOUNT | self.k.MS_BIND | self.k.MS_RDONLY | flags)
 
+    def mount_spec(self, mnt: ocispec.Mount) -> None:
+        """One entry of the config's mounts (runc's mountToRootfs, without its cgroup case)."""
+        k = self.k
+        flags, prop, data, bind, recursive = mount_flags(mnt.options)
+        if bind or mnt.type == "bind":
+            source = mnt.source if mnt.source.startswith("/") else os.path.join(self.bundle, mnt.source)
+            if not os.path.exists(source):
+                os.makedirs(source, 0o755)  # docker creates a missing host directory
+            kind = "dir" if os.path.isdir(source) else "file"
+            self.mount(mnt.destination, source, None, k.MS_BIND | (k.MS_REC if recursive else 0), create=kind)
+            if flags & ~_ATIME:
+                # The flags of a bind mount take a remount; a read-only bind keeps nosuid/nodev/noexec
+                # that its source's mount has (the kernel refuses to clear locked flags).
+                self.mount(mnt.destination, None, None, k.MS_REMOUNT | k.MS_BIND | flags)
+        else:
+            self.mount(mnt.destination, mnt.source or mnt.type, mnt.type, flags, data or None)
+        if prop:
+            self.mount(mnt.destination, None, None, prop)
+
     def refuse_symlink(self, name: str) -> None:
         try:
             st = os.stat(name, dir_fd=self.root, follow_symlinks=False)
@@ -358,6 +406,74 @@ class _Mounter:
                                            "elsewhere could steer the container's kernel mounts: refusing to run it")
 
 
+def _join(a: InitArgs, k: ModuleType, joined: bool) -> bool:
+    """Wait (once) until the creator moved this process into its cgroups; then, if the config asks
+    for a new cgroup namespace, make it: it is rooted at the cgroup the process is in when it unshares."""
+    if joined:
+        return True
+    if os.read(a.go, 1) != b"G":
+        os._exit(125)  # the creator could not move us into the cgroup: it reports why
+    os.close(a.go)
+    ns = a.config.linux.namespace("cgroup")
+    if ns is not None and not ns.path:
+        k.unshare(k.CLONE_NEWCGROUP)
+    return True
+
+
+def _mount_cgroup(a: InitArgs, m: _Mounter, mnt: ocispec.Mount) -> None:
+    """The container's own cgroups at the mount's destination: cgroup2, or (v1) a tmpfs with each
+    hierarchy, read-only as the options say (runc's mountCgroupV1/V2)."""
+    if not a.cgroup_mounts:
+        return
+    k = m.k
+    flags, _, _, _, _ = mount_flags(mnt.options)
+    if a.cgroup_mounts[0][0] == "cgroup2":
+        m.mount(mnt.destination, "cgroup2", "cgroup2", flags)
+        return
+    m.mount(mnt.destination, "tmpfs", "tmpfs", flags & ~k.MS_RDONLY, "mode=755,size=64k")
+    for fstype, sub, opts in a.cgroup_mounts:
+        m.mount(f"{mnt.destination}/{sub}", "cgroup", fstype, flags, opts)
+        if "," in sub:
+            cg = m.open(mnt.destination)
+            for part in sub.split(","):
+                k.symlink(sub, part, dir_fd=cg)
+            os.close(cg)
+    if flags & k.MS_RDONLY:
+        m.remount_ro(mnt.destination, flags & ~k.MS_RDONLY)
+
+
+def _devices(a: InitArgs, k: ModuleType, m: _Mounter) -> None:
+    """runc's default nodes, the config's linux.devices (with their modes and owners), the /dev symlinks
+    and, with a terminal, the pty as /dev/console (by path: the fd belongs to the creator's mount
+    namespace, which a bind cannot take from)."""
+    dev = m.open("/dev", "dir")
+    try:
+        for name, major, minor in DEVICES:
+            with contextlib.suppress(FileExistsError):
+                k.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
+        for name, target in DEV_LINKS:
+            with contextlib.suppress(FileExistsError):
+                k.symlink(target, name, dir_fd=dev)
+    finally:
+        os.close(dev)
+    for d in a.config.linux.devices:
+        if not d.path.startswith("/dev/"):
+            raise errors.RuntimeSetupError(f"device {d.path}: ocibox creates device nodes under /dev only")
+        kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[d.type]
+        mode = 0o666 if d.file_mode is None else d.file_mode
+        head, _, name = d.path.rpartition("/")
+        parent = m.open(head, "dir")
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=parent)
+            k.mknod(name, kind | stat.S_IMODE(mode), os.makedev(d.major, d.minor), dir_fd=parent)
+            os.chown(name, d.uid or 0, d.gid or 0, dir_fd=parent, follow_symlinks=False)
+        finally:
+            os.close(parent)
+    if a.console >= 0:
+        m.mount("/dev/console", os.ttyname(a.console), None, k.MS_BIND, create="file")
+
+
 @contextlib.contextmanager
 def _naming(what: str, hint: str) -> Iterator[None]:
     """Turn an OSError of one setup step into one line that names what was wrong and what to do."""
@@ -365,6 +481,28 @@ def _naming(what: str, hint: str) -> Iterator[None]:
         yield
     except OSError as e:
         raise errors.RuntimeSetupError(f"{what}: {e.strerror or e}; {hint}") from None
+
+
+def _mask(names: tuple[str, ...], devices_fallback: bool) -> int:
+    """The capability names as a bit mask (without CAP_MKNOD where the devices fallback holds)."""
+    out = 0
+    for name in names:
+        short = name.removeprefix("CAP_")
+        if short in CAP_NUMBER and not (devices_fallback and short == "MKNOD"):
+            out |= 1 << CAP_NUMBER[short]
+    return out
+
+
+def _setrlimit(r: ocispec.Rlimit) -> None:
+    import resource
+
+    from ocibox.run._rlimits import NAMES, Ulimit, apply_ulimits
+
+    name = r.type.removeprefix("RLIMIT_").lower()
+    if name not in NAMES:
+        raise errors.RuntimeSetupError(f"rlimit {r.type} is not one this host knows")
+    inf = resource.RLIM_INFINITY
+    apply_ulimits([Ulimit(NAMES[name], inf if r.soft >= 2**64 - 1 else r.soft, inf if r.hard >= 2**64 - 1 else r.hard)])
 
 
 def _read_in_root(k: ModuleType, path: str) -> str:
@@ -420,11 +558,7 @@ def find_executable(prog: str, env: dict[str, str]) -> str:
             if e.errno not in (errno.ENOENT, errno.ENOTDIR) and first is None:
                 first = e
             continue
-        if stat.S_ISDIR(st.st_mode):
-            if first is None:
-                first = OSError(errno.EACCES, os.strerror(errno.EACCES))
-            continue
-        if not os.access(c, os.X_OK):
+        if stat.S_ISDIR(st.st_mode) or not os.access(c, os.X_OK):
             if first is None:
                 first = OSError(errno.EACCES, os.strerror(errno.EACCES))
             continue
@@ -451,13 +585,17 @@ def exit_status(status: int) -> int:
     return 128 - code if code < 0 else code
 
 
-def _reaper(k: ModuleType, spec: RunSpec, env: dict[str, str], setup: int) -> None:  # pragma: no cover - PID 1
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                     signal.SIGUSR2, signal.SIGCONT)
+
+
+def _reaper(k: ModuleType, argv: tuple[str, ...], env: dict[str, str], setup: int) -> None:  # pragma: no cover
     """--init: stay PID 1 (already-loaded Python, no exec: the container may have no python),
     forward signals to the command (PID 2) and reap every orphan; exit with the command's status."""
     pid = os.fork()
     if pid == 0:
         try:
-            exec_command(k, spec.argv, env)
+            exec_command(k, argv, env)
         except BaseException as e:
             line, code = errors.to_wire(e, "container setup failed: ")
             with contextlib.suppress(OSError):
@@ -478,7 +616,3 @@ def _reaper(k: ModuleType, spec: RunSpec, env: dict[str, str], setup: int) -> No
             os._exit(125)
         if child == pid:
             os._exit(exit_status(status))
-
-
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-                     signal.SIGUSR2, signal.SIGCONT)

@@ -1,6 +1,7 @@
-"""The intermediate process between the creator and the container's PID 1: it unshares the new
-namespaces, forks PID 1 into them (CLONE_NEWPID applies to children only), reports its pid and exits,
-so that PID 1 is reparented to the creator, a subreaper (or, under a shim or a monitor, to them)."""
+"""The intermediate process between the creator and the container's PID 1: it joins the namespaces the
+config names by path, unshares the new ones, forks PID 1 into them (CLONE_NEWPID applies to children
+only), reports its pid and exits, so that PID 1 is reparented to the creator, a subreaper (or, under a
+shim or a monitor, to them)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ import os
 
 from ocibox import errors
 from ocibox.run._init import InitArgs, init
+
+# setns/unshare flag per namespace type; joined in this order (runc's nsexec: user first, mount late)
+NS_FLAGS = {"user": 0x10000000, "ipc": 0x08000000, "uts": 0x04000000, "network": 0x40000000,
+            "pid": 0x20000000, "cgroup": 0x02000000, "mount": 0x00020000, "time": 0x00000080}
+_JOIN_ORDER = ("user", "ipc", "uts", "network", "pid", "cgroup", "time", "mount")
 
 
 def report(fd: int, e: BaseException) -> int:
@@ -19,13 +25,40 @@ def report(fd: int, e: BaseException) -> int:
     return code
 
 
-def intermediate(args: InitArgs, new_net: bool) -> None:  # pragma: no cover - runs in the forked child
-    """Never returns. The cgroup namespace is unshared later, by PID 1, once the creator has moved it
-    into its cgroup: the new namespace is rooted at the cgroup the process is in when it unshares."""
+def enter_namespaces(args: InitArgs) -> None:
+    """Join the namespaces given by path, then unshare the new ones. The cgroup namespace is unshared
+    later, by PID 1, once the creator has moved it into its cgroup: the new namespace is rooted at the
+    cgroup the process is in when it unshares."""
     k = args.kernel
+    by_type = {n.type: n for n in args.config.linux.namespaces}
+    for kind in _JOIN_ORDER:
+        ns = by_type.get(kind)
+        if ns is None or not ns.path:
+            continue
+        try:
+            fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise errors.RuntimeSetupError(f"cannot open the {kind} namespace {ns.path}: {e.strerror}; "
+                                           "is the process that owned it gone?") from None
+        try:
+            k.setns(fd, NS_FLAGS[kind])
+        except OSError as e:
+            raise errors.RuntimeSetupError(f"cannot join the {kind} namespace {ns.path}: {e.strerror}") from None
+        finally:
+            os.close(fd)
+    flags = 0
+    for kind, ns in by_type.items():
+        if not ns.path and kind not in ("cgroup", "user"):
+            flags |= NS_FLAGS[kind]
+    if flags:
+        k.unshare(flags)
+
+
+def intermediate(args: InitArgs) -> None:  # pragma: no cover - runs in the forked child
+    """Never returns."""
     code = 125
     try:
-        k.unshare(k.CLONE_NEWNS | k.CLONE_NEWUTS | k.CLONE_NEWIPC | k.CLONE_NEWPID | (k.CLONE_NEWNET if new_net else 0))
+        enter_namespaces(args)
         pid = os.fork()
         if pid == 0:
             try:

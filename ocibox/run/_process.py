@@ -28,8 +28,9 @@ import signal
 import sys
 from pathlib import Path
 
-from ocibox import errors
+from ocibox import errors, ocispec
 from ocibox.linux import syscalls
+from ocibox.run._config import INIT_ANNOTATION, USER_ANNOTATION
 from ocibox.run._init import FORWARDED_SIGNALS, InitArgs, exit_status
 from ocibox.run._intermediate import intermediate
 from ocibox.run._spec import RunSpec
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
     from ocibox.cgroups import Cgroup
     from ocibox.run._hardening import Prepared
+    from ocibox.run._seccomp import SeccompFilter
 
 
 class _SetupPipe:
@@ -66,11 +68,13 @@ class _SetupPipe:
 
 
 class Container:
-    """A created container, as its creator holds it: PID 1 (``pid``) waits at the gate until ``start``."""
+    """A created container, as its creator holds it: PID 1 (``pid``) waits at the gate until ``start``.
+    ``master`` is the pty's master when the process has a terminal (-1 otherwise)."""
 
-    def __init__(self, spec: RunSpec, cgroup: Cgroup | None, master: int) -> None:
-        self.spec, self.cgroup, self.master = spec, cgroup, master
+    def __init__(self, config: ocispec.Spec, cgroup: Cgroup | None) -> None:
+        self.config, self.cgroup = config, cgroup
         self.pid = 0
+        self.master = -1
         self.reaped = False
         self.status: int | None = None
         self._setup: _SetupPipe | None = None
@@ -91,12 +95,13 @@ class Container:
             self.reap()
             raise error
 
-    def wait(self) -> int:
-        """Supervise until PID 1 exits; its status as docker reports it (128+N for a signal)."""
+    def wait(self, interactive: bool = False) -> int:
+        """Supervise until PID 1 exits; its status as docker reports it (128+N for a signal). With a
+        terminal, the pty is relayed to this process's stdio (its stdin too when ``interactive``)."""
         if self.master < 0:
             _, status = os.waitpid(self.pid, 0)
         else:
-            status = _relay_tty(self.pid, self.master, self.spec.interactive)
+            status = _relay_tty(self.pid, self.master, interactive)
         self.reaped = True
         self.status = exit_status(status)
         return self.status
@@ -122,43 +127,63 @@ class Container:
         return self.cgroup.destroy() if self.cgroup is not None else []
 
 
-def create(spec: RunSpec, rootfs: Path, state_dir: Path, *, mount_rootfs: Callable[[], None] | None = None,
-           cgroup: Cgroup | None = None, prepared: Prepared | None = None,
-           on_pid: Callable[[int], None] | None = None) -> Container:
-    """Create the container: cgroup with its limits, namespaces, rootfs, mounts, pivot_root, privileges
-    dropped; its PID 1 is left waiting at the gate. On any failure everything made is removed and the
-    error raised (125; 126/127 when the command cannot be executed). ``on_pid`` is called with PID 1's
-    pid once it is in its cgroups."""
-    from ocibox.run._etc import etc_files
+_FROM_CONFIG: object = object()
 
-    (state_dir / "etc").mkdir(parents=True, exist_ok=True)
-    ctr = Container(spec, cgroup, -1)
+
+def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
+           seccomp: SeccompFilter | object | None = _FROM_CONFIG, mount_rootfs: Callable[[], None] | None = None,
+           etc_dir: str = "", etc: dict[str, str] | None = None, stdin_null: bool = False, bundle: str = "",
+           on_pid: Callable[[int], None] | None = None, seccomp_cache: str | None = None) -> Container:
+    """Create the container ``config`` describes: cgroup with its limits, namespaces, rootfs, mounts,
+    pivot_root, privileges dropped; its PID 1 is left waiting at the gate. On any failure everything
+    made is removed and the error raised (125; 126/127 when the command cannot be executed).
+
+    ``rootfs``: the absolute root path. ocibox's own extras: ``mount_rootfs`` (its overlay, mounted in
+    the container's mount namespace), ``etc_dir``/``etc`` (its /etc files on a private tmpfs),
+    ``stdin_null``. ``seccomp``: a filter already built, or by default the one config.json describes.
+    ``on_pid`` is called with PID 1's pid once it is in its cgroups."""
+    proc = config.process
+    if proc is None:
+        raise ocispec.SpecError("config.json: process is required to create a container")
+    _refuse_unsupported(config)
+    if seccomp is _FROM_CONFIG:
+        seccomp = None
+        if config.linux.seccomp is not None:
+            from ocibox.run._seccomp import compile_filter, from_oci
+
+            seccomp = compile_filter(from_oci(config.linux.seccomp), seccomp_cache)
+    ctr = Container(config, cgroup)
     slave = -1
     try:
         # 1. The cgroup first, with its limits and device rules, so the container never runs unlimited.
         if cgroup is not None:
             cgroup.create()
-            cgroup.apply(spec.limits)
-        if spec.tty:
+            cgroup.apply(cgroup.limits)
+        if proc.terminal:
             ctr.master, slave = os.openpty()
-            _copy_winsize(ctr.master)
+            _copy_winsize(ctr.master, proc.console_size)
         # PID 1 is a grandchild: as subreaper, the creator inherits it when the intermediate exits.
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
         setup_r, setup_w = os.pipe2(os.O_CLOEXEC)
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
         gate_r, ctr._gate = os.pipe2(os.O_CLOEXEC)
         ctr._setup = _SetupPipe(setup_r)
-        args = InitArgs(spec=spec, rootfs=str(rootfs), etc_dir=str(state_dir / "etc"), etc=etc_files(spec),
-                        setup=setup_w, go=go_r, gate=gate_r, kernel=syscalls, mount_rootfs=mount_rootfs,
+        ann = config.annotations
+        args = InitArgs(config=config, rootfs=rootfs, setup=setup_w, go=go_r, gate=gate_r, kernel=syscalls,
+                        bundle=bundle, mount_rootfs=mount_rootfs, etc_dir=etc_dir, etc=etc or {},
                         cgroup_mounts=tuple(cgroup.container_mounts()) if cgroup is not None else (),
                         devices_fallback=cgroup.devices_fallback if cgroup is not None else False,
-                        console=slave, prepared=prepared)
+                        console=slave, stdin_null=stdin_null and slave < 0,
+                        seccomp=seccomp,  # type: ignore[arg-type]
+                        user=ann.get(USER_ANNOTATION), reaper=ann.get(INIT_ANNOTATION) == "true")
         c1 = os.fork()
         if c1 == 0:  # pragma: no cover - the intermediate
             os.close(setup_r)
             os.close(go_w)
             os.close(ctr._gate)
-            intermediate(args, spec.network != "host")
+            if ctr.master >= 0:
+                os.close(ctr.master)
+            intermediate(args)
         for fd in (setup_w, go_r, gate_r):
             os.close(fd)
         if slave >= 0:
@@ -176,6 +201,21 @@ def create(spec: RunSpec, rootfs: Path, state_dir: Path, *, mount_rootfs: Callab
         for problem in ctr.close():
             sys.stderr.write(f"ocibox: warning: {problem}\n")
         raise
+
+
+def _refuse_unsupported(config: ocispec.Spec) -> None:
+    """What this executor cannot give is refused at create, by name, never dropped."""
+    lx = config.linux
+    if lx.namespace("user") is not None and not lx.namespace("user").path:  # type: ignore[union-attr]
+        raise ocispec.SpecError("config.json: a new user namespace (linux.namespaces type user) is not supported "
+                                "by ocibox's executor yet")
+    if lx.intel_rdt:
+        raise ocispec.SpecError("config.json: linux.intelRdt: this host has no Intel RDT (resctrl) support in "
+                                "ocibox; remove it")
+    proc = config.process
+    if proc is not None and (proc.apparmor_profile or proc.selinux_label):
+        raise ocispec.SpecError("config.json: process.apparmorProfile/selinuxLabel: this host enforces neither "
+                                "AppArmor nor SELinux for ocibox; remove them")
 
 
 def _created(ctr: Container, c1: int, go_w: int, on_pid: Callable[[int], None] | None) -> None:
@@ -227,17 +267,33 @@ def _forward_signals(pid: int) -> None:
 def run_container(spec: RunSpec, rootfs: Path, state_dir: Path, *, mount_rootfs: Callable[[], None] | None = None,
                   cgroup: Cgroup | None = None, on_start: Callable[[int], None] | None = None,
                   prepared: Prepared | None = None) -> int:
-    """The foreground face: create, start, wait and tear down; the exit status (docker's convention).
+    """The foreground face: ``spec`` as a config, then create, start, wait and tear down; the exit
+    status (docker's convention).
 
     ``mount_rootfs`` mounts the rootfs at ``rootfs`` inside the container's mount namespace (the overlay
     of the image's layers); without it ``rootfs`` is a prepared directory that is bind-mounted.
     ``state_dir/etc`` gets a tmpfs, in the container's mount namespace only, holding its hostname,
     hosts and resolv.conf."""
-    ctr = create(spec, rootfs, state_dir, mount_rootfs=mount_rootfs, cgroup=cgroup, prepared=prepared,
-                 on_pid=on_start)
+    from ocibox.run._config import build
+    from ocibox.run._etc import etc_files
+
+    etc_dir = state_dir / "etc"
+    etc_dir.mkdir(parents=True, exist_ok=True)
+    resources = None
+    if cgroup is not None:
+        from ocibox.cgroups import resources_of
+
+        resources = resources_of(cgroup.limits, cgroup.rules)
+    config = build(spec, rootfs=str(rootfs), etc_dir=str(etc_dir),
+                   cgroups_path=cgroup.path if cgroup is not None else "",
+                   seccomp=prepared.profile if prepared is not None else None,
+                   nodes=prepared.nodes if prepared is not None else (), resources=resources)
+    ctr = create(config, rootfs=str(rootfs), cgroup=cgroup, seccomp=prepared.seccomp if prepared else None,
+                 mount_rootfs=mount_rootfs, etc_dir=str(etc_dir), etc=etc_files(spec),
+                 stdin_null=not spec.interactive, on_pid=on_start)
     try:
         ctr.start()
-        status = ctr.wait()
+        status = ctr.wait(spec.interactive)
         if cgroup is not None and cgroup.oom_kills():
             limit = spec.limits.memory
             what = f"memory limit {_human(limit)}" if limit else "the host ran out of memory"
@@ -249,16 +305,21 @@ def run_container(spec: RunSpec, rootfs: Path, state_dir: Path, *, mount_rootfs:
 
 
 # ----------------------------------------------------------------------------- the tty relay
-def _copy_winsize(master: int) -> None:
+def _copy_winsize(master: int, size: tuple[int, int] | None = None) -> None:
+    """The pty's size: the config's consoleSize, else the size of this process's terminal."""
     import fcntl
+    import struct
     import termios
 
+    if size is not None:
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
+        return
     for fd in (1, 0, 2):
         try:
-            size = fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8)
+            ours = fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8)
         except OSError:
             continue
-        fcntl.ioctl(master, termios.TIOCSWINSZ, size)
+        fcntl.ioctl(master, termios.TIOCSWINSZ, ours)
         return
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import zlib
 
+from ocibox import ocispec
 from ocibox._record import record
 from ocibox.errors import RuntimeSetupError, UsageError
 from ocibox.linux import seccomp as scmp
@@ -498,3 +499,53 @@ def compile_filter(profile: Profile, cache_dir: str | None = None) -> SeccompFil
     except OSError:
         pass  # a cache that cannot be written only costs time
     return SeccompFilter(program, profile.source, skipped)
+
+
+# ------------------------------------------------------------------ the runtime spec's seccomp section
+_ACTION_NAMES = {v: k for k, v in _ACTIONS.items() if k != "SCMP_ACT_KILL"}
+_OP_NAMES = {v: k for k, v in _OPS.items()}
+
+
+def _oci_action(action: int) -> tuple[str, int | None]:
+    if action & 0xFFFF0000 == scmp.SCMP_ACT_ERRNO_BASE:
+        return "SCMP_ACT_ERRNO", action & 0xFFFF
+    if action & 0xFFFF0000 == scmp.SCMP_ACT_TRACE_BASE:
+        return "SCMP_ACT_TRACE", action & 0xFFFF
+    return _ACTION_NAMES[action], None
+
+
+def to_oci(profile: Profile) -> ocispec.Seccomp:
+    """A resolved profile as config.json's ``linux.seccomp`` (what runc and crun take)."""
+    default, default_errno = _oci_action(profile.default_action)
+    rules = []
+    for r in profile.rules:
+        action, errno_ret = _oci_action(r.action)
+        rules.append(ocispec.SeccompRule(r.names, action, errno_ret, tuple(
+            ocispec.SeccompArg(a.arg, a.value, _OP_NAMES[a.op], a.value_two) for a in r.args)))
+    return ocispec.Seccomp(default, default_errno, tuple("SCMP_ARCH_" + a.upper() for a in profile.arches),
+                           syscalls=tuple(rules))
+
+
+def from_oci(s: ocispec.Seccomp, source: str = "config.json") -> Profile:
+    """config.json's ``linux.seccomp`` as a profile to compile; a bad action, op or architecture is a
+    SpecError naming it."""
+    try:
+        default = _action(s.default_action, s.default_errno_ret, "linux.seccomp.defaultAction")
+        rules = []
+        for i, r in enumerate(s.syscalls):
+            where = f"linux.seccomp.syscalls[{i}]"
+            args = []
+            for a in r.args:
+                if a.op not in _OPS:
+                    raise ValueError(f"{where}: unknown op {a.op!r}")
+                args.append(ArgCmp(a.index, _OPS[a.op], a.value, a.value_two))
+            rules.append(Rule(r.names, _action(r.action, r.errno_ret, where), tuple(args)))
+        arches = tuple(_arch_name(a, "linux.seccomp.architectures") for a in s.architectures)
+    except ValueError as e:
+        raise ocispec.SpecError(f"config.json: {e}") from None
+    for flag in s.flags:
+        if flag not in ("SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"):
+            raise ocispec.SpecError(f"config.json: linux.seccomp.flags: {flag!r} is not supported")
+    if s.listener_path:
+        raise ocispec.SpecError("config.json: linux.seccomp.listenerPath: seccomp notification is not supported")
+    return Profile(default, arches, tuple(rules), source)

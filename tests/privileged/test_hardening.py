@@ -27,8 +27,9 @@ def child(cg: cgroups.Cgroup | None, prep: hd.Prepared, h: hd.Hardening, script:
     def setup() -> None:
         if cg is not None:
             cg.join(os.getpid())
-        hd.apply_ulimits(h)
-        hd.load_seccomp(prep)
+        hd._rlimits.apply_ulimits(h.ulimits)  # what the init does with config.json's rlimits
+        if prep.seccomp is not None:
+            prep.seccomp.load()
 
     return subprocess.run(["/bin/busybox", "sh", "-c", script], preexec_fn=setup, capture_output=True,
                           text=True, timeout=60)

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from ocibox.digest import Digest
 from ocibox.image import ImageConfig, Platform
 from ocibox.linux import syscalls
+from ocibox.run._config import USER_ANNOTATION, build
 from ocibox.run._flags import parse_run_args
 from ocibox.run._init import InitArgs, init
 from ocibox.run._spec import RunSpec
@@ -74,9 +75,11 @@ def run_init(tmp_path: Path, *flags: str) -> tuple[list[list[object]], bytes]:
         try:
             os.close(out_r)
             k = recording_kernel(log, str(rootfs))
-            init(InitArgs(spec=spec, rootfs=str(rootfs), etc_dir=str(tmp_path / "etc"),
+            config = build(spec, rootfs=str(rootfs), etc_dir=str(tmp_path / "etc"), cgroups_path="/c", seccomp=None)
+            init(InitArgs(config=config, rootfs=str(rootfs), etc_dir=str(tmp_path / "etc"),
                           etc={"hostname": "h\n", "hosts": "", "resolv.conf": ""}, setup=setup_w, go=go_r,
-                          gate=gate_r, kernel=k, cgroup_mounts=(("cgroup2", "", ""),)))  # type: ignore[arg-type]
+                          gate=gate_r, kernel=k, cgroup_mounts=(("cgroup2", "", ""),),  # type: ignore[arg-type]
+                          user=config.annotations[USER_ANNOTATION]))
         except _Exec:
             pass
         except BaseException as e:
@@ -131,14 +134,17 @@ def test_init_steps_in_order(tmp_path: Path) -> None:
     # the old root: slaved (its unmount must not reach the host), then detached, right after the pivot
     assert log[pivot + 2] == ["mount", None, ".", None, syscalls.MS_SLAVE | syscalls.MS_REC]
     assert log[pivot + 3] == ["umount", ".", syscalls.MNT_DETACH]
+    # the cgroup namespace once the creator moved PID 1 into its cgroup (the go pipe), rooted there, then
+    # its mount: the last of the config's mounts, so that the wait overlapped all the others
     cgroup_ns = names.index("unshare")
-    assert log[cgroup_ns] == ["unshare", syscalls.CLONE_NEWCGROUP] and mask < cgroup_ns
+    cgroup_mount = index(log, lambda c: c[0] == "mount" and c[2] == "ROOTFS/sys/fs/cgroup")
+    assert log[cgroup_ns] == ["unshare", syscalls.CLONE_NEWCGROUP] and sysfs < cgroup_ns < cgroup_mount < pivot
     hostname = names.index("sethostname")
     drops = [i for i, c in enumerate(log) if c[:2] == ["prctl", syscalls.PR_CAPBSET_DROP]]
     nnp = index(log, lambda c: c[:2] == ["prctl", syscalls.PR_SET_NO_NEW_PRIVS])
     setuid, capset, execve = names.index("setuid"), names.index("capset"), names.index("execve")
     # the bounding set and no_new_privs before the uid changes; capset after it; exec last of all
-    assert cgroup_ns < hostname < drops[0] and drops[-1] < nnp < setuid < capset < execve == len(log) - 1
+    assert mask < hostname < drops[0] and drops[-1] < nnp < setuid < capset < execve == len(log) - 1
     assert names.index("close_range") < execve
     assert log[execve][1:] == ["/bin/true", ["/bin/true"]]
     assert setup == b"R\n"  # created (at the gate) before the exec
