@@ -5,8 +5,9 @@ Public surface::
     unpack_layer(store, stream, *, compression, diff_id, chain_id, parent, what) -> int
     image_lowerdirs(store, record) -> list[Path]            # top layer first
     overlay_options(lowers, upper=None, work=None) -> str   # pure
-    mount_rootfs(store, record, target, *, upper, work, readonly=False) -> None
-    mount_image(settings, name) -> Path / umount_image(settings, name) / export_image(settings, name, output)
+    mount_rootfs(store, record, target, *, upper, work, readonly=False, warn=None) -> None
+    mount_image(settings, name, *, warn=None) -> Path / umount_image(settings, name)
+    export_image(settings, name, output)                    # output: a path or an open binary stream
 """
 
 from __future__ import annotations

@@ -22,10 +22,6 @@ def _mountpoint(store: Store, image_hex: str) -> Path:
     return store.mounts / image_hex / "merged"
 
 
-def is_mounted(path: Path) -> bool:
-    return proc.is_mount_point(path)
-
-
 def mount_image(settings: Settings, name: str, *, warn: Callable[[str], None] | None = None) -> Path:
     """Mount the image's rootfs read-only (in the caller's mount namespace) and return
     the mount point, as ``podman image mount`` does. Mounting twice returns the same path.
@@ -33,7 +29,7 @@ def mount_image(settings: Settings, name: str, *, warn: Callable[[str], None] | 
     store = Store(settings.root)
     record = find_image(store, name)
     target = _mountpoint(store, record.id.hex)
-    if target.is_dir() and is_mounted(target):
+    if target.is_dir() and proc.is_mount_point(target):
         return target
     target.mkdir(parents=True, exist_ok=True)
     mount_rootfs(store, record, target, upper=None, work=None, readonly=True, warn=warn)
@@ -45,7 +41,7 @@ def umount_image(settings: Settings, name: str) -> None:
     store = Store(settings.root)
     record = find_image(store, name)
     target = _mountpoint(store, record.id.hex)
-    if not target.is_dir() or not is_mounted(target):
+    if not target.is_dir() or not proc.is_mount_point(target):
         raise UsageError(f"image {name} is not mounted (mount it with 'ocibox image mount {name}')")
     try:
         syscalls.umount(str(target), syscalls.UMOUNT_NOFOLLOW)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -89,7 +88,7 @@ def _publish(store: Store, tmp: Path, *, chain_id: Digest, diff_id: Digest, pare
         raise StoreError(f"{what}: cannot publish layer {chain_id}: {e.strerror or e}") from None
     try:
         record_layer(store, chain_id=chain_id, diff_id=diff_id, parent=parent, size=size)
-    except (sqlite3.Error, OciboxError) as e:
+    except OciboxError as e:
         # Not recorded: take the directory back out so nothing half-published stays.
         with contextlib.suppress(OSError):
             os.unlink(store.links / short)

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 
 from ocibox.errors import UsageError
 from ocibox.run import _hardening
-from ocibox.run._spec import Mount, RunFlags, parse_size
+from ocibox.run._spec import Mount, RunFlags
+from ocibox.units import parse_size
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (5 ms of ocibox run)
 if TYPE_CHECKING:

@@ -75,9 +75,9 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
     # Between finding the image and recording the container, a prune or rmi could remove the
     # image: lease it, look it up again under the lease, then record the container (whose live
     # row protects the image from then on).
-    with store.lease("run", [str(record.id)] + [str(x.chain_id) for x in record.layers]):
+    with store.lease("run", [record.id, *(x.chain_id for x in record.layers)]):
         record = st.load_image(store, record.id)
-        st.add_container(store, cid, flags.name or None, str(record.id), list(spec.argv))
+        st.add_container(store, cid, flags.name or None, record.id, list(spec.argv))
     cdir = store.container_dir(cid)
 
     def started(pid: int) -> None:  # PID 1 is in its cgroups
@@ -101,7 +101,7 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
             spec,
             merged,
             cdir,
-            mount_rootfs=lambda: mount_rootfs(store, record, merged, upper=upper, work=work),
+            mount_rootfs=lambda: mount_rootfs(store, record, merged, upper=upper, work=work, warn=echo),
             cgroup=cgroup,
             on_start=started,
             prepared=prepared,

@@ -236,28 +236,6 @@ def parse_quantity(text: str) -> float | None:
         return None
 
 
-_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}
-
-
-def parse_size(text: str, what: str) -> int:
-    """docker's RAMInBytes: 512m, 1g, 100k, 1024b, 1024, 1.5g, also 512mb / 512MiB; -1 stays -1."""
-    t = text.strip().lower()
-    if t == "-1":
-        return -1
-    for tail in ("ib", "b"):
-        if t.endswith(tail) and t[: -len(tail)][-1:] in "kmgtp" and len(t) > len(tail) + 1:
-            t = t[: -len(tail)]
-            break
-    num, unit = (t[:-1], t[-1]) if t and t[-1] in _UNITS and t[-1] not in "0123456789" else (t, "")
-    try:
-        value = float(num)
-    except ValueError:
-        raise UsageError(f"invalid size {text!r} for {what}: use a number with an optional unit b, k, m, g") from None
-    if value < 0:
-        raise UsageError(f"invalid size {text!r} for {what}: it must not be negative")
-    return int(value * _UNITS[unit])
-
-
 # ----- user resolution (docker/runc's GetExecUser), on the text of the image's own files -----
 
 @record

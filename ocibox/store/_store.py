@@ -219,9 +219,13 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT``: one writer at a time, waits up to the busy timeout."""
-        with _transaction(self.db) as conn:
-            yield conn
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``: one writer at a time, waits up to the busy timeout. A
+        database error inside it (disk full, a corrupt file) is a StoreError, after the rollback."""
+        try:
+            with _transaction(self.db) as conn:
+                yield conn
+        except sqlite3.Error as e:
+            raise StoreError(f"store database {self.root / 'ocibox.db'}: {e}") from None
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:

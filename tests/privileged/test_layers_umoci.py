@@ -22,8 +22,8 @@ from layout_import import import_layout
 from oci import Entry, make_tar
 
 from ocibox.layers import mount_rootfs
-from ocibox.layers._image import is_mounted
 from ocibox.linux import syscalls
+from ocibox.linux.proc import is_mount_point as is_mounted
 from ocibox.store import Store
 
 pytestmark = [pytest.mark.privileged, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]

@@ -14,9 +14,9 @@ from ocibox.run._spec import (
     RunSpec,
     capabilities,
     merge_env,
-    parse_size,
     resolve_user,
 )
+from ocibox.units import parse_size
 
 D = Digest.parse("sha256:" + "0" * 64)
 
