@@ -9,6 +9,7 @@ Public surface (loaded lazily)::
     Cgroup                               the interface: create, apply, join, container_mounts, oom_kills,
                                          procs, destroy, devices_fallback
     open_cgroup(name, limits, *, devices=None, parent="", echo=None, root=...) -> Cgroup
+    reopen(cgroup.state()) -> Cgroup     the manager of an existing cgroup, in another process
     detect(root) -> 1 | 2                2 on a pure v2 host
     own_v1_dir(controller)               this process's cgroup directory in a v1 hierarchy
     cpu_weight(shares)                   cpu.shares -> cpu.weight (runc's conversion)
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
         write_v1,
     )
     from ocibox.cgroups._leftovers import container_cgroups, remove_leftovers
-    from ocibox.cgroups._manager import CgroupV1, CgroupV2, open_cgroup, own_v1_dir
+    from ocibox.cgroups._manager import CgroupV1, CgroupV2, open_cgroup, own_v1_dir, reopen
     from ocibox.cgroups._resources import limits_from_resources, resources_of
     from ocibox.cgroups._warmup import MigrationWarmup
 
@@ -44,7 +45,7 @@ _TABLE = {
     **dict.fromkeys(("ANY", "V2_FALLBACK", "Device", "attach_v2", "bpf_device_program", "read_v1", "write_v1"),
                     "_devices"),
     **dict.fromkeys(("container_cgroups", "remove_leftovers"), "_leftovers"),
-    **dict.fromkeys(("CgroupV1", "CgroupV2", "open_cgroup", "own_v1_dir"), "_manager"),
+    **dict.fromkeys(("CgroupV1", "CgroupV2", "open_cgroup", "own_v1_dir", "reopen"), "_manager"),
     "MigrationWarmup": "_warmup",
     "limits_from_resources": "_resources",
     "resources_of": "_resources",
@@ -72,6 +73,7 @@ __all__ = [
     "own_v1_dir",
     "read_v1",
     "remove_leftovers",
+    "reopen",
     "resources_of",
     "write_v1",
 ]

@@ -90,6 +90,27 @@ class Cgroup:
     def destroy(self) -> list[str]:
         raise NotImplementedError
 
+    def freeze(self, frozen: bool) -> None:
+        """Pause (freeze) or resume every process of the cgroup; waits until the kernel says it is."""
+        raise NotImplementedError
+
+    def frozen(self) -> bool:
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, int]:
+        """memory_usage, memory_limit (0: none), memory_cache, cpu_usage_ns, pids."""
+        raise NotImplementedError
+
+    def state(self) -> dict[str, object]:
+        """What ``reopen`` needs to manage this cgroup from another process (JSON-able)."""
+        raise NotImplementedError
+
+    def kill_all(self, sig: int) -> None:
+        """A signal to every process of the cgroup (runc's kill --all)."""
+        for pid in self.procs():
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+
     @property
     def notes(self) -> list[str]:
         """What was set up, for --debug."""

@@ -90,7 +90,7 @@ class CgroupV1(Cgroup):
         self.w = Writer(echo)
         self.rules = tuple(devices) if devices is not None else None
         own = proc.parse_cgroup(proc.cgroup_text() if proc_cgroup is None else proc_cgroup)
-        wanted = ["memory", "cpu", "pids"] + (["cpuset"] if limits.cpuset else [])
+        wanted = ["memory", "cpu", "pids", "freezer"] + (["cpuset"] if limits.cpuset else [])
         if self.rules is not None:
             wanted.append("devices")
         self.dirs: dict[str, Path] = {}
@@ -122,8 +122,39 @@ class CgroupV1(Cgroup):
                 assert self.rules is not None
                 write_v1(str(d), self.rules)
                 self._notes.append(f"devices: v1 cgroup {d}: deny a, allow {len(self.rules)} rules")
-            else:
+            elif c in _V1:
                 _V1[c](self.w, d, limits)
+
+    def freeze(self, frozen: bool) -> None:
+        d = self.dirs.get("freezer")
+        if d is None:
+            raise CgroupError("the freezer cgroup controller is not mounted on this host: cannot pause")
+        self.w(d / "freezer.state", "FROZEN" if frozen else "THAWED", "pause")
+        _wait_for(lambda: (d / "freezer.state").read_text().strip() == ("FROZEN" if frozen else "THAWED"),
+                  f"the freezer of {d}")
+
+    def frozen(self) -> bool:
+        d = self.dirs.get("freezer")
+        try:
+            return d is not None and (d / "freezer.state").read_text().strip() != "THAWED"
+        except OSError:
+            return False
+
+    def stats(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        m, c, p = self.dirs.get("memory"), self.dirs.get("cpu"), self.dirs.get("pids")
+        if m is not None:
+            out["memory_usage"] = _read_int(m / "memory.usage_in_bytes")
+            out["memory_limit"] = _read_int(m / "memory.limit_in_bytes")
+            out["memory_cache"] = counter(m / "memory.stat", "total_inactive_file")
+        if c is not None:
+            out["cpu_usage_ns"] = _read_int(c / "cpuacct.usage")
+        if p is not None:
+            out["pids"] = _read_int(p / "pids.current")
+        return out
+
+    def state(self) -> dict[str, object]:
+        return {"version": 1, "dirs": {c: str(d) for c, d in self.dirs.items()}, "hier": self.hier, "path": self.path}
 
     def join(self, pid: int) -> None:
         for d in self.dirs.values():
@@ -267,6 +298,25 @@ class CgroupV2(Cgroup):
     def container_mounts(self) -> list[tuple[str, str, str]]:
         return [("cgroup2", "", "")]
 
+    def freeze(self, frozen: bool) -> None:
+        self.w(self.dir / "cgroup.freeze", "1" if frozen else "0", "pause")
+        _wait_for(lambda: counter(self.dir / "cgroup.events", "frozen") == int(frozen), f"the freeze of {self.dir}")
+
+    def frozen(self) -> bool:
+        return counter(self.dir / "cgroup.events", "frozen") == 1
+
+    def stats(self) -> dict[str, int]:
+        d = self.dir
+        limit = (d / "memory.max").read_text().strip() if (d / "memory.max").exists() else "max"
+        return {"memory_usage": _read_int(d / "memory.current"),
+                "memory_limit": 0 if limit == "max" else int(limit),
+                "memory_cache": counter(d / "memory.stat", "inactive_file"),
+                "cpu_usage_ns": counter(d / "cpu.stat", "usage_usec") * 1000,
+                "pids": _read_int(d / "pids.current")}
+
+    def state(self) -> dict[str, object]:
+        return {"version": 2, "dir": str(self.dir), "path": self.path}
+
     def oom_kills(self) -> int:
         return counter(self.dir / "memory.events", "oom_kill")
 
@@ -296,6 +346,46 @@ def open_cgroup(name: str, limits: Limits, *, parent: str = "", echo: Callable[[
     device rules, e.g. --privileged)."""
     cls = CgroupV2 if detect(root) == 2 else CgroupV1
     return cls(name, limits, parent=parent, root=root, echo=echo, devices=devices)
+
+
+def _read_int(path: Path) -> int:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _wait_for(done: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise CgroupError(f"{what} did not settle in {timeout:g} s")
+        time.sleep(0.002)
+
+
+def reopen(state: dict[str, object]) -> Cgroup:
+    """The manager of a container's existing cgroup, from what ``Cgroup.state()`` recorded (for the
+    verbs that manage a container after its creator has gone: stop, pause, stats, rm, cleanup)."""
+    cg: Cgroup
+    if state.get("version") == 2:
+        v2 = CgroupV2.__new__(CgroupV2)
+        v2.dir = Path(str(state["dir"]))
+        v2.parent, v2.root, v2.created, v2.controllers = v2.dir.parent, CGROUP_ROOT, True, []
+        cg = v2
+    else:
+        v1 = CgroupV1.__new__(CgroupV1)
+        dirs = state.get("dirs") or {}
+        hier = state.get("hier") or {}
+        assert isinstance(dirs, dict) and isinstance(hier, dict)
+        v1.dirs = {str(c): Path(str(d)) for c, d in dirs.items()}
+        v1.hier = {str(c): str(h) for c, h in hier.items()}
+        v1.created = list(v1.dirs.values())
+        v1._notes = []
+        cg = v1
+    cg.limits, cg.rules, cg.w, cg.path = Limits(), None, Writer(None), str(state.get("path", ""))
+    return cg
 
 
 def own_v1_dir(controller: str, parent: str = "", root: Path = CGROUP_ROOT) -> Path | None:

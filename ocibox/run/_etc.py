@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from ocibox.run._spec import RunSpec
 
-
-def etc_files(spec: RunSpec) -> dict[str, str]:
+def etc_files(hostname: str, network: str) -> dict[str, str]:
     """name -> contents of the three files."""
-    if spec.network == "host":
+    if network == "host":
         hosts = _read_host_file("/etc/hosts")
     else:
         hosts = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n"
                  "ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
-                 f"127.0.1.1\t{spec.hostname}\n")
-    return {"hostname": spec.hostname + "\n", "hosts": hosts, "resolv.conf": _read_host_file("/etc/resolv.conf")}
+                 f"127.0.1.1\t{hostname}\n")
+    return {"hostname": hostname + "\n", "hosts": hosts, "resolv.conf": _read_host_file("/etc/resolv.conf")}
 
 
 def _read_host_file(path: str) -> str:

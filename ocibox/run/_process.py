@@ -289,7 +289,7 @@ def run_container(spec: RunSpec, rootfs: Path, state_dir: Path, *, mount_rootfs:
                    seccomp=prepared.profile if prepared is not None else None,
                    nodes=prepared.nodes if prepared is not None else (), resources=resources)
     ctr = create(config, rootfs=str(rootfs), cgroup=cgroup, seccomp=prepared.seccomp if prepared else None,
-                 mount_rootfs=mount_rootfs, etc_dir=str(etc_dir), etc=etc_files(spec),
+                 mount_rootfs=mount_rootfs, etc_dir=str(etc_dir), etc=etc_files(spec.hostname, spec.network),
                  stdin_null=not spec.interactive, on_pid=on_start)
     try:
         ctr.start()

@@ -147,6 +147,17 @@ class RunSpec:
         )
 
 
+def check_name(name: str) -> str:
+    """docker's container name rule: [a-zA-Z0-9][a-zA-Z0-9_.-]+ (a leading / is docker's own)."""
+    import re
+
+    bare = name[1:] if name.startswith("/") else name
+    if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+", bare):
+        raise UsageError(f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, "
+                         "at least two characters")
+    return bare
+
+
 def merge_env(*groups: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """Docker's ReplaceOrAppendEnvValues over the groups in order."""
     out: list[str] = []

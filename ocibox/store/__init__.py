@@ -17,7 +17,8 @@ Public surface (loaded lazily: ``ocibox run`` pays only for what it uses)::
     has_layer() layer_row() layer_size() record_layer() delete_layers() short_name() SHORT_LEN
     ContainerRecord                  add_container() set_container_pid() finish_container()
                                      get_container() list_containers() live_containers() stale_containers()
-                                     delete_containers() new_container_id()
+                                     delete_containers() new_container_id() find_container()
+                                     update_container() NoSuchContainer
     Refs ImageRow                    what the database references, read in one transaction
     Trash BlobFile                   blob_files() layer_dirs() dangling_links() link_target() make_link()
                                      drop_link() container_dirs() tmp_entries() tmp_busy() claim_tmp()
@@ -32,8 +33,10 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (5 ms of 
 if TYPE_CHECKING:
     from ocibox.store._containers import (
         ContainerRecord,
+        NoSuchContainer,
         add_container,
         delete_containers,
+        find_container,
         finish_container,
         get_container,
         list_containers,
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
         new_container_id,
         set_container_pid,
         stale_containers,
+        update_container,
     )
     from ocibox.store._du import DiskUsage, du, fs_free
     from ocibox.store._gc import (
@@ -91,7 +95,7 @@ if TYPE_CHECKING:
 _TABLE = {
     **dict.fromkeys(("ContainerRecord", "add_container", "delete_containers", "finish_container", "get_container",
                      "list_containers", "live_containers", "new_container_id", "set_container_pid",
-                     "stale_containers"), "_containers"),
+                     "stale_containers", "NoSuchContainer", "find_container", "update_container"), "_containers"),
     **dict.fromkeys(("DiskUsage", "du", "fs_free"), "_du"),
     **dict.fromkeys(("BlobFile", "Trash", "blob_files", "claim_tmp", "container_dirs", "dangling_links",
                      "drop_link", "layer_dirs", "link_target", "make_link", "tmp_busy", "tmp_entries"), "_gc"),
@@ -115,6 +119,7 @@ __all__ = [
     "ImageRecord",
     "ImageRow",
     "LayerRef",
+    "NoSuchContainer",
     "Refs",
     "Store",
     "Trash",
@@ -131,6 +136,7 @@ __all__ = [
     "disk_error",
     "drop_link",
     "du",
+    "find_container",
     "find_image",
     "finish_container",
     "fs_free",
@@ -164,4 +170,5 @@ __all__ = [
     "tmp_entries",
     "tmp_owner_alive",
     "touch_image",
+    "update_container",
 ]

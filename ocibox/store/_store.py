@@ -33,7 +33,7 @@ from ocibox.digest import Digest, verify_bytes
 from ocibox.errors import StoreError, UsageError
 from ocibox.linux import proc
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -85,13 +85,31 @@ CREATE TABLE IF NOT EXISTS containers (
     image_id TEXT NOT NULL,
     pid INTEGER NOT NULL DEFAULT 0,
     pid_start INTEGER NOT NULL DEFAULT 0,  -- /proc/PID/stat starttime, to tell reused pids apart
-    state TEXT NOT NULL,                   -- created | running | exited
+    state TEXT NOT NULL,                   -- created | running | paused | exited
     exit_code INTEGER,
     command TEXT NOT NULL DEFAULT '',
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS image_layers_chain ON image_layers(chain_id);
 """
+
+# Each version's changes to the one before (a new store gets _SCHEMA, then every migration).
+_MIGRATIONS = {
+    2: """
+-- detached containers (ocibox run -d): what ps, inspect, logs, start and the monitor's cleanup need
+ALTER TABLE containers ADD COLUMN image_ref TEXT NOT NULL DEFAULT '';      -- the image as the user named it
+ALTER TABLE containers ADD COLUMN started_at REAL NOT NULL DEFAULT 0;
+ALTER TABLE containers ADD COLUMN finished_at REAL NOT NULL DEFAULT 0;
+ALTER TABLE containers ADD COLUMN oom_killed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE containers ADD COLUMN detached INTEGER NOT NULL DEFAULT 0;    -- has a monitor (run -d, start)
+ALTER TABLE containers ADD COLUMN restart_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE containers ADD COLUMN stopping INTEGER NOT NULL DEFAULT 0;    -- stop asked: no restart
+ALTER TABLE containers ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';      -- JSON object
+ALTER TABLE containers ADD COLUMN settings TEXT NOT NULL DEFAULT '{}';    -- JSON: how to start it again
+ALTER TABLE containers ADD COLUMN cgroup TEXT NOT NULL DEFAULT '';        -- JSON: the cgroup manager's dirs
+CREATE INDEX IF NOT EXISTS containers_image ON containers(image_id);
+""",
+}
 
 
 def default_root() -> Path:
@@ -208,10 +226,14 @@ class Store:
             ver = conn.execute("PRAGMA user_version").fetchone()[0]
             if ver < SCHEMA_VERSION:
                 with _transaction(conn):
+                    ver = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have migrated
                     # executescript() would COMMIT the open transaction first: one statement at a time
-                    for stmt in _SCHEMA.split(";"):
-                        if stmt.strip():
-                            conn.execute(stmt)
+                    todo = ([_SCHEMA] if ver == 0 else []) + [_MIGRATIONS[v] for v in range(max(ver, 1) + 1,
+                                                                                           SCHEMA_VERSION + 1)]
+                    for script in todo:
+                        for stmt in script.split(";"):
+                            if stmt.strip():
+                                conn.execute(stmt)
                     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as e:
             raise StoreError(f"cannot open database {self.root / 'ocibox.db'}: {e}") from None

@@ -1,0 +1,257 @@
+"""What ``ps``, ``inspect``, ``top`` and ``stats`` show of containers: docker's fields, as data (the CLI
+renders them)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from ocibox import errors
+from ocibox import store as st
+from ocibox.containers._lifecycle import conf, repair_all
+from ocibox.units import human_duration
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def _iso(t: float) -> str:
+    if not t:
+        return "0001-01-01T00:00:00Z"
+    frac = f"{t % 1:.9f}"[1:]
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + frac + "Z"
+
+
+def status_text(rec: st.ContainerRecord, now: float | None = None) -> str:
+    """docker's STATUS column: "Up 3 minutes", "Up 2 seconds (Paused)", "Exited (0) 5 seconds ago",
+    "Created"."""
+    now = time.time() if now is None else now
+    if rec.state in ("running", "paused") and rec.alive:
+        up = "Up " + human_duration(now - rec.started_at)
+        return up + " (Paused)" if rec.state == "paused" else up
+    if rec.state == "created" or (rec.started_at == 0 and rec.exit_code is None):
+        return "Created"
+    code = rec.exit_code if rec.exit_code is not None else 0
+    return f"Exited ({code}) {human_duration(now - (rec.finished_at or rec.created))} ago"
+
+
+def state_word(rec: st.ContainerRecord) -> str:
+    if rec.state in ("running", "paused") and not rec.alive:
+        return "exited"
+    return rec.state
+
+
+def _command(rec: st.ContainerRecord) -> str:
+    return " ".join(rec.argv)
+
+
+def row(rec: st.ContainerRecord, now: float | None = None) -> dict[str, Any]:
+    """One container as ``ps --format json`` prints it (docker's keys)."""
+    now = time.time() if now is None else now
+    return {
+        "ID": rec.id,
+        "Image": rec.image_ref or rec.image_id.short,
+        "ImageID": str(rec.image_id),
+        "Command": _command(rec),
+        "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(rec.created)),
+        "RunningFor": human_duration(now - rec.created) + " ago",
+        "Status": status_text(rec, now),
+        "State": state_word(rec),
+        "Ports": "",
+        "Names": rec.name,
+        "Labels": ",".join(f"{k}={v}" for k, v in sorted(rec.label_map.items())),
+        "Mounts": "",
+        "Networks": "",
+        "Size": "",
+        "Created": rec.created,
+        "ExitCode": rec.exit_code,
+    }
+
+
+def _matches(rec: st.ContainerRecord, filters: dict[str, list[str]], store: st.Store) -> bool:
+    for key, values in filters.items():
+        ok = False
+        for v in values:
+            if key == "status":
+                ok = ok or state_word(rec) == v
+            elif key == "name":
+                ok = ok or v.lstrip("/") in rec.name
+            elif key == "id":
+                ok = ok or rec.id.startswith(v)
+            elif key == "label":
+                k, eq, val = v.partition("=")
+                labels = rec.label_map
+                ok = ok or (k in labels and (not eq or labels[k] == val))
+            elif key == "ancestor":
+                ok = ok or _ancestor(rec, v, store)
+            elif key == "exited":
+                ok = ok or (state_word(rec) == "exited" and str(rec.exit_code) == v)
+        if not ok:
+            return False
+    return True
+
+
+def _ancestor(rec: st.ContainerRecord, text: str, store: st.Store) -> bool:
+    if rec.image_ref == text:
+        return True
+    try:
+        return st.find_image(store, text).id == rec.image_id
+    except errors.OciboxError:
+        return False
+
+
+FILTER_KEYS = ("status", "name", "id", "label", "ancestor", "exited")
+STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
+
+
+def parse_filters(items: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for f in items:
+        key, eq, value = f.partition("=")
+        if not eq or key not in FILTER_KEYS:
+            raise errors.UsageError(f"invalid filter {f!r}: use one of {', '.join(k + '=' for k in FILTER_KEYS)}")
+        if key == "status" and value not in STATUSES:
+            raise errors.UsageError(f"invalid filter 'status={value}': one of {', '.join(STATUSES)}")
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def list_containers(store: st.Store, *, all_: bool = False, last: int = 0, filters: dict[str, list[str]] | None = None,
+                    ) -> list[dict[str, Any]]:
+    """docker ps: running containers (``all_``: every one), newest first, filtered; ``last`` N newest."""
+    repair_all(store)
+    recs = sorted(st.list_containers(store), key=lambda r: -r.created)
+    if not all_ and not last and not (filters and "status" in filters):
+        recs = [r for r in recs if state_word(r) in ("running", "paused")]
+    if filters:
+        recs = [r for r in recs if _matches(r, filters, store)]
+    if last:
+        recs = recs[:last]
+    now = time.time()
+    return [row(r, now) for r in recs]
+
+
+def inspect(store: st.Store, rec: st.ContainerRecord) -> dict[str, Any]:
+    """docker inspect of a container: its JSON shape (the fields ocibox has)."""
+    c = conf(rec)
+    cdir = store.container_dir(rec.id)
+    config: dict[str, Any] = {}
+    try:
+        with open(cdir / "config.json") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        pass
+    proc_: dict[str, Any] = config.get("process") or {}
+    state = state_word(rec)
+    running = state in ("running", "paused")
+    policy = c["restart"] if isinstance(c["restart"], dict) else {}
+    log = c["log"] if isinstance(c["log"], dict) else {}
+    mounts = [{"Type": "bind", "Source": m.get("source", ""), "Destination": m.get("destination", ""),
+               "Mode": "", "RW": "ro" not in (m.get("options") or []), "Propagation": "rprivate"}
+              for m in config.get("mounts", []) if m.get("type") == "bind" and not m.get("destination", "").startswith("/etc/")]
+    resources = (config.get("linux") or {}).get("resources") or {}
+    argv = rec.argv
+    return {
+        "Id": rec.id,
+        "Created": _iso(rec.created),
+        "Path": argv[0] if argv else "",
+        "Args": argv[1:],
+        "State": {
+            "Status": state, "Running": running, "Paused": state == "paused", "Restarting": False,
+            "OOMKilled": rec.oom_killed, "Dead": False, "Pid": rec.pid if running else 0,
+            "ExitCode": rec.exit_code if rec.exit_code is not None else 0, "Error": "",
+            "StartedAt": _iso(rec.started_at), "FinishedAt": _iso(rec.finished_at if not running else 0),
+        },
+        "Image": str(rec.image_id),
+        "ResolvConfPath": "",
+        "HostnamePath": "",
+        "HostsPath": "",
+        "LogPath": str(cdir / "ctr.log") if rec.detached else "",
+        "Name": "/" + rec.name,
+        "RestartCount": rec.restart_count,
+        "Driver": "overlay",
+        "Platform": "linux",
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "HostConfig": {
+            "RestartPolicy": {"Name": policy.get("name", "no"), "MaximumRetryCount": policy.get("max", 0)},
+            "AutoRemove": bool(c.get("auto_remove")),
+            "LogConfig": {"Type": "k8s-file", "Config": {k: str(v) for k, v in
+                                                          (("max-size", log.get("max_size", 0)),
+                                                           ("max-file", log.get("max_file", 1))) if v}},
+            "NetworkMode": c.get("network", "private"),
+            "CgroupParent": c.get("cgroup_parent", ""),
+            "Memory": (resources.get("memory") or {}).get("limit", 0),
+            "MemorySwap": (resources.get("memory") or {}).get("swap", 0),
+            "NanoCpus": 0,
+            "CpuShares": (resources.get("cpu") or {}).get("shares", 0),
+            "CpuQuota": (resources.get("cpu") or {}).get("quota", 0),
+            "CpuPeriod": (resources.get("cpu") or {}).get("period", 0),
+            "CpusetCpus": (resources.get("cpu") or {}).get("cpus", ""),
+            "PidsLimit": (resources.get("pids") or {}).get("limit", 0),
+            "ReadonlyRootfs": bool((config.get("root") or {}).get("readonly")),
+        },
+        "Mounts": mounts,
+        "Config": {
+            "Hostname": config.get("hostname", ""),
+            "User": (config.get("annotations") or {}).get("io.ocibox.user", ""),
+            "Tty": bool(proc_.get("terminal")),
+            "OpenStdin": bool(c.get("interactive")),
+            "Env": proc_.get("env", []),
+            "Cmd": argv,
+            "Image": rec.image_ref,
+            "WorkingDir": proc_.get("cwd", "/"),
+            "Labels": rec.label_map,
+            "StopSignal": c.get("stop_signal", "SIGTERM"),
+            "StopTimeout": c.get("stop_timeout", 10),
+        },
+        "NetworkSettings": {"Networks": {}},
+    }
+
+
+def top(store: st.Store, rec: st.ContainerRecord, ps_args: list[str]) -> str:
+    """docker top: the host's ps for the container's processes (its cgroup's), default ``-ef``."""
+    import subprocess
+
+    from ocibox.containers._lifecycle import _cgroup
+
+    if state_word(rec) not in ("running", "paused"):
+        raise errors.UsageError(f"container {rec.name} is not running")
+    pids = _cgroup(rec).procs()
+    if not pids:
+        raise errors.UsageError(f"container {rec.name} has no processes")
+    args = ps_args or ["-f"]
+    r = subprocess.run(["ps", *args, "-p", ",".join(map(str, pids))], capture_output=True, text=True, check=False)
+    if r.returncode not in (0, 1):
+        raise errors.UsageError(f"ps {' '.join(args)} failed: {r.stderr.strip()}")
+    return r.stdout.rstrip("\n")
+
+
+def stats(store: st.Store, recs: list[st.ContainerRecord], interval: float = 0.5) -> list[dict[str, Any]]:
+    """docker stats --no-stream: CPU % over ``interval``, memory usage and limit, pids."""
+    import os
+
+    from ocibox.containers._lifecycle import _cgroup
+
+    running = [r for r in recs if state_word(r) in ("running", "paused") and r.cgroup]
+    cgs = {r.id: _cgroup(r) for r in running}
+    first = {cid: cg.stats() for cid, cg in cgs.items()}
+    t0 = time.monotonic()
+    if cgs:
+        time.sleep(interval)
+    dt = time.monotonic() - t0
+    out = []
+    for r in recs:
+        s = cgs[r.id].stats() if r.id in cgs else {}
+        cpu = 0.0
+        if r.id in cgs and dt > 0:
+            cpu = (s.get("cpu_usage_ns", 0) - first[r.id].get("cpu_usage_ns", 0)) / (dt * 1e9) * 100
+        limit = s.get("memory_limit", 0)
+        if not limit or limit >= 1 << 60:
+            limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        usage = max(s.get("memory_usage", 0) - s.get("memory_cache", 0), 0)
+        out.append({"ID": r.id, "Name": r.name, "CPUPerc": cpu, "MemUsage": usage, "MemLimit": limit,
+                    "MemPerc": 100.0 * usage / limit if limit else 0.0, "PIDs": s.get("pids", 0)})
+    return out
