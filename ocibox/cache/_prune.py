@@ -30,11 +30,11 @@ from ocibox.store import (
     layer_dirs,
     link_target,
     list_containers,
-    live_containers,
     stale_containers,
     tmp_busy,
     tmp_entries,
     tmp_owner_alive,
+    using_containers,
 )
 from ocibox.units import parse_until
 
@@ -102,8 +102,11 @@ def prune(settings: Settings, *, all_: bool, dry_run: bool, keep_storage: int | 
     try:
         with store.lock("gc"):
             leased = store.leased() | mounted_images(store)
-            live = live_containers(store)
-            plan.containers = stale_containers(store) + [c for c in list_containers(store) if c.state == "exited"]
+            live = using_containers(store)
+            # Foreground containers whose process is gone (crashed, or exited: their writable layer went
+            # with them); a detached container stays until 'rm' or 'container prune', and keeps its image.
+            plan.containers = stale_containers(store) + [c for c in list_containers(store)
+                                                         if c.state == "exited" and not c.detached]
             known = {c.id for c in list_containers(store)}
             leased_names = {d.hex for d in leased}
             plan.orphan_containers = [n for n in container_dirs(store) if n not in known and n not in leased_names

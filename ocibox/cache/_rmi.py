@@ -20,9 +20,9 @@ from ocibox.store import (
     image_digests,
     image_named,
     image_tags,
-    live_containers,
     remove_name,
     remove_tags,
+    using_containers,
 )
 
 
@@ -52,7 +52,7 @@ def remove_images(settings: Settings, names: list[str], *, force: bool) -> list[
     try:
         with store.lock("gc"):
             leased = store.leased() | mounted_images(store)
-            live = live_containers(store)
+            live = using_containers(store)
             with store.transaction():
                 before = Refs.load(store)
                 deleted: list[Digest] = []
@@ -84,7 +84,7 @@ def _untag(store: Store, text: str, *, force: bool, leased: set[Digest], live: l
         if iid is not None:
             name = Reference(ref.registry, ref.repository, None, ref.digest) if ref.digest is not None else ref
             if ref.digest is None and len(image_tags(store, iid)) == 1:
-                _check_not_in_use(iid, text, leased, live)
+                _check_not_in_use(iid, text, leased, live, force=force)
             remove_name(store, name)
             done.append(Untagged(name))
     if iid is None:
@@ -98,12 +98,14 @@ def _untag(store: Store, text: str, *, force: bool, leased: set[Digest], live: l
         if len(repos) > 1 and not force:
             raise UsageError(f"unable to delete {iid.short} (must be forced): the image is referenced in "
                              f"{len(repos)} repositories; remove it by name, or pass -f to remove every name")
-        _check_not_in_use(iid, text, leased, live)
+        _check_not_in_use(iid, text, leased, live, force=force)
         done += [Untagged(t) for t in tags]
         remove_tags(store, iid)
     if not image_tags(store, iid):
-        # The last tag is gone: the digests go with it (docker), then the image.
-        _check_not_in_use(iid, text, leased, live)
+        # The last tag is gone: the digests go with it (docker), then the image; but an image a stopped
+        # container uses stays (untagged only, with -f) for as long as the container exists.
+        if not _check_not_in_use(iid, text, leased, live, force=force):
+            return done
         done += [Untagged(d) for d in image_digests(store, iid)]
         delete_image(store, iid)
         deleted.append(iid)
@@ -111,14 +113,24 @@ def _untag(store: Store, text: str, *, force: bool, leased: set[Digest], live: l
     return done
 
 
-def _check_not_in_use(iid: Digest, text: str, leased: set[Digest], live: list[ContainerRecord]) -> None:
-    for c in live:
+def _check_not_in_use(iid: Digest, text: str, leased: set[Digest], users: list[ContainerRecord], *,
+                      force: bool) -> bool:
+    """Refuse when a running container or a live process uses the image; a stopped container too, unless
+    ``force`` (docker: rmi -f then untags only). True when the image itself may go."""
+    stopped = None
+    for c in users:
         if c.image_id == iid:
-            raise InUseError(f"unable to remove image {text} ({iid.short}): running container {c.id[:12]} uses it; "
-                             "stop the container first")
+            if c.alive:
+                raise InUseError(f"unable to remove image {text} ({iid.short}): running container {c.id[:12]} uses it; "
+                                 "stop the container first")
+            stopped = c
+    if stopped is not None and not force:
+        raise InUseError(f"unable to remove image {text} ({iid.short}): stopped container {stopped.id[:12]} uses it; "
+                         "remove the container first (ocibox rm), or pass -f to untag the image only")
     if iid in leased:
         raise InUseError(f"unable to remove image {text} ({iid.short}): it is in use by a running ocibox process "
                          "or mounted by 'ocibox image mount'; wait for it to finish or run 'ocibox image umount'")
+    return stopped is None
 
 
 def _garbage_of(before: Refs, after: Refs, deleted: list[Digest], leased: set[Digest]) -> tuple[list[Digest], list[Digest]]:

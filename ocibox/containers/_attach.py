@@ -13,7 +13,7 @@ import struct
 from ocibox import errors
 from ocibox import store as st
 from ocibox.monitor import EXITED, RESIZE, STDERR_DATA, STDIN_CLOSE, STDIN_DATA, STDOUT_DATA
-from ocibox.run._detach import ATTACH
+from ocibox.run import ATTACH
 
 DETACH_KEYS = b"\x10\x11"  # ctrl-p ctrl-q
 

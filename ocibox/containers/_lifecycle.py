@@ -18,7 +18,7 @@ import time
 from ocibox import errors
 from ocibox import store as st
 from ocibox.linux import proc
-from ocibox.run._detach import DEFAULT_SETTINGS, EXIT, monitored, start_detached
+from ocibox.run import DEFAULT_SETTINGS, EXIT, monitored, start_detached
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -305,7 +305,7 @@ def wait(store: st.Store, rec: st.ContainerRecord) -> int:
 
 
 def rename(store: st.Store, rec: st.ContainerRecord, new: str) -> None:
-    from ocibox.run._spec import check_name
+    from ocibox.run import check_name
 
     check_name(new)
     st.update_container(store, rec.id, name=new)

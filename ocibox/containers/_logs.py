@@ -10,7 +10,7 @@ from collections import deque
 
 from ocibox import errors
 from ocibox import store as st
-from ocibox.run._detach import LOG, monitored
+from ocibox.run import LOG, monitored
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

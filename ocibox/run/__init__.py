@@ -8,6 +8,10 @@ when used. Public surface::
     create(spec, rootfs, state_dir, ...) -> Container  the container made, PID 1 waiting at the gate;
                                                        Container.start(), .wait(), .close()
     run_container(spec, rootfs, state_dir, ...) -> int create + start + wait + close: the exit status
+    start_detached(settings, store, record) -> int     a detached container under a new monitor (PID 1's pid)
+    monitored(dir) / DEFAULT_SETTINGS / LOG, EXIT, ATTACH   a detached container's monitor and its files
+    exec_process(pid1, start, process, ...) -> Exec    a new process in a running container
+    check_name(name)                                   docker's container name rule
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ if TYPE_CHECKING:
 
     from ocibox.settings import Settings
 
-__all__ = ["Container", "Mount", "RunFlags", "RunSpec", "create", "parse_run_args", "run_container", "run_main"]
+__all__ = ["ATTACH", "DEFAULT_SETTINGS", "EXIT", "LOG", "Container", "Exec", "Mount", "RunFlags", "RunSpec",
+           "check_name", "create", "exec_process", "monitored", "parse_run_args", "run_container", "run_main",
+           "start_detached"]
 
 
 def run_main(settings: Settings, argv: list[str]) -> int:
@@ -41,6 +47,8 @@ _LAZY = {
     "Mount": "ocibox.run._spec", "RunFlags": "ocibox.run._spec", "RunSpec": "ocibox.run._spec",
     "parse_run_args": "ocibox.run._flags", "Container": "ocibox.run._process", "create": "ocibox.run._process",
     "run_container": "ocibox.run._process",
+    **dict.fromkeys(("ATTACH", "DEFAULT_SETTINGS", "EXIT", "LOG", "monitored", "start_detached"), "ocibox.run._detach"),
+    "Exec": "ocibox.run._exec", "exec_process": "ocibox.run._exec", "check_name": "ocibox.run._spec",
 }
 
 

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         set_container_pid,
         stale_containers,
         update_container,
+        using_containers,
     )
     from ocibox.store._du import DiskUsage, du, fs_free
     from ocibox.store._gc import (
@@ -95,7 +96,8 @@ if TYPE_CHECKING:
 _TABLE = {
     **dict.fromkeys(("ContainerRecord", "add_container", "delete_containers", "finish_container", "get_container",
                      "list_containers", "live_containers", "new_container_id", "set_container_pid",
-                     "stale_containers", "NoSuchContainer", "find_container", "update_container"), "_containers"),
+                     "stale_containers", "NoSuchContainer", "find_container", "update_container", "using_containers"),
+                    "_containers"),
     **dict.fromkeys(("DiskUsage", "du", "fs_free"), "_du"),
     **dict.fromkeys(("BlobFile", "Trash", "blob_files", "claim_tmp", "container_dirs", "dangling_links",
                      "drop_link", "layer_dirs", "link_target", "make_link", "tmp_busy", "tmp_entries"), "_gc"),
@@ -171,4 +173,5 @@ __all__ = [
     "tmp_owner_alive",
     "touch_image",
     "update_container",
+    "using_containers",
 ]

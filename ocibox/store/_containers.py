@@ -193,6 +193,13 @@ def live_containers(store: Store) -> list[ContainerRecord]:
     return [c for c in list_containers(store) if c.state in ("created", "running", "paused") and c.alive]
 
 
+def using_containers(store: Store) -> list[ContainerRecord]:
+    """Containers that keep their image in use: the running ones and every detached one (stopped or not:
+    it can be started again)."""
+    return [c for c in list_containers(store)
+            if c.detached or (c.state in ("created", "running", "paused") and c.alive)]
+
+
 def stale_containers(store: Store) -> list[ContainerRecord]:
     """Foreground containers recorded as created or running whose process is gone (crash leftovers).
     A detached container in that state is repaired (made exited), never taken for garbage."""

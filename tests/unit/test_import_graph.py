@@ -13,13 +13,14 @@ PACKAGE = Path(ocibox.__file__).parent
 # Lower numbers are further down; a module may import its own room and rooms below it.
 LEVELS = {
     "linux": 0,
-    "_record": 1, "_lazy": 1, "errors": 1, "units": 1,
+    "_record": 1, "_lazy": 1, "errors": 1, "units": 1, "options": 1,
     "digest": 2, "reference": 2, "image": 2, "settings": 2, "ocispec": 2, "monitor": 2,
     "store": 3, "cgroups": 3,
     "layers": 4,
     "puller": 5,
     "run": 6, "cache": 6,
-    "cli": 7, "__main__": 7, "__init__": 7,
+    "containers": 7,
+    "cli": 8, "__main__": 8, "__init__": 8,
 }
 
 
