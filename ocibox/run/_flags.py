@@ -1,11 +1,10 @@
 """``ocibox run`` flags: docker's names and docker's (pflag's) parsing rules, into a RunFlags value.
 
-Not argparse: building an argparse parser of 35 options imports argparse, gettext and locale and
-compiles a dozen regular expressions, 10 ms of a warm run of 60. The table below is the one
-description of the options; the parser and ``--help`` are both made from it. Rules (docker's):
-``--name VALUE`` or ``--name=VALUE``, short options cluster (``-it``, ``-eFOO=1``, ``-e=FOO``), no
-abbreviations, ``--`` ends the options, and the first argument that is not an option is IMAGE:
-everything after it is the command, verbatim.
+The table below is the one description of the options; the parser and ``--help`` are both made
+from it by :class:`ocibox.options.Parser` (docker's rules: ``--name VALUE`` or ``--name=VALUE``,
+short options cluster (``-it``, ``-eFOO=1``, ``-e=FOO``), no abbreviations, ``--`` ends the
+options). Not interspersed, as docker's run: the first argument that is not an option is IMAGE,
+and everything after it is the command, verbatim.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import posixpath
 from collections.abc import Mapping
 
 from ocibox.errors import UsageError
+from ocibox.options import Parser
 from ocibox.run import _hardening
 from ocibox.run._spec import Mount, RunFlags
 from ocibox.units import parse_size
@@ -23,7 +23,6 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (5 ms of 
 if TYPE_CHECKING:
     from typing import Any
 
-USAGE = "ocibox run [OPTIONS] IMAGE [COMMAND] [ARG...]"
 DESCRIPTION = "Run a command in a new container (fresh namespaces, pivot_root, cgroup limits)."
 
 # (names, kind, metavar, help); kind: "bool", "str", "int", "list" (repeatable) or a tuple of choices.
@@ -59,104 +58,19 @@ OPTIONS: tuple[tuple[tuple[str, ...], Any, str, str], ...] = (
     (("--cgroup-parent",), "str", "PATH", "parent cgroup (default: the caller's own)"),
     *_hardening.OPTIONS,  # --security-opt, --device, --ulimit, --privileged
 )
-def _dest(names: tuple[str, ...]) -> str:
-    return next(n for n in names if n.startswith("--"))[2:].replace("-", "_")
+ARGS = (("image", "IMAGE", ""), ("command", "[COMMAND] [ARG...]", ""))
 
-
-_EMPTY: dict[Any, Any] = {"bool": False, "str": "", "int": 0}
-_DEFAULTS: dict[str, Any] = {_dest(o[0]): _EMPTY.get(o[1], o[1][0] if isinstance(o[1], tuple) else None)
-                             for o in OPTIONS}
-_DEFAULTS["entrypoint"] = None  # absent, not "" (which clears the image's entrypoint)
-_BY_NAME = {name: (_dest(o[0]), o[1]) for o in OPTIONS for name in o[0]}
-
-
-def _error(message: str) -> UsageError:
-    return UsageError(f"ocibox run: {message} (see 'ocibox run --help')")
+PARSER = Parser("ocibox run", OPTIONS, ARGS, description=DESCRIPTION, interspersed=False,
+                defaults={"entrypoint": None})  # absent, not "" (which clears the image's entrypoint)
 
 
 def format_help() -> str:
-    lines = [f"usage: {USAGE}", "", DESCRIPTION, "", "options:"]
-    for names, kind, metavar, text in OPTIONS:
-        shown = ", ".join(names) + (f" {metavar}" if kind != "bool" else "")
-        lines.append(f"  {shown:<32} {text}" if len(shown) < 32 else f"  {shown}\n  {'':<32} {text}")
-    return "\n".join(lines) + "\n"
-
-
-def _set(ns: dict[str, Any], dest: str, kind: Any, value: str | None, shown: str) -> None:
-    if kind == "bool":
-        if value is None or value.lower() in ("true", "1"):
-            ns[dest] = True
-        elif value.lower() in ("false", "0"):
-            ns[dest] = False
-        else:
-            raise _error(f"invalid boolean {value!r} for {shown}: use true or false")
-    elif value is None:
-        raise _error(f"{shown} needs a value")
-    elif kind == "list":
-        ns.setdefault(dest, []).append(value)
-    elif kind == "int":
-        try:
-            ns[dest] = int(value)
-        except ValueError:
-            raise _error(f"invalid number {value!r} for {shown}") from None
-    elif isinstance(kind, tuple) and value not in kind:
-        raise _error(f"invalid choice {value!r} for {shown} (choose from {', '.join(kind)})")
-    else:
-        ns[dest] = value
+    return PARSER.format_help()
 
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
     """The options by destination name, plus ``image`` and ``command``; ``--help`` prints and exits."""
-    ns: dict[str, Any] = dict(_DEFAULTS)
-    ns.update((_dest(o[0]), []) for o in OPTIONS if o[1] == "list")  # fresh lists per parse
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        i += 1
-        if arg == "--":
-            break
-        if arg.startswith("--"):
-            name, eq, value = arg.partition("=")
-            if name not in _BY_NAME:
-                raise _error(f"unrecognized option {name!r}")
-            dest, kind = _BY_NAME[name]
-            if not eq and kind != "bool":
-                if i >= len(argv):
-                    raise _error(f"{name} needs a value")
-                value, i = argv[i], i + 1
-            _set(ns, dest, kind, value if eq or kind != "bool" else None, name)
-        elif arg.startswith("-") and arg != "-":
-            j = 1
-            while j < len(arg):
-                short = "-" + arg[j]
-                if short not in _BY_NAME:
-                    raise _error(f"unrecognized option {short!r} in {arg!r}")
-                dest, kind = _BY_NAME[short]
-                j += 1
-                if kind == "bool":
-                    _set(ns, dest, kind, None, short)
-                    continue
-                rest = arg[j:]
-                if rest:
-                    value = rest[1:] if rest.startswith("=") else rest
-                elif i < len(argv):
-                    value, i = argv[i], i + 1
-                else:
-                    raise _error(f"{short} needs a value")
-                _set(ns, dest, kind, value, short)
-                break
-        else:
-            i -= 1
-            break
-        if ns.get("help"):
-            import sys
-
-            sys.stdout.write(format_help())
-            raise SystemExit(0)
-    if i >= len(argv):
-        raise _error("an IMAGE is required")
-    ns["image"], ns["command"] = argv[i], argv[i + 1:]
-    return ns
+    return PARSER.parse(argv)
 
 
 def parse_env_file(path: str, environ: Mapping[str, str]) -> list[str]:
