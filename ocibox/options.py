@@ -37,7 +37,7 @@ from ocibox.errors import UsageError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (5 ms of ocibox run)
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
     Kind = str | tuple[str, ...]  # "bool", "str", "int", "list" or the choices
@@ -67,13 +67,14 @@ class Parser:
     """One command's options and arguments; :meth:`parse` and :meth:`format_help` both come from the table.
 
     ``prog`` is the command as typed (``ocibox image mount``), ``usage`` replaces the made usage line,
-    ``sections`` adds titled two-column lists after the options (a group's commands) and ``epilog``
-    a last paragraph.
+    ``sections`` adds titled two-column lists after the options (a group's commands; or a function
+    that makes them, called only for the help) and ``epilog`` a last paragraph.
     """
 
     def __init__(self, prog: str, options: Sequence[Option], args: Sequence[Arg] = (), *,
                  description: str = "", defaults: Mapping[str, Any] | None = None, interspersed: bool = True,
-                 usage: str = "", sections: Sequence[Section] = (), epilog: str = "") -> None:
+                 usage: str = "", sections: Sequence[Section] | Callable[[], Sequence[Section]] = (),
+                 epilog: str = "") -> None:
         names = [n for o in options for n in o[0]]
         if "--help" not in names:  # docker's: -h too, unless the command uses it (run's --hostname)
             options = (*options, (("--help",) if "-h" in names else ("-h", "--help"), "bool", "", HELP_TEXT))
@@ -236,8 +237,9 @@ class Parser:
         shown = [(", ".join(names) + (f" {metavar}" if kind != "bool" else ""), text)
                  for names, kind, metavar, text in self.options]
         lines += ["options:", *_rows(shown, _COLUMN), ""]
-        width = max((len(r[0]) for _, rows in self.sections for r in rows), default=0) + 2
-        for title, rows in self.sections:
+        sections = self.sections() if callable(self.sections) else self.sections
+        width = max((len(r[0]) for _, rows in sections for r in rows), default=0) + 2
+        for title, rows in sections:
             if rows:
                 lines += [f"{title}:", *_rows(rows, width), ""]
         if self.epilog:

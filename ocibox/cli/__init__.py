@@ -1,11 +1,24 @@
-"""The command line: parses arguments, calls one function per verb, renders output.
+"""The command line: one table of verbs, a dispatcher, one place that maps errors to exit codes.
 
-No logic lives here. Errors are mapped to exit codes in one place, ``main``.
-``ocibox run`` takes a fast path that never imports typer (87 ms of imports),
-the registry client or tqdm: a warm run must start in a few tens of ms; ``ocibox pull``
-has its own option parser here for the same reason. The other verbs are the typer app of
-``_app``; what they print is made in ``_render`` (tables, sizes, ages, the lines of rmi and
-prune, prune's confirmation).
+No logic lives here. Every verb starts cheaply: the global options and each verb's options are
+parsed by :mod:`ocibox.options` (docker's rules, no argparse, typer or click), and the module that
+implements a verb is imported only when that verb runs (``run`` must start in a few tens of ms;
+the cache verbs are run in loops by scripts). What the cache verbs print is made in ``_render``.
+
+A verb is a row of :data:`VERBS`: ``(words, target, summary)``. ``target`` is
+
+- ``"module:function"``: the function is called as ``function(settings, argv, prog)`` with the
+  arguments after the verb's words and the command as typed (``"ocibox image mount"``, for help
+  and errors); it returns the exit status (``None`` for 0);
+- ``""``: a group (``image``, ``system``): its verbs are the rows whose words start with it;
+- ``"=other words"``: an alias of another row (docker's ``ps`` for ``container ls``); an empty
+  summary is the other row's.
+
+Adding a verb, a group or an alias is one row each::
+
+    ("container", "", "Manage containers"),
+    ("container ls", "ocibox.cli._containers:ls", "List containers"),
+    ("ps", "=container ls", ""),
 """
 
 from __future__ import annotations
@@ -18,66 +31,60 @@ from ocibox._lazy import lazy_getattr
 
 TYPE_CHECKING = False  # typing is not imported on the run and pull paths (5 ms)
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any, NoReturn
 
     from ocibox.cli._render import df_table, images_table, prune_lines, rmi_lines
+    from ocibox.options import Parser
     from ocibox.settings import Settings
 
-GLOBAL_HELP = {
-    "--root": "store root (default: $OCIBOX_ROOT, /var/lib/ocibox as root, $XDG_DATA_HOME/ocibox otherwise)",
-    "--quiet": "print only what scripts need (no progress)",
-    "--debug": "show tracebacks and the HTTP log",
-    "--insecure-registry": "allow plain HTTP / unverified TLS to this registry (repeatable)",
-}
+    Verb = tuple[str, str, str]
 
+DESCRIPTION = "ocibox: pull OCI/Docker images into a layer store and run them in fresh namespaces."
 
-CERT_DIR_HELP = ("directory of the registry's CA certificates (*.crt) and client certificates (*.cert with "
-                 "*.key); default: /etc/containers/certs.d/HOST[:PORT] or /etc/docker/certs.d/HOST[:PORT]")
+VERBS: tuple[Verb, ...] = (
+    ("run", "ocibox.cli:_run", "Run a command in a new container"),
+    ("pull", "ocibox.cli._registry:pull", "Pull an image (and all its layers, unpacked) from a registry"),
+    ("images", "ocibox.cli._cache:images", "List images in the store"),
+    ("rmi", "ocibox.cli._cache:rmi", "Remove images (untag; delete what nothing else uses)"),
+    ("inspect", "ocibox.cli._cache:inspect", "Show an image's manifest, config and layers as JSON"),
+    ("prune", "ocibox.cli._cache:prune", "Remove dangling images, unused layers and blobs, leftovers of crashed work"),
+    ("verify", "ocibox.cli._cache:verify", "Re-hash blobs and check layer directories against the database"),
+    ("export", "ocibox.cli._layers:export", "Write an image's flattened rootfs as a tar"),
+    ("login", "ocibox.cli._registry:login", "Log in to a registry"),
+    ("logout", "ocibox.cli._registry:logout", "Remove the credentials stored for a registry"),
+    ("image", "", "Manage images"),
+    ("image mount", "ocibox.cli._layers:mount", "Mount an image's rootfs read-only and print its path"),
+    ("image umount", "ocibox.cli._layers:umount", "Unmount what 'image mount' mounted"),
+    ("system", "", "Manage the store"),
+    ("system df", "ocibox.cli._cache:system_df", "Show disk usage of the store"),
+)
+
+GLOBAL_OPTIONS = (
+    (("--root",), "str", "PATH",
+     "store root (default: $OCIBOX_ROOT, /var/lib/ocibox as root, $XDG_DATA_HOME/ocibox otherwise)"),
+    (("-q", "--quiet"), "bool", "", "print only what scripts need (no progress)"),
+    (("--debug",), "bool", "", "show tracebacks and the HTTP log"),
+    (("--insecure-registry",), "list", "HOST[:PORT]", "allow plain HTTP / unverified TLS to this registry (repeatable)"),
+)
 
 
 def parse_globals(argv: list[str]) -> tuple[Settings, list[str]]:
-    """Take the global options that stand before the verb; return settings and the rest.
-
-    One parser for both paths (typer and the run fast path), so they cannot disagree.
-    """
-    from ocibox.errors import UsageError
+    """Take the global options that stand before the verb; return settings and the rest (the verb
+    and its arguments). ``--help`` prints the help of ocibox and exits."""
     from ocibox.settings import Config, Settings
     from ocibox.store import default_root
 
-    root: Path | None = None
-    quiet = debug = False
-    insecure: list[str] = []
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        name, eq, val = a.partition("=")
-        if name in ("--root", "--insecure-registry"):
-            if not eq:
-                if i + 1 >= len(argv):
-                    raise UsageError(f"{name} needs a value")
-                i += 1
-                val = argv[i]
-            if name == "--root":
-                root = Path(val)
-            else:
-                insecure.append(val)
-        elif a in ("--quiet", "-q"):
-            quiet = True
-        elif a == "--debug":
-            debug = True
-        else:
-            break
-        i += 1
-    rest = argv[i:]
+    ns = group_parser("").parse(argv)
     return (
         Settings(
-            root=(root or default_root()).absolute(),
-            quiet=quiet,
-            debug=debug,
-            insecure_registries=tuple(insecure),
+            root=(Path(ns["root"]) if ns["root"] is not None else default_root()).absolute(),
+            quiet=ns["quiet"],
+            debug=ns["debug"],
+            insecure_registries=tuple(ns["insecure_registry"]),
             config=Config.load(),
         ),
-        rest,
+        ns["command"],
     )
 
 
@@ -90,21 +97,14 @@ def main(argv: list[str] | None = None) -> NoReturn:
     debug = "--debug" in argv[:8]
     try:
         settings, rest = parse_globals(argv)
-        if rest and rest[0] == "run" and "--help" not in rest[1:2]:
-            from ocibox.run import run_main
-
-            code = run_main(settings, rest[1:])
-            if argv_was_ours:
-                # The container has exited and everything is recorded: skip the interpreter's
-                # teardown (module and object cleanup, ~10 ms of a warm run), as a C program would.
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-            sys.exit(code)
-        if rest and rest[0] == "pull":
-            pull_main(settings, rest[1:])  # no typer/click on the way (35 ms of imports)
-        else:
-            _typer_main(settings, rest)
+        verb, prog, args = resolve(rest)
+        code = call(verb, settings, args, prog)
+        if verb[0] == "run" and argv_was_ours:
+            # The container has exited and everything is recorded: skip the interpreter's
+            # teardown (module and object cleanup, ~10 ms of a warm run), as a C program would.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
     except OciboxError as e:
         if debug:
             import traceback
@@ -121,79 +121,102 @@ def main(argv: list[str] | None = None) -> NoReturn:
         print(f"Error: ocibox failed: {type(e).__name__}: {e} (run with --debug for the traceback)",
               file=sys.stderr)
         sys.exit(125)
-    sys.exit(0)
+    sys.exit(code)
 
 
-PULL_OPTIONS = (
-    ("--platform OS/ARCH[/VARIANT]", "the platform to pull from a multi-platform image (default: this host's)"),
-    ("-q, --quiet", "print only the image digest"),
-    ("--cert-dir DIR", CERT_DIR_HELP),
-    ("--help", "show this help and exit"),
-)
+# ----------------------------------------------------------------------------- the dispatcher
 
 
-def pull_main(settings: Settings, argv: list[str]) -> None:
-    """``ocibox pull [OPTIONS] IMAGE`` (docker's and podman's options), parsed here: the pull path
-    never imports typer."""
-    from ocibox.errors import UsageError
-
-    image: str | None = None
-    values = {"--platform": "", "--cert-dir": ""}
-    quiet = False
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        i += 1
-        name, eq, value = arg.partition("=")
-        if name in values:
-            if not eq:
-                if i >= len(argv):
-                    raise UsageError(f"ocibox pull: {name} needs a value (see 'ocibox pull --help')")
-                value, i = argv[i], i + 1
-            values[name] = value
-        elif arg in ("-q", "--quiet"):
-            quiet = True
-        elif arg in ("--help", "-h"):
-            _out("usage: ocibox pull [OPTIONS] IMAGE\n\nPull an image (and all its layers, unpacked) from a "
-                 "registry.\n\noptions:\n" + "\n".join(f"  {o:<32} {h}" for o, h in PULL_OPTIONS))
-            return
-        elif arg.startswith("-") and arg != "-":
-            raise UsageError(f"ocibox pull: unrecognized option {arg!r} (see 'ocibox pull --help')")
-        elif image is None:
-            image = arg
-        else:
-            raise UsageError(f"ocibox pull: one IMAGE only, got {image!r} and {arg!r}")
-    if image is None:
-        raise UsageError("ocibox pull: an IMAGE is required (see 'ocibox pull --help')")
-    from ocibox import puller
-    from ocibox.image import Platform
-    from ocibox.reference import Reference
-
-    ref = Reference.parse(image)
-    plat = Platform.parse(values["--platform"]) if values["--platform"] else None
-    s = _with(settings, quiet=quiet or settings.quiet, cert_dir=values["--cert-dir"] or settings.cert_dir)
-    result = puller.pull(s, ref, platform=plat)
-    if s.quiet:
-        _out(str(result.pinned))
+def find(words: str, verbs: Sequence[Verb] = VERBS) -> Verb | None:
+    """The row of ``words`` (``"image mount"``); for an alias, the row it stands for (with the
+    alias's summary if it has one)."""
+    for row in verbs:
+        if row[0] == words:
+            if row[1].startswith("="):
+                target = find(row[1][1:], verbs)
+                if target is None:
+                    raise LookupError(f"alias {words!r} of an unknown verb {row[1][1:]!r}")
+                return target[0], target[1], row[2] or target[2]
+            return row
+    return None
 
 
-def _typer_main(settings: Settings, rest: list[str]) -> None:
-    import click
+def resolve(argv: list[str], verbs: Sequence[Verb] = VERBS) -> tuple[Verb, str, list[str]]:
+    """The verb that ``argv`` (what follows the global options) names, the command as typed
+    (``"ocibox image mount"``) and the verb's arguments. A group alone or with ``--help`` prints
+    its help and exits 0; an unknown verb is one line and docker's 125."""
+    group = ""
+    while True:
+        if group:  # a group's only option is --help
+            argv = group_parser(group, verbs).parse(argv)["command"]
+        if not argv:
+            sys.stdout.write(group_parser(group, verbs).format_help())
+            raise SystemExit(0)
+        words = f"{group} {argv[0]}".lstrip()
+        row = find(words, verbs)
+        if row is None:
+            sys.stderr.write(f"ocibox: {words!r} is not an ocibox command. See '{_prog(group)} --help'\n")
+            raise SystemExit(125)
+        if row[1]:
+            return row, f"ocibox {words}", argv[1:]
+        group, argv = row[0], argv[1:]
 
-    from ocibox.cli._app import build_app
 
-    app = build_app(settings)
-    try:
-        # standalone_mode=False: click returns typer.Exit's code instead of exiting, and raises
-        # usage errors, so that every exit goes through main() and its docker exit codes.
-        code = app(args=rest, prog_name="ocibox", standalone_mode=False)
-    except click.exceptions.UsageError as e:
-        e.show()
-        sys.exit(125)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    if isinstance(code, int) and code != 0:
-        sys.exit(code)
+def call(verb: Verb, settings: Settings, argv: list[str], prog: str) -> int:
+    """Import the verb's module and run it: its exit status."""
+    import importlib
+
+    module, _, function = verb[1].partition(":")
+    code: int | None = getattr(importlib.import_module(module), function)(settings, argv, prog)
+    return code or 0
+
+
+def group_parser(group: str, verbs: Sequence[Verb] = VERBS) -> Parser:
+    """The parser of ``ocibox`` (``group`` ""; the global options) or of a group (``--help`` only):
+    what follows is the verb and its arguments, verbatim; the help lists the verbs of the group."""
+    from ocibox.options import Parser
+
+    prog = _prog(group)
+    summary = DESCRIPTION
+    if group:
+        row = find(group, verbs)
+        assert row is not None
+        summary = row[2]
+    return Parser(
+        prog, () if group else GLOBAL_OPTIONS, (("command", "[COMMAND] [ARG...]", ""),),
+        description=summary if summary.endswith(".") else summary + ".",
+        usage=f"{prog} COMMAND" if group else f"{prog} [OPTIONS] COMMAND",
+        defaults=None if group else {"root": None}, interspersed=False,
+        sections=lambda: _listing(group, verbs),
+        epilog=f"Run '{prog} COMMAND --help' for more information on a command.",
+    )
+
+
+def _listing(group: str, verbs: Sequence[Verb]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The verbs right below ``group``, as docker lists them: commands, then management commands."""
+    depth = group.count(" ") + 1 if group else 0
+    commands: list[tuple[str, str]] = []
+    managed: list[tuple[str, str]] = []
+    for words, _, _ in verbs:
+        if words.startswith(f"{group} ".lstrip()) and words.count(" ") == depth:
+            row = find(words, verbs)
+            assert row is not None
+            (managed if not row[1] else commands).append((words.split(" ")[-1], row[2]))
+    return [("commands", commands), ("management commands", managed)]
+
+
+def _prog(group: str) -> str:
+    return f"ocibox {group}".rstrip()
+
+
+# ----------------------------------------------------------------------------- verbs and helpers
+
+
+def _run(settings: Settings, argv: list[str], prog: str) -> int:
+    """``ocibox run``: parsed by the runner itself (``ocibox.run._flags``), on its fast path."""
+    from ocibox.run import run_main
+
+    return run_main(settings, argv)
 
 
 def _out(text: str = "") -> None:
@@ -210,4 +233,5 @@ def _with(settings: Settings, **kw: Any) -> Settings:
 __getattr__ = lazy_getattr(__name__, dict.fromkeys(("df_table", "images_table", "prune_lines", "rmi_lines"), "_render"))
 
 
-__all__ = ["df_table", "images_table", "main", "parse_globals", "prune_lines", "pull_main", "rmi_lines"]
+__all__ = ["VERBS", "call", "df_table", "find", "group_parser", "images_table", "main", "parse_globals",
+           "prune_lines", "resolve", "rmi_lines"]

@@ -5,12 +5,16 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
-from ocibox.cache import Deleted, PruneResult, Untagged
 from ocibox.digest import Digest
-from ocibox.reference import Reference
 from ocibox.units import human_size, since
+
+TYPE_CHECKING = False  # typing (3 ms) and the cache's records are not needed to print a table
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ocibox.cache import Deleted, PruneResult, Untagged
+    from ocibox.reference import Reference
 
 
 def table(headers: list[str], rows: list[list[str]]) -> list[str]:
@@ -105,6 +109,8 @@ def df_table(data: dict[str, Any]) -> list[str]:
 
 def rmi_lines(done: list[Untagged | Deleted]) -> list[str]:
     """``ocibox rmi``: ``Untagged: busybox:latest``, ``Deleted: sha256:...`` (docker's lines)."""
+    from ocibox.cache import Untagged
+
     return [f"Untagged: {familiar(d.ref)}" if isinstance(d, Untagged) else f"Deleted: {d.id}" for d in done]
 
 

@@ -1,4 +1,4 @@
-"""``ocibox pull``'s own option parser (the pull path never imports typer)."""
+"""``ocibox pull``'s options (ocibox.options; the pull path never imports typer, click or httpx before it pulls)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ocibox.cli import pull_main
+from ocibox.cli._registry import pull as pull_main
 from ocibox.errors import UsageError
 from ocibox.settings import Settings
 

@@ -1,0 +1,121 @@
+"""The dispatcher: one table of verbs (groups, aliases), docker's help and unknown-verb line, the cost
+of a start (no typer, click, argparse; the verb's module only when it runs)."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ocibox.cli import VERBS, call, find, group_parser, resolve
+from ocibox.errors import UsageError
+from ocibox.settings import Settings
+
+# What the coming container verbs will look like: a group, a verb in it, docker's top-level alias.
+TABLE = (
+    *VERBS,
+    ("container", "", "Manage containers"),
+    ("container ls", f"{__name__}:_ls", "List containers"),
+    ("ps", "=container ls", ""),
+    ("c", "=container", ""),
+)
+
+
+def _ls(settings: Settings, argv: list[str], prog: str) -> int:
+    return len(argv) + (prog == "ocibox ps")
+
+
+def ocibox(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ocibox", "--root", str(root), *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_every_row_names_a_function_and_a_summary() -> None:
+    for words, target, summary in VERBS:
+        assert summary and not summary.endswith("."), words
+        if target:
+            module, _, function = target.partition(":")
+            assert callable(getattr(importlib.import_module(module), function)), words
+        else:  # a group has verbs
+            assert any(w.startswith(words + " ") for w, _, _ in VERBS), words
+
+
+def test_resolve_verbs_groups_and_aliases() -> None:
+    assert resolve(["images", "-q"]) == (find("images"), "ocibox images", ["-q"])
+    assert resolve(["image", "mount", "busybox"])[1:] == ("ocibox image mount", ["busybox"])
+    assert resolve(["system", "df", "-v"])[0] == ("system df", "ocibox.cli._cache:system_df", "Show disk usage of the store")
+    row, prog, args = resolve(["ps", "-a"], TABLE)
+    assert row == ("container ls", f"{__name__}:_ls", "List containers") and prog == "ocibox ps"
+    assert call(row, Settings(root=Path("/nonexistent")), args, prog) == 2
+    assert resolve(["c", "ls"], TABLE)[1:] == ("ocibox container ls", [])  # an alias of a group
+
+
+def test_groups_list_their_verbs(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["image"], ["image", "--help"], ["image", "-h"]):
+        with pytest.raises(SystemExit) as e:
+            resolve(argv)
+        assert e.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith("usage: ocibox image COMMAND\n\nManage images.\n")
+        assert "  mount    Mount an image's rootfs read-only and print its path\n" in out
+        assert out.endswith("Run 'ocibox image COMMAND --help' for more information on a command.\n")
+    top = group_parser("", TABLE).format_help()
+    assert top.startswith("usage: ocibox [OPTIONS] COMMAND\n") and "--insecure-registry HOST[:PORT]" in top
+    commands, managed = top.split("\ncommands:\n")[1].split("\nmanagement commands:\n")
+    assert "  ps " in commands and "List containers" in commands and "  image " not in commands
+    assert "  container " in managed and "  image " in managed and "  c " in managed
+    assert "  ls " in group_parser("container", TABLE).format_help()
+
+
+def test_unknown_verbs_are_one_line_and_125(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, line in ((["xyz"], "ocibox: 'xyz' is not an ocibox command. See 'ocibox --help'\n"),
+                       (["image", "xyz", "a"], "ocibox: 'image xyz' is not an ocibox command. See 'ocibox image --help'\n"),
+                       (["mount"], "ocibox: 'mount' is not an ocibox command. See 'ocibox --help'\n")):
+        with pytest.raises(SystemExit) as e:
+            resolve(argv)
+        assert e.value.code == 125 and capsys.readouterr().err == line
+    with pytest.raises(UsageError, match=r"^ocibox image: unrecognized option '--bogus' \(see 'ocibox image --help'\)$"):
+        resolve(["image", "--bogus"])
+
+
+@pytest.mark.parametrize("words", [w for w, target, _ in VERBS if target])
+def test_every_verb_has_help(words: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from ocibox.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--root", "/nonexistent", *words.split(), "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and out.startswith(f"usage: ocibox {words}") and "--help" in out
+
+
+def test_the_cli_end_to_end(tmp_path: Path) -> None:
+    r = ocibox(root=tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("usage: ocibox [OPTIONS] COMMAND") and "  system " in r.stdout
+    r = ocibox("xyz", root=tmp_path)
+    assert (r.returncode, r.stdout, r.stderr) == (125, "", "ocibox: 'xyz' is not an ocibox command. See 'ocibox --help'\n")
+    r = ocibox("--bogus", root=tmp_path)
+    assert r.returncode == 125 and r.stderr == "Error: ocibox: unrecognized option '--bogus' (see 'ocibox --help')\n"
+    r = ocibox("images", "extra", root=tmp_path)
+    assert r.returncode == 125 and "ocibox images: takes no arguments, got 'extra'" in r.stderr
+    r = ocibox("images", root=tmp_path)
+    assert (r.returncode, r.stdout.split()) == (0, ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"])
+    r = ocibox("images", "--format", "yaml", root=tmp_path)
+    assert r.returncode == 125 and r.stderr == "Error: invalid --format 'yaml': use table or json\n"
+    assert ocibox("verify", root=tmp_path).returncode == 0
+    r = ocibox("export", "img", root=tmp_path)
+    assert r.returncode == 125 and "ocibox export: -o, --output is required" in r.stderr
+    r = ocibox("rmi", root=tmp_path)
+    assert r.returncode == 125 and "ocibox rmi: at least one IMAGE is required" in r.stderr
+
+
+@pytest.mark.parametrize("argv", [["images"], ["--help"], ["system", "df"], ["image"], ["prune", "--help"]])
+def test_no_typer_click_or_argparse(argv: list[str], tmp_path: Path) -> None:
+    code = (f"import sys; from ocibox.cli import main; sys.argv = ['ocibox', '--root', {str(tmp_path)!r}, *{argv!r}]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted({'typer', 'click', 'argparse', 'httpx', 'ocibox.cli._registry', 'ocibox.cli._layers'}"
+            " & set(sys.modules)))")
+    cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert cp.stdout.splitlines()[-1] == "[]"
