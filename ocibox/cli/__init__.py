@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 from ocibox._lazy import lazy_getattr
 
@@ -72,19 +71,23 @@ GLOBAL_OPTIONS = (
 def parse_globals(argv: list[str]) -> tuple[Settings, list[str]]:
     """Take the global options that stand before the verb; return settings and the rest (the verb
     and its arguments). ``--help`` prints the help of ocibox and exits."""
+    ns = group_parser("").parse(argv)
+    return settings_of(ns), ns["command"]
+
+
+def settings_of(ns: dict[str, Any]) -> Settings:
+    """The settings the global options make (and the config file)."""
+    from pathlib import Path
+
     from ocibox.settings import Config, Settings
     from ocibox.store import default_root
 
-    ns = group_parser("").parse(argv)
-    return (
-        Settings(
-            root=(Path(ns["root"]) if ns["root"] is not None else default_root()).absolute(),
-            quiet=ns["quiet"],
-            debug=ns["debug"],
-            insecure_registries=tuple(ns["insecure_registry"]),
-            config=Config.load(),
-        ),
-        ns["command"],
+    return Settings(
+        root=(Path(ns["root"]) if ns["root"] is not None else default_root()).absolute(),
+        quiet=ns["quiet"],
+        debug=ns["debug"],
+        insecure_registries=tuple(ns["insecure_registry"]),
+        config=Config.load(),
     )
 
 
@@ -96,9 +99,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv[:8]
     try:
-        settings, rest = parse_globals(argv)
-        verb, prog, args = resolve(rest)
-        code = call(verb, settings, args, prog)
+        ns = group_parser("").parse(argv)
+        verb, prog, args = resolve(ns["command"])  # help and unknown verbs need no settings
+        code = call(verb, settings_of(ns), args, prog)
         if verb[0] == "run" and argv_was_ours:
             # The container has exited and everything is recorded: skip the interpreter's
             # teardown (module and object cleanup, ~10 ms of a warm run), as a C program would.
@@ -234,4 +237,4 @@ __getattr__ = lazy_getattr(__name__, dict.fromkeys(("df_table", "images_table", 
 
 
 __all__ = ["VERBS", "call", "df_table", "find", "group_parser", "images_table", "main", "parse_globals",
-           "prune_lines", "resolve", "rmi_lines"]
+           "prune_lines", "resolve", "rmi_lines", "settings_of"]
