@@ -6,7 +6,7 @@ Public surface (loaded lazily)::
 
     find(store, text) -> ContainerRecord          by id, name or unique id prefix (repairing a stale record)
     list_containers / inspect / top / stats       (_list)
-    start / stop / kill / pause / unpause / wait / rename / remove / cleanup / repair / parse_signal (_lifecycle)
+    start / stop / kill / pause / unpause / wait / rename / remove / cleanup / repair (_lifecycle)
     logs (_logs) / attach (_attach) / prune_containers
 """
 
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from ocibox.containers._lifecycle import (
         cleanup,
         kill,
-        parse_signal,
         pause,
         remove,
         rename,
@@ -37,7 +36,7 @@ if TYPE_CHECKING:
 
 _TABLE = {
     "attach": "_attach",
-    **dict.fromkeys(("cleanup", "kill", "parse_signal", "pause", "remove", "rename", "repair", "repair_all", "start",
+    **dict.fromkeys(("cleanup", "kill", "pause", "remove", "rename", "repair", "repair_all", "start",
                      "stop", "unpause", "wait"), "_lifecycle"),
     **dict.fromkeys(("inspect", "list_containers", "parse_filters", "stats", "top"), "_list"),
     "logs": "_logs",
@@ -78,7 +77,6 @@ __all__ = [
     "list_containers",
     "logs",
     "parse_filters",
-    "parse_signal",
     "pause",
     "prune_containers",
     "remove",

@@ -18,7 +18,7 @@ import time
 from ocibox import errors
 from ocibox import store as st
 from ocibox.linux import proc
-from ocibox.run import DEFAULT_SETTINGS, EXIT, monitored, start_detached
+from ocibox.run import DEFAULT_SETTINGS, EXIT, monitored, parse_signal, start_detached
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,21 +28,6 @@ if TYPE_CHECKING:
 
 #: docker's exit code for a container whose end nobody saw (daemon crash, reboot)
 UNKNOWN_EXIT = 255
-
-
-def parse_signal(text: str, what: str = "signal") -> int:
-    """``SIGTERM``, ``TERM``, ``term`` or ``15`` -> 15 (docker's and runc's forms)."""
-    t = text.strip().upper()
-    if t.isdigit():
-        n = int(t)
-        if 0 < n < signal.NSIG:
-            return n
-    else:
-        name = t if t.startswith("SIG") else "SIG" + t
-        sig = getattr(signal.Signals, name, None) if name in signal.Signals.__members__ else None
-        if sig is not None:
-            return int(sig)
-    raise errors.UsageError(f"invalid {what} {text!r}: use a name like SIGTERM (or TERM) or a number")
 
 
 def conf(rec: st.ContainerRecord) -> dict[str, Any]:

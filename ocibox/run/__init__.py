@@ -22,11 +22,33 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (5 ms of 
 if TYPE_CHECKING:
     from typing import Any
 
+    from ocibox.run._detach import ATTACH, DEFAULT_SETTINGS, EXIT, LOG, monitored, start_detached
+    from ocibox.run._exec import Exec, exec_process
+    from ocibox.run._flags import parse_run_args
+    from ocibox.run._process import Container, create, run_container
+    from ocibox.run._spec import Mount, RunFlags, RunSpec, check_name, parse_signal
     from ocibox.settings import Settings
 
-__all__ = ["ATTACH", "DEFAULT_SETTINGS", "EXIT", "LOG", "Container", "Exec", "Mount", "RunFlags", "RunSpec",
-           "check_name", "create", "exec_process", "monitored", "parse_run_args", "run_container", "run_main",
-           "start_detached"]
+__all__ = [
+    "ATTACH",
+    "DEFAULT_SETTINGS",
+    "EXIT",
+    "LOG",
+    "Container",
+    "Exec",
+    "Mount",
+    "RunFlags",
+    "RunSpec",
+    "check_name",
+    "create",
+    "exec_process",
+    "monitored",
+    "parse_run_args",
+    "parse_signal",
+    "run_container",
+    "run_main",
+    "start_detached",
+]
 
 
 def run_main(settings: Settings, argv: list[str]) -> int:
@@ -48,7 +70,7 @@ _LAZY = {
     "parse_run_args": "ocibox.run._flags", "Container": "ocibox.run._process", "create": "ocibox.run._process",
     "run_container": "ocibox.run._process",
     **dict.fromkeys(("ATTACH", "DEFAULT_SETTINGS", "EXIT", "LOG", "monitored", "start_detached"), "ocibox.run._detach"),
-    "Exec": "ocibox.run._exec", "exec_process": "ocibox.run._exec", "check_name": "ocibox.run._spec",
+    "Exec": "ocibox.run._exec", "exec_process": "ocibox.run._exec", "check_name": "ocibox.run._spec", "parse_signal": "ocibox.run._spec",
 }
 
 

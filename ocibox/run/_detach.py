@@ -209,8 +209,7 @@ def start_detached(settings: Settings, store: Store, rec: ContainerRecord, *, lo
         import json
 
         child_store = st.Store(store.root)
-        st.set_container_pid(child_store, rec.id, pid)
-        st.update_container(child_store, rec.id, cgroup=json.dumps(cgroup.state()), stopping=False)
+        st.set_container_pid(child_store, rec.id, pid, cgroup=json.dumps(cgroup.state()))
 
     try:
         with contextlib.suppress(FileNotFoundError):

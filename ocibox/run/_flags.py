@@ -40,8 +40,16 @@ OPTIONS: tuple[tuple[tuple[str, ...], Any, str, str], ...] = (
     (("--read-only",), "bool", "", "mount the root filesystem read-only"),
     (("-i", "--interactive"), "bool", "", "keep stdin open"),
     (("-t", "--tty"), "bool", "", "allocate a pseudo-terminal"),
-    (("--rm",), "bool", "", "remove the container record when it exits"),
+    (("--rm",), "bool", "", "remove the container when it exits"),
+    (("-d", "--detach"), "bool", "", "run the container in the background and print its id"),
     (("--name",), "str", "NAME", "container name"),
+    (("--restart",), "str", "POLICY", "restart policy of a detached container: no, on-failure[:N], always, "
+     "unless-stopped (applied while its monitor runs: not after a reboot)"),
+    (("--stop-signal",), "str", "SIGNAL", "signal that stops the container (default: the image's StopSignal, "
+     "else SIGTERM)"),
+    (("--stop-timeout",), "int", "SECONDS", "seconds stop waits before SIGKILL (default 10)"),
+    (("--log-opt",), "list", "OPT", "logging of a detached container: max-size=SIZE, max-file=N (rotation)"),
+    (("-l", "--label"), "list", "KEY=VALUE", "set a label on the container"),
     (("--network", "--net"), "str", "MODE", "private (the default) or none: an own network namespace with "
      "only loopback up; host: the host's network"),
     (("-m", "--memory"), "str", "SIZE", "memory limit (e.g. 64m)"),
@@ -61,7 +69,7 @@ OPTIONS: tuple[tuple[tuple[str, ...], Any, str, str], ...] = (
 ARGS = (("image", "IMAGE", ""), ("command", "[COMMAND] [ARG...]", ""))
 
 PARSER = Parser("ocibox run", OPTIONS, ARGS, description=DESCRIPTION, interspersed=False,
-                defaults={"entrypoint": None})  # absent, not "" (which clears the image's entrypoint)
+                defaults={"entrypoint": None, "stop_timeout": None})  # absent, not "" or 0
 
 
 def format_help() -> str:
@@ -172,6 +180,19 @@ def parse_run_args(argv: list[str], environ: Mapping[str, str] | None = None) ->
         raise UsageError("--pids-limit must be a positive number, or -1 for unlimited")
     if ns["cpu_shares"] < 0:
         raise UsageError("--cpu-shares must not be negative")
+    restart = parse_restart(ns["restart"]) if ns["restart"] else ("no", 0)
+    if ns["rm"] and restart[0] != "no":
+        raise UsageError(f"conflicting options: --restart {ns['restart']} and --rm: a container removed when it "
+                         "exits cannot be restarted")
+    log_size, log_files = parse_log_opts(ns["log_opt"])
+    if ns["stop_signal"]:
+        from ocibox.run._spec import parse_signal
+
+        parse_signal(ns["stop_signal"], "--stop-signal")
+    if ns["name"]:
+        from ocibox.run._spec import check_name
+
+        check_name(ns["name"])
     return RunFlags(
         image=ns["image"],
         command=tuple(ns["command"]),
@@ -200,4 +221,45 @@ def parse_run_args(argv: list[str], environ: Mapping[str, str] | None = None) ->
         pull=ns["pull"],
         cgroup_parent=ns["cgroup_parent"],
         hardening=_hardening.from_args(ns["security_opt"], ns["device"], ns["ulimit"], ns["privileged"]),
+        detach=ns["detach"],
+        restart=restart,
+        stop_signal=ns["stop_signal"],
+        stop_timeout=ns["stop_timeout"],
+        log_max_size=log_size,
+        log_max_file=log_files,
+        labels=tuple(parse_label(x) for x in ns["label"]),
     )
+
+
+RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
+
+
+def parse_restart(text: str) -> tuple[str, int]:
+    """docker's --restart: no, on-failure[:N], always, unless-stopped -> (name, max retries or 0)."""
+    name, sep, count = text.partition(":")
+    if name not in RESTART_POLICIES or (sep and (name != "on-failure" or not count.isdigit())):
+        raise UsageError(f"invalid --restart {text!r}: use no, on-failure[:MAX-RETRIES], always or unless-stopped")
+    return name, int(count) if count else 0
+
+
+def parse_log_opts(opts: list[str]) -> tuple[int, int]:
+    """--log-opt max-size=SIZE and max-file=N (docker's json-file options) -> (bytes, files)."""
+    size, files = 0, 1
+    for o in opts:
+        key, eq, value = o.partition("=")
+        if key == "max-size" and eq:
+            size = parse_size(value, "--log-opt max-size", unlimited=False)
+        elif key == "max-file" and eq and value.isdigit() and int(value) >= 1:
+            files = int(value)
+        else:
+            raise UsageError(f"invalid --log-opt {o!r}: use max-size=SIZE (e.g. 10m) or max-file=N (N >= 1)")
+    if files > 1 and not size:
+        raise UsageError("--log-opt max-file needs max-size (files rotate when they reach it)")
+    return size, files
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    key, _, value = text.partition("=")
+    if not key:
+        raise UsageError(f"invalid --label {text!r}: use KEY=VALUE")
+    return key, value

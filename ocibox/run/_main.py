@@ -1,7 +1,8 @@
 """The store glue of ``ocibox run``: find (or pull) the image, record the container, run it, clean up.
 
-On the warm path (image present) nothing heavy is imported: no httpx, tqdm, typer, tarfile or
-puller; the puller is imported only when the image has to be pulled.
+On the warm path (image present) nothing heavy is imported: no httpx, tqdm, tarfile or puller; the
+puller is imported only when the image has to be pulled. ``-d`` hands the container to a monitor
+(``_detach``) and returns once its command runs.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import sys
 
 from ocibox import store as st
 from ocibox.cgroups import MigrationWarmup, open_cgroup
-from ocibox.errors import ImageNotFound
+from ocibox.errors import ImageNotFound, OciboxError
 from ocibox.run import _hardening
 from ocibox.run._flags import parse_run_args
 from ocibox.run._process import run_container
@@ -67,6 +68,9 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
     def echo(line: str) -> None:
         sys.stderr.write(f"ocibox: {line}\n")
 
+    if flags.detach:
+        return _detached(settings, store, flags, spec, record, cid, config.stop_signal)
+
     from ocibox.layers import mount_rootfs
 
     debug = echo if settings.debug else None
@@ -83,7 +87,9 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
     def started(pid: int) -> None:  # PID 1 is in its cgroups
         if warmup is not None:
             warmup.stop()
-        st.set_container_pid(store, cid, pid)
+        import json
+
+        st.set_container_pid(store, cid, pid, cgroup=json.dumps(cgroup.state()))
         if debug is not None:
             for note in cgroup.notes:
                 debug(note)
@@ -110,3 +116,50 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
     finally:
         st.remove_tree(cdir)
         st.finish_container(store, cid, status, remove=flags.rm)
+
+
+def _detached(settings: Settings, store: st.Store, flags: RunFlags, spec: RunSpec, record: st.ImageRecord, cid: str,
+              image_stop_signal: str) -> int:
+    """run -d: record the container (detached: it stays until rm), write its config.json, start it under a
+    monitor, print its id. A command that cannot be executed fails here with 126/127, as docker's run -d
+    does; the container then stays as created (removed with --rm)."""
+    import json
+
+    from ocibox import ocispec
+    from ocibox.cgroups import resources_of
+    from ocibox.run._config import build
+    from ocibox.run._detach import start_detached
+
+    settings_json = {
+        "restart": {"name": flags.restart[0], "max": flags.restart[1]},
+        "stop_signal": flags.stop_signal or image_stop_signal or "SIGTERM",
+        "stop_timeout": 10 if flags.stop_timeout is None else flags.stop_timeout,
+        "log": {"max_size": flags.log_max_size, "max_file": flags.log_max_file},
+        "auto_remove": flags.rm, "tty": flags.tty, "interactive": flags.interactive,
+        "cgroup_parent": flags.cgroup_parent, "network": spec.network, "hostname": spec.hostname,
+    }
+    cdir = store.container_dir(cid)
+    prepared = _hardening.prepare(spec.hardening, spec.caps, cache_dir=str(settings.root / "seccomp"))
+    with store.lease("run", [record.id, *(x.chain_id for x in record.layers)]):
+        record = st.load_image(store, record.id)
+        rec = st.add_container(store, cid, flags.name or None, record.id, list(spec.argv), image_ref=flags.image,
+                               detached=True, labels=dict(flags.labels), settings=settings_json)
+    try:
+        cdir.mkdir(parents=True, exist_ok=True)
+        config = build(spec, rootfs=str(cdir / "merged"), etc_dir=str(cdir / "etc"), cgroups_path=f"ocibox-{cid}",
+                       seccomp=prepared.profile, nodes=prepared.nodes,
+                       resources=resources_of(spec.limits, _hardening.device_rules(spec.hardening, spec.tty)))
+        with open(cdir / "config.json", "w") as f:
+            json.dump(ocispec.to_json(config), f)
+        st.touch_image(store, record.id)
+        start_detached(settings, store, rec)
+    except BaseException as e:
+        code = e.exit_code if isinstance(e, OciboxError) else 125
+        if flags.rm:
+            st.delete_containers(store, [cid])
+            st.remove_tree(cdir)
+        else:
+            st.update_container(store, cid, exit_code=code)
+        raise
+    sys.stdout.write(cid + "\n")
+    return 0

@@ -133,7 +133,8 @@ _FROM_CONFIG: object = object()
 def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
            seccomp: SeccompFilter | object | None = _FROM_CONFIG, mount_rootfs: Callable[[], None] | None = None,
            etc_dir: str = "", etc: dict[str, str] | None = None, stdin_null: bool = False, bundle: str = "",
-           on_pid: Callable[[int], None] | None = None, seccomp_cache: str | None = None) -> Container:
+           on_pid: Callable[[int], None] | None = None, seccomp_cache: str | None = None, fifo: str = "",
+           no_pivot: bool = False, preserve_fds: int = 0) -> Container:
     """Create the container ``config`` describes: cgroup with its limits, namespaces, rootfs, mounts,
     pivot_root, privileges dropped; its PID 1 is left waiting at the gate. On any failure everything
     made is removed and the error raised (125; 126/127 when the command cannot be executed).
@@ -141,7 +142,9 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
     ``rootfs``: the absolute root path. ocibox's own extras: ``mount_rootfs`` (its overlay, mounted in
     the container's mount namespace), ``etc_dir``/``etc`` (its /etc files on a private tmpfs),
     ``stdin_null``. ``seccomp``: a filter already built, or by default the one config.json describes.
-    ``on_pid`` is called with PID 1's pid once it is in its cgroups."""
+    ``on_pid`` is called with PID 1's pid once it is in its cgroups. ``fifo``: the gate is a fifo at that
+    path (runc's exec.fifo), for a start from another process (``start_fifo``); ``no_pivot`` and
+    ``preserve_fds`` are runc's --no-pivot and --preserve-fds."""
     proc = config.process
     if proc is None:
         raise ocispec.SpecError("config.json: process is required to create a container")
@@ -166,7 +169,11 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
         setup_r, setup_w = os.pipe2(os.O_CLOEXEC)
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
-        gate_r, ctr._gate = os.pipe2(os.O_CLOEXEC)
+        if fifo:
+            os.mkfifo(fifo, 0o622)
+            gate_r = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
+        else:
+            gate_r, ctr._gate = os.pipe2(os.O_CLOEXEC)
         ctr._setup = _SetupPipe(setup_r)
         ann = config.annotations
         args = InitArgs(config=config, rootfs=rootfs, setup=setup_w, go=go_r, gate=gate_r, kernel=syscalls,
@@ -175,12 +182,14 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
                         devices_fallback=cgroup.devices_fallback if cgroup is not None else False,
                         console=slave, stdin_null=stdin_null and slave < 0,
                         seccomp=seccomp,  # type: ignore[arg-type]
-                        user=ann.get(USER_ANNOTATION), reaper=ann.get(INIT_ANNOTATION) == "true")
+                        user=ann.get(USER_ANNOTATION), reaper=ann.get(INIT_ANNOTATION) == "true",
+                        gate_fifo=bool(fifo), no_pivot=no_pivot, preserve_fds=preserve_fds)
         c1 = os.fork()
         if c1 == 0:  # pragma: no cover - the intermediate
             os.close(setup_r)
             os.close(go_w)
-            os.close(ctr._gate)
+            if ctr._gate >= 0:
+                os.close(ctr._gate)
             if ctr.master >= 0:
                 os.close(ctr.master)
             intermediate(args)
@@ -201,6 +210,37 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
         for problem in ctr.close():
             sys.stderr.write(f"ocibox: warning: {problem}\n")
         raise
+
+
+def start_fifo(fifo: str) -> None:
+    """Start a container created with ``fifo`` (from any process): opening the fifo for reading lets
+    its PID 1's blocked open for writing go on; it writes one byte and execs."""
+    import select
+
+    try:
+        # Non-blocking: an open for reading must not hang on a PID 1 that died meanwhile.
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise errors.UsageError("the container is not in the created state (it was started already)") from None
+    try:
+        import time
+
+        deadline = time.monotonic() + 10.0
+        while True:
+            # Until PID 1's open for writing returns there is no writer, and a read says EOF: retry.
+            select.select([fd], [], [], max(deadline - time.monotonic(), 0))
+            try:
+                if os.read(fd, 1):
+                    break
+            except BlockingIOError:
+                pass
+            if time.monotonic() > deadline:
+                raise errors.RuntimeSetupError("the container's init did not take the start (it is gone)")
+            time.sleep(0.001)
+    finally:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(fifo)
 
 
 def _refuse_unsupported(config: ocispec.Spec) -> None:
@@ -288,6 +328,10 @@ def run_container(spec: RunSpec, rootfs: Path, state_dir: Path, *, mount_rootfs:
                    cgroups_path=cgroup.path if cgroup is not None else "",
                    seccomp=prepared.profile if prepared is not None else None,
                    nodes=prepared.nodes if prepared is not None else (), resources=resources)
+    import json
+
+    with open(state_dir / "config.json", "w") as f:  # for 'ocibox exec' into it
+        json.dump(ocispec.to_json(config), f)
     ctr = create(config, rootfs=str(rootfs), cgroup=cgroup, seccomp=prepared.seccomp if prepared else None,
                  mount_rootfs=mount_rootfs, etc_dir=str(etc_dir), etc=etc_files(spec.hostname, spec.network),
                  stdin_null=not spec.interactive, on_pid=on_start)

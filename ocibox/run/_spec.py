@@ -86,6 +86,13 @@ class RunFlags:
     pull: str = "missing"
     cgroup_parent: str = ""
     hardening: Hardening = field(default_factory=Hardening)
+    detach: bool = False
+    restart: tuple[str, int] = ("no", 0)
+    stop_signal: str = ""
+    stop_timeout: int | None = None
+    log_max_size: int = 0
+    log_max_file: int = 1
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 @record
@@ -145,6 +152,23 @@ class RunSpec:
             warnings=warnings,
             hardening=flags.hardening,
         )
+
+
+def parse_signal(text: str, what: str = "signal") -> int:
+    """``SIGTERM``, ``TERM``, ``term`` or ``15`` -> 15 (docker's and runc's forms)."""
+    import signal
+
+    t = text.strip().upper()
+    if t.isdigit():
+        n = int(t)
+        if 0 < n < signal.NSIG:
+            return n
+    else:
+        name = t if t.startswith("SIG") else "SIG" + t
+        sig = getattr(signal.Signals, name, None) if name in signal.Signals.__members__ else None
+        if sig is not None:
+            return int(sig)
+    raise UsageError(f"invalid {what} {text!r}: use a name like SIGTERM (or TERM) or a number")
 
 
 def check_name(name: str) -> str:

@@ -116,12 +116,12 @@ def add_container(store: Store, cid: str, name: str | None, image_id: Digest | s
     return get_container(store, cid)
 
 
-def set_container_pid(store: Store, cid: str, pid: int, *, pid_start: int | None = None) -> None:
-    """The container runs: its PID 1 and when it started."""
+def set_container_pid(store: Store, cid: str, pid: int, *, pid_start: int | None = None, cgroup: str = "") -> None:
+    """The container runs: its PID 1, when it started, its cgroup (``Cgroup.state()`` as JSON)."""
     with store.transaction() as db:
         # exit_code and finished_at stay those of the last run (docker keeps them; 'wait' reads them)
-        db.execute("UPDATE containers SET pid=?, pid_start=?, state='running', started_at=? WHERE id=?",
-                   (pid, process_start_time(pid) if pid_start is None else pid_start, time.time(), cid))
+        db.execute("UPDATE containers SET pid=?, pid_start=?, state='running', started_at=?, cgroup=? WHERE id=?",
+                   (pid, process_start_time(pid) if pid_start is None else pid_start, time.time(), cgroup, cid))
 
 
 def finish_container(store: Store, cid: str, exit_code: int | None, *, remove: bool, finished_at: float | None = None,
