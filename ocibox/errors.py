@@ -23,6 +23,8 @@ one line: what was wrong and what to do.
     │   └── HostileLayerError        125  an entry that would escape or steer the store
     ├── StoreError                   125  store corrupt, disk full, locked
     │   └── ImageNotFound            125  no such image in the store (docker: "No such image")
+    ├── NetworkError                 125  unknown network, port in use, overlapping subnet,
+    │                                     missing or failing CNI plugin, DNS server
     ├── RuntimeSetupError            125  namespaces, mounts, pivot_root, cgroups failed
     │   └── CgroupError              125  a limit that cannot be applied
     ├── ContainerCommandError        126  cannot execute (permission, not executable)
@@ -111,6 +113,11 @@ class ImageNotFound(StoreError):
 
 class InUseError(OciboxError):
     """The object is used by a running container."""
+
+
+class NetworkError(OciboxError):
+    """A container network that cannot be set up, changed or removed: an unknown network, a host
+    port in use, an overlapping subnet, a missing or failing CNI plugin or DNS server."""
 
 
 class RuntimeSetupError(OciboxError):
