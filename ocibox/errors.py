@@ -15,7 +15,8 @@ one line: what was wrong and what to do.
     ├── RegistryError                125  status, OCI error code, temporary or not
     │   ├── AuthError                125  401/403, token service failures
     │   ├── NotFoundError            125  manifest or blob unknown (404)
-    │   └── TransportError           125  connection, TLS, timeouts (temporary)
+    │   └── TransportError           125  connection, timeouts (temporary)
+    │       └── TLSError             125  handshake or certificate failure (never retried)
     ├── ManifestError                125  unknown/schema1 media types, bad JSON, too large,
     │                                     no matching platform
     ├── DigestMismatch               125  size or sha256 of bytes disagree with what was expected
@@ -85,6 +86,11 @@ class NotFoundError(RegistryError):
 
 class TransportError(RegistryError):
     """Connection refused or reset, TLS failure, timeout."""
+
+
+class TLSError(TransportError):
+    """TLS with the registry failed: a certificate nobody trusted, or a peer that does not speak
+    TLS. Never temporary, never retried: trying again cannot make the certificate trusted."""
 
 
 class ManifestError(OciboxError):

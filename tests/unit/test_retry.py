@@ -1,5 +1,6 @@
-"""Retry policy: what is temporary, backoff with jitter, Retry-After, bounds; and the retrying
-transport driven by a scripted inner transport (a fake: faults on demand, no network)."""
+"""Retry policy: what is temporary, backoff with jitter, Retry-After, bounds; the retrying
+transport driven by a scripted inner transport (a fake: faults on demand, no network); and how a
+transport failure becomes ocibox's error (TLS told by the ssl.SSLError in its cause chain)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import time
 import httpx
 import pytest
 
-from ocibox.puller._client import RetryTransport
+from ocibox.errors import TLSError, TransportError
 from ocibox.puller._retry import RetryPolicy, is_retryable_status, parse_retry_after
+from ocibox.puller._transport import RetryTransport, is_tls_failure, transport_error
 
 
 @pytest.mark.parametrize(("status", "retry"), [
@@ -107,3 +109,44 @@ def test_transport_does_not_retry_client_errors_or_tls() -> None:
 def test_transport_connection_errors_exhaust() -> None:
     result, inner, waits = _run([httpx.ConnectError("refused")] * 5, attempts=3)
     assert isinstance(result, httpx.ConnectError) and inner.calls == 3 and len(waits) == 2
+
+
+def _wrapped(outer: Exception, *chain: BaseException) -> Exception:
+    """``outer`` raised from ``chain[0]``, raised from ``chain[1]``... (as httpx raises from httpcore)."""
+    e: BaseException = outer
+    for inner in chain:
+        e.__cause__ = inner
+        e = inner
+    return outer
+
+
+def test_tls_is_told_by_the_ssl_error_in_the_chain_not_by_words() -> None:
+    import ssl
+
+    deep = _wrapped(httpx.ReadError("read failed"), ConnectionError("httpcore's"), ssl.SSLEOFError("eof"))
+    assert is_tls_failure(deep)
+    implicit = httpx.ConnectError("connect failed")
+    implicit.__context__ = ssl.SSLCertVerificationError("self-signed certificate")
+    assert is_tls_failure(implicit)
+    # words alone are not a TLS failure (a proxy's error page, a host named ssl.example)
+    worded = httpx.ConnectError("[SSL] certificate expired says the proxy at ssl.example")
+    assert not is_tls_failure(worded)
+    result, inner, waits = _run([worded, 200])
+    assert result == 200 and inner.calls == 2 and len(waits) == 1  # retried: not TLS
+    result, inner, waits = _run([deep, 200])
+    assert result is deep and inner.calls == 1 and waits == []  # never retried
+
+
+def test_transport_errors_become_ocibox_errors() -> None:
+    import ssl
+
+    url = httpx.URL("https://reg.example:5000/v2/")
+    tls = transport_error(_wrapped(httpx.ConnectError("x"), ssl.SSLCertVerificationError("unknown ca")), "pull a", url)
+    assert type(tls) is TLSError and not tls.temporary
+    assert str(tls).startswith("pull a: TLS with reg.example:5000 failed")
+    assert "/etc/containers/certs.d/reg.example:5000/ca.crt" in str(tls) and "--insecure-registry reg.example:5000" in str(tls)
+    refused = transport_error(httpx.ConnectError("Connection refused"), "pull a", url)
+    assert type(refused) is TransportError and refused.temporary
+    assert str(refused) == "pull a: cannot reach reg.example:5000: Connection refused"
+    slow = transport_error(httpx.ReadTimeout("timed out"), "pull a", url)
+    assert type(slow) is TransportError and slow.temporary and "timed out (ReadTimeout)" in str(slow)

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from faultproxy import self_signed
 
 from ocibox.errors import UsageError
-from ocibox.puller._client import tls_context
+from ocibox.puller._transport import tls_context
 from ocibox.settings import Settings
 
 
