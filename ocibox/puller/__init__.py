@@ -8,6 +8,17 @@ Public surface::
 
 Importing this package is cheap: httpx and tqdm are imported only when a pull or a
 login actually happens (``ocibox run`` imports it only to pull a missing image).
+
+Modules, bottom up::
+
+    _transport  TLS contexts (certs.d), RetryTransport, httpx failures as TransportError / TLSError
+    _auth       RegistryAuth, the httpx.Auth flow: 401 challenge -> token (cached per scope) or basic
+    _blob       BlobStream: a blob as a stream that resumes with Range and tees to a partial file
+    _client     RegistryClient (send, redirects, errors, manifests, small blobs); Repository, a Source
+    _resolve    Source, StoreSource, resolve(): index -> platform manifest -> config, the one walk
+    _pull       pull(): the reference's manifest (mirrors), the walk against the store then the
+                registry, the config fetched once under its blob lock, layers, the image record
+    _challenge _creds _hosts _retry _progress _login _httpx: parsing, credentials, policy, output
 """
 
 from __future__ import annotations

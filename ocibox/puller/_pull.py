@@ -1,43 +1,58 @@
-"""``pull()``: reference -> verified manifest and config -> layers unpacked once -> image record."""
+"""``pull()``: reference -> verified manifest and config -> layers unpacked once -> image record.
+
+One lease, taken first and extended as digests become known, names what the pull uses, so a
+concurrent prune keeps it. Then:
+
+1. The manifest (or index) the reference names: by digest from the store when it is there, else
+   from the first mirror that has it, else the origin (:class:`_Upstream`).
+2. ``resolve()``: index -> the platform's manifest -> its config, the store first and the registry
+   second (:class:`_PullSource`). The config is fetched under its ``blob-<hex>`` lock, the one the
+   layers use, and written to the store inside it: of concurrent pulls of one image, one fetches
+   it and the others find it in the store.
+3. Complete in the store (its image row, every layer)? Recorded again: "up to date". Else the
+   missing layers are pulled (each under its layer and blob locks), the manifests written, the
+   image recorded. A pull that fails removes the config it wrote, unless something else uses it.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ocibox.digest import Digest, VerifyingReader, verify_bytes
+from ocibox.digest import Digest, VerifyingReader
 from ocibox.errors import (
     DigestMismatch,
+    ImageNotFound,
     LayerError,
     ManifestError,
     OciboxError,
     RegistryError,
 )
-from ocibox.image import (
-    INDEX_TYPES,
-    MAX_MANIFEST_BYTES,
-    Descriptor,
-    ImageConfig,
-    Index,
-    Manifest,
-    Platform,
-    chain_ids,
-    sniff_media_type,
-)
-from ocibox.puller._client import RegistryClient
+from ocibox.image import Descriptor, ImageConfig, Manifest, Platform, chain_ids
 from ocibox.puller._progress import Progress, make_progress
+from ocibox.puller._resolve import StoreSource, resolve
 from ocibox.reference import Reference
 from ocibox.settings import Settings
-from ocibox.store import ImageRecord, Store, has_layer, image_for_manifest, layer_size, record_image
+from ocibox.store import (
+    ImageRecord,
+    Store,
+    has_layer,
+    image_for_manifest,
+    layer_size,
+    load_image,
+    record_image,
+)
 
 if TYPE_CHECKING:
     from ocibox.layers import Unpackers
+    from ocibox.puller._client import RegistryClient, Repository
 
-_MAX_NESTING = 4
 #: layers of one pull unpacked in forked children at most (the rest in their download thread)
 _MAX_FORKED = 16
 
@@ -83,63 +98,127 @@ def _verify_manifest(data: bytes, ref: Reference, identifier: str, header_digest
     return got
 
 
-def _local_image(store: Store, ref: Reference, pinned: Digest, data: bytes | None, want: Platform,
-                 explicit: bool) -> ImageRecord | None:
-    """The image ``pinned`` resolves to for ``want``, if it is completely in the store."""
-    try:
-        if data is None:
-            if not store.has_blob(pinned):
-                return None
-            data = store.read_blob(pinned)
-        digest = pinned
-        for _ in range(_MAX_NESTING + 1):
-            mt = sniff_media_type(data, "", f"{ref}")
-            if mt not in INDEX_TYPES:
-                break
-            desc = Index.parse(data, str(ref), mt).select(want, str(ref))
-            if not store.has_blob(desc.digest):
-                return None
-            digest, data = desc.digest, store.read_blob(desc.digest)
-        else:
-            return None
-        rec = image_for_manifest(store, digest)
-        if rec is None:
-            return None
-        if explicit and not want.matches(Platform.parse(rec.platform)):
-            return None
-        if not store.has_blob(rec.id) or not store.has_blob(rec.manifest_digest):
-            return None
-        if not all(has_layer(store, layer.chain_id) for layer in rec.layers):
-            return None
-        return rec
-    except OciboxError:
-        return None
+class _Upstream:
+    """The registry, reached on first need: the first mirror that has the reference's manifest,
+    else the origin. A pull whose image is all in the store never connects (nor imports httpx)."""
+
+    def __init__(self, settings: Settings, ref: Reference) -> None:
+        self.settings = settings
+        self.ref = ref
+        self.client: RegistryClient | None = None
+        self.top: tuple[Digest, bytes, str] | None = None
+
+    def fetch_top(self) -> tuple[Digest, bytes, str]:
+        """(digest, bytes, Content-Type) of what the reference names, verified: one request."""
+        if self.top is not None:
+            return self.top
+        from ocibox.puller._client import RegistryClient
+
+        ref = self.ref
+        failures: list[str] = []
+        hosts = _endpoints(self.settings, ref)
+        for i, host in enumerate(hosts):
+            c = RegistryClient(self.settings, host)
+            try:
+                data, ctype, hdr = c.get_manifest(ref.repository, ref.identifier, f"{ref}")
+                pinned = _verify_manifest(data, ref, ref.identifier, hdr, host)
+            except (RegistryError, DigestMismatch, ManifestError) as e:
+                c.close()
+                if i == len(hosts) - 1:
+                    if failures and isinstance(e, RegistryError):
+                        raise _wrap(e, f"mirrors failed ({'; '.join(failures)}); origin") from None
+                    raise
+                failures.append(f"{host}: {e}")
+                continue
+            self.client = c
+            self.top = (pinned, data, ctype)
+            return self.top
+        raise AssertionError("unreachable")
+
+    def repository(self) -> Repository:
+        if self.client is None:
+            self.fetch_top()
+        assert self.client is not None
+        return self.client.repository(self.ref.repository)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
 
 
-def _rerecord(store: Store, ref: Reference, pinned: Digest, rec: ImageRecord) -> ImageRecord:
-    return record_image(store, ref, pinned=pinned, manifest_digest=rec.manifest_digest,
-                        manifest=rec.manifest(store), config_digest=rec.id, config=rec.config(store),
-                        platform=Platform.parse(rec.platform), size=rec.size)
+class _PullSource:
+    """The store first, the registry second (a ``Source``).
 
-
-def _reuse_local(store: Store, ref: Reference, pinned: Digest, data: bytes | None, want: Platform,
-                 explicit: bool) -> ImageRecord | None:
-    """Re-record an image that is completely in the store, under a lease.
-
-    The lease names the image and its layers before the second check, so a concurrent
-    prune either ran before it (and the second check sees what it removed) or keeps them.
+    Manifests taken from the registry stay in memory until the image is recorded. A config is
+    looked for and fetched under its ``blob-<hex>`` lock and written to the store inside it, so
+    that concurrent pulls of one image fetch it once; its digest is leased before the store is
+    asked, so neither a prune nor a failing pull's cleanup removes it under us. A blob the store
+    holds with the wrong bytes is fetched again and replaced (see ``StoreSource``).
     """
-    with store.lease("pull", [str(pinned)]) as lease:
-        rec = _local_image(store, ref, pinned, data, want, explicit)
-        if rec is None:
-            return None
-        store.extend_lease(lease, [str(rec.id), str(rec.manifest_digest)] + [str(x.chain_id) for x in rec.layers])
-        rec = _local_image(store, ref, pinned, data, want, explicit)
-        if rec is None:
-            return None
+
+    def __init__(self, store: Store, lease: Path, upstream: _Upstream) -> None:
+        self.store = store
+        self.lease = lease
+        self.upstream = upstream
+        self.local = StoreSource(store)
+        self.wrote: list[Digest] = []  # blobs this pull published before its image was recorded
+        self.fetched = False  # something below the top manifest came from the registry
+        self._warned: set[Digest] = set()
+
+    def note_damaged(self, digest: Digest, what: str) -> None:
+        if digest in self.local.damaged and digest not in self._warned:
+            self._warned.add(digest)
+            sys.stderr.write(f"ocibox: warning: {what}: the store's copy does not match its digest (damaged);"
+                             " fetching it again\n")
+
+    def manifest(self, digest: Digest, what: str, *, size: int | None = None) -> tuple[bytes, str]:
+        got = self.local.manifest(digest, what, size=size)
+        if got is not None:
+            return got
+        self.note_damaged(digest, what)
+        self.fetched = True
+        return self.upstream.repository().manifest(digest, what, size=size)
+
+    def blob(self, desc: Descriptor, what: str) -> bytes:
+        self.store.extend_lease(self.lease, [desc.digest])
+        data = self.local.blob(desc, what)
         if data is not None:
-            store.write_blob(pinned, data)
-        return _rerecord(store, ref, pinned, rec)
+            return data
+        with self.store.lock(f"blob-{desc.digest.hex}"):
+            data = self.local.blob(desc, what)  # fetched by a concurrent pull while we waited
+            if data is not None:
+                return data
+            self.note_damaged(desc.digest, what)
+            self.fetched = True
+            data = self.upstream.repository().blob(desc, what)
+            self.publish(desc.digest, data)
+            self.wrote.append(desc.digest)
+        return data
+
+    def publish(self, digest: Digest, data: bytes) -> None:
+        """Write verified bytes to the store (a no-op when they are there), replacing a damaged copy."""
+        if digest in self.local.damaged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.store.blob_path(digest))
+            self.local.damaged.discard(digest)
+        self.store.write_blob(digest, data)
+
+
+def _forget(store: Store, digests: list[Digest]) -> None:
+    """After a failed pull: the blobs it wrote go, unless an image or a live lease (another pull
+    of the same image) uses them. Under the exclusive ``gc`` lock, as prune decides."""
+    with contextlib.suppress(OciboxError, OSError), store.lock("gc"):
+        leased = store.leased()
+        for d in digests:
+            if d in leased:
+                continue
+            try:
+                load_image(store, d)
+                continue  # an image with this config: recorded meanwhile by another pull
+            except ImageNotFound:
+                pass
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(store.blob_path(d))
 
 
 def pull(settings: Settings, ref: Reference, *, platform: Platform | None = None,
@@ -148,9 +227,11 @@ def pull(settings: Settings, ref: Reference, *, platform: Platform | None = None
     want = platform or Platform.host()
     explicit = platform is not None
     progress = progress or make_progress(settings.quiet)
+    upstream = _Upstream(settings, ref)
     try:
-        return _pull(settings, store, ref, want, explicit, progress)
+        return _pull(settings, store, upstream, ref, want, explicit, progress)
     finally:
+        upstream.close()
         progress.close()
 
 
@@ -160,109 +241,73 @@ def _done(progress: Progress, ref: Reference, pinned: Digest, fresh: bool) -> No
     progress.line(f"Status: {'Downloaded newer image' if fresh else 'Image is up to date'} for {name}")
 
 
-def _pull(settings: Settings, store: Store, ref: Reference, want: Platform, explicit: bool,
+def _pull(settings: Settings, store: Store, upstream: _Upstream, ref: Reference, want: Platform, explicit: bool,
           progress: Progress) -> PullResult:
-    # A digest names content: if it is all here, no request is needed at all.
-    if ref.digest is not None:
-        rec = _reuse_local(store, ref, ref.digest, None, want, explicit)
-        if rec is not None:
-            _done(progress, ref, ref.digest, False)
-            return PullResult(ref, ref.digest, rec, True)
-
-    # One manifest request: from the first mirror that has it, else the origin.
-    failures: list[str] = []
-    client: RegistryClient | None = None
-    data = b""
-    ctype = ""
-    pinned: Digest | None = None
-    hosts = _endpoints(settings, ref)
-    for i, host in enumerate(hosts):
-        c = RegistryClient(settings, host)
-        try:
-            data, ctype, hdr = c.get_manifest(ref.repository, ref.identifier, f"{ref}")
-            pinned = _verify_manifest(data, ref, ref.identifier, hdr, host)
-        except (RegistryError, DigestMismatch, ManifestError) as e:
-            c.close()
-            if i == len(hosts) - 1:
-                if failures and isinstance(e, RegistryError):
-                    raise _wrap(e, f"mirrors failed ({'; '.join(failures)}); origin") from None
-                raise
-            failures.append(f"{host}: {e}")
-            continue
-        client = c
-        break
-    assert client is not None and pinned is not None
+    source: _PullSource | None = None
     try:
-        return _pull_from(settings, store, client, ref, pinned, data, ctype, want, explicit, progress)
-    finally:
-        client.close()
+        with store.lease("pull", [ref.digest] if ref.digest else []) as lease:
+            source = _PullSource(store, lease, upstream)
+            return _pull_leased(settings, store, upstream, source, ref, want, explicit, progress)
+    except BaseException:
+        if source is not None and source.wrote:
+            _forget(store, source.wrote)
+        raise
 
 
-def _pull_from(settings: Settings, store: Store, client: RegistryClient, ref: Reference, pinned: Digest,
-               data: bytes, ctype: str, want: Platform, explicit: bool, progress: Progress) -> PullResult:
-    rec = _reuse_local(store, ref, pinned, data, want, explicit)
-    if rec is not None:
+def _pull_leased(settings: Settings, store: Store, upstream: _Upstream, source: _PullSource, ref: Reference,
+                 want: Platform, explicit: bool, progress: Progress) -> PullResult:
+    # A digest names content: when it is all here, no request is made at all.
+    local = source.local.manifest(ref.digest, f"{ref}") if ref.digest is not None else None
+    if ref.digest is not None and local is not None:
+        pinned, (data, ctype) = ref.digest, local
+    else:
+        if ref.digest is not None:
+            source.note_damaged(ref.digest, f"{ref}")
+        pinned, data, ctype = upstream.fetch_top()
+        store.extend_lease(source.lease, [pinned])
+
+    try:
+        res = resolve(source, str(ref), pinned, data, ctype, want, explicit)
+    except OciboxError:
+        progress.begin(ref.tag or str(ref.digest), ref.repository)
+        raise
+    assert res is not None  # the registry has it all, or raises
+    cids = chain_ids(res.config.diff_ids)
+    mdigest, cdigest = res.manifest_digest, res.config_digest
+    store.extend_lease(source.lease, [d for d, _ in res.walked] + [cdigest, *cids])
+    present = [has_layer(store, c) for c in cids]
+
+    # Up to date: recorded, every layer here, and nothing but the top manifest was asked for.
+    rec = image_for_manifest(store, mdigest)
+    if rec is not None and rec.id == cdigest and all(present) and not source.fetched:
+        for d, b in res.walked:
+            source.publish(d, b)
+        rec = record_image(store, ref, pinned=pinned, manifest_digest=mdigest, manifest=res.manifest,
+                           config_digest=cdigest, config=res.config, platform=Platform.parse(rec.platform),
+                           size=rec.size)
         _done(progress, ref, pinned, False)
         return PullResult(ref, pinned, rec, True)
 
-    # Index(es) -> the platform's manifest.
     progress.begin(ref.tag or str(ref.digest), ref.repository)
-    mdigest, mdata = pinned, data
-    mt = sniff_media_type(data, ctype, str(ref))
-    blobs: list[tuple[Digest, bytes]] = []
-    depth = 0
-    while mt in INDEX_TYPES:
-        depth += 1
-        if depth > _MAX_NESTING:
-            raise ManifestError(f"{ref}: indexes nested more than {_MAX_NESTING} deep")
-        blobs.append((mdigest, mdata))
-        desc = Index.parse(mdata, f"index {mdigest}", mt).select(want, str(ref))
-        if desc.size > MAX_MANIFEST_BYTES:
-            raise ManifestError(f"{ref}: manifest {desc.digest} is {desc.size} bytes, more than {MAX_MANIFEST_BYTES}")
-        what = f"{ref}: manifest {desc.digest}"
-        mdata, mtype, _hdr = client.get_manifest(ref.repository, str(desc.digest), what, limit=desc.size)
-        verify_bytes(mdata, desc.digest, desc.size, what)
-        mdigest = desc.digest
-        mt = sniff_media_type(mdata, mtype or desc.media_type, what)
-    manifest = Manifest.parse(mdata, f"manifest {mdigest}", mt)
-
-    # Config: small, verified, parsed.
-    cdesc = manifest.config
-    cwhat = f"{ref}: config {cdesc.digest}"
-    cdata = client.get_blob_bytes(ref.repository, cdesc, cwhat)
-    verify_bytes(cdata, cdesc.digest, cdesc.size, cwhat)
-    config = ImageConfig.parse(cdata, cwhat)
-    if len(config.diff_ids) != len(manifest.layers):
-        raise ManifestError(f"{ref}: manifest has {len(manifest.layers)} layers but its config lists"
-                            f" {len(config.diff_ids)} diff_ids")
-    plat = config.platform
-    if explicit and depth == 0 and not want.matches(plat.normalized()):
-        raise ManifestError(f"{ref}: image is for {plat.normalized()}, not the requested {want}")
-    plat = plat.normalized() if plat.architecture else want
-
-    cids = chain_ids(config.diff_ids)
-    lease_items = [str(c) for c in cids] + [str(pinned), str(mdigest), str(cdesc.digest)]
-    with store.lease("pull", lease_items):
-        size = _pull_layers(settings, store, client, ref, manifest, config, cids, progress)
-        for d, b in blobs:
-            store.write_blob(d, b)
-        store.write_blob(mdigest, mdata)
-        store.write_blob(cdesc.digest, cdata)
-        rec = record_image(store, ref, pinned=pinned, manifest_digest=mdigest, manifest=manifest,
-                           config_digest=cdesc.digest, config=config, platform=plat, size=size)
+    size = _pull_layers(settings, store, upstream, ref, res.manifest, res.config, cids, present, progress)
+    for d, b in res.walked:
+        source.publish(d, b)
+    source.publish(cdigest, res.config_bytes)
+    rec = record_image(store, ref, pinned=pinned, manifest_digest=mdigest, manifest=res.manifest,
+                       config_digest=cdigest, config=res.config, platform=res.platform, size=size)
     _done(progress, ref, pinned, True)
     return PullResult(ref, pinned, rec, False)
 
 
-def _pull_layers(settings: Settings, store: Store, client: RegistryClient, ref: Reference, manifest: Manifest,
-                 config: ImageConfig, cids: list[Digest], progress: Progress) -> int:
-    present = [has_layer(store, c) for c in cids]
+def _pull_layers(settings: Settings, store: Store, upstream: _Upstream, ref: Reference, manifest: Manifest,
+                 config: ImageConfig, cids: list[Digest], present: list[bool], progress: Progress) -> int:
     progress.layers([(d.digest.short, d.size, p) for d, p in zip(manifest.layers, present, strict=True)])
     todo = [i for i, p in enumerate(present) if not p]
     sizes = {i: layer_size(store, cids[i]) for i, p in enumerate(present) if p}
     if todo:
         from ocibox.layers import Unpackers
 
+        repo = upstream.repository()
         workers = max(1, min(settings.config.concurrency, len(todo)))
         # Extraction is GIL-bound: each layer unpacks in a child process of its own (see
         # layers/_forked.py), forked here, in the main thread, before any download thread
@@ -277,7 +322,7 @@ def _pull_layers(settings: Settings, store: Store, client: RegistryClient, ref: 
                 futures: dict[Future[int], int] = {}
                 for i in todo:
                     parent = cids[i - 1] if i else None
-                    fut = pool.submit(_pull_layer, store, client, ref, manifest.layers[i], config.diff_ids[i],
+                    fut = pool.submit(_pull_layer, store, repo, ref, manifest.layers[i], config.diff_ids[i],
                                       cids[i], parent, progress, unpackers, i)
                     futures[fut] = i
                 finished, _pending = wait(futures, return_when=FIRST_EXCEPTION)
@@ -293,7 +338,7 @@ def _pull_layers(settings: Settings, store: Store, client: RegistryClient, ref: 
     return sum(sizes.values())
 
 
-def _pull_layer(store: Store, client: RegistryClient, ref: Reference, desc: Descriptor, diff_id: Digest,
+def _pull_layer(store: Store, repo: Repository, ref: Reference, desc: Descriptor, diff_id: Digest,
                 cid: Digest, parent: Digest | None, progress: Progress, unpackers: Unpackers | None = None,
                 index: int = -1) -> int:
     from ocibox.layers import unpack_layer
@@ -309,7 +354,7 @@ def _pull_layer(store: Store, client: RegistryClient, ref: Reference, desc: Desc
             for attempt in (1, 2):
                 resumed = partial.exists() and partial.stat().st_size > 0
                 counted: Callable[[int], None] = lambda n: progress.layer_bytes(short, n)  # noqa: E731
-                stream = client.open_blob(ref.repository, desc, what, partial=partial, on_bytes=counted)
+                stream = repo.open_blob(desc, what, partial=partial, on_bytes=counted)
                 reader = VerifyingReader(stream, desc.digest, desc.size, what)
                 child = unpackers.take(index) if unpackers is not None and attempt == 1 else None
                 try:
