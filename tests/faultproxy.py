@@ -1,39 +1,52 @@
-"""A scripted fault-injecting reverse proxy on loopback, between ocibox and the real registry.
+"""The fakes of the pull tests, on loopback: a scripted fault-injecting reverse proxy between ocibox
+and the real registry, a token server, a file server, and self-signed certificates. Nothing here
+uses ocibox code.
 
-This is a fake for faults only: every byte it serves comes from the real registry (Debian's
-docker-registry) unless a rule says otherwise. Nothing here uses ocibox code.
-
-- One listener per :class:`FaultProxy`, on any 127.0.0.0/8 address. With ``tls=True`` it sniffs
-  the first byte of each connection: a TLS ClientHello is answered over TLS (a self-signed cert
-  made with the ``openssl`` command), anything else as plain HTTP, so ``https://H:P`` and
-  ``http://H:P`` are the same host and port (the downgrade case).
+- :class:`FaultProxy`: a reverse proxy in front of ``upstream`` (Debian's docker-registry); every
+  byte it serves comes from there unless a rule says otherwise. One listener on any 127.0.0.0/8
+  address. With ``tls`` it sniffs the first byte of each connection: a TLS ClientHello is answered
+  over TLS (a self-signed cert made with the ``openssl`` command), anything else as plain HTTP, so
+  ``https://H:P`` and ``http://H:P`` are the same host and port (the downgrade case).
 - :class:`Rule`: per method and path regex, ``times`` times, one action: ``status`` (with
-  headers, e.g. ``Retry-After``), ``reset`` (forward, then a TCP RST after ``at`` body bytes),
-  ``cut`` (forward ``at`` body bytes then close cleanly, Content-Length promising more),
-  ``trickle`` (``chunk`` bytes every ``delay`` s), ``stall`` (``at`` bytes then silence for
-  ``delay`` s), ``longer`` (the body plus ``extra`` bytes, Content-Length to match), ``flip``
-  (the byte at blob offset ``at`` inverted), ``endless`` (a chunked body that never ends; with
-  ``delay`` a slow one), ``redirect`` (307 to ``location``, ``{path}`` replaced).
-- Auth emulation (a fake, since the registry itself runs without auth here): ``require_basic``
+  headers, e.g. ``Retry-After``), ``body`` (200 with ``body`` and ``headers``), ``headers``
+  (forward, with these response headers instead of the registry's), ``reset`` (forward, then a TCP
+  RST after ``at`` body bytes), ``cut`` (forward ``at`` body bytes then close cleanly,
+  Content-Length promising more), ``trickle`` (``chunk`` bytes every ``delay`` s), ``stall`` (``at``
+  bytes then silence for ``delay`` s), ``longer`` (the body plus ``extra`` bytes, Content-Length to
+  match), ``flip`` (the byte at blob offset ``at`` inverted), ``endless`` (a chunked body that never
+  ends; with ``delay`` a slow one), ``redirect`` (307 to ``location``, ``{path}`` replaced by the
+  request's path and ``{digest}`` by its last segment).
+- Auth: by default the client's ``Authorization`` goes through to the upstream (a registry with
+  auth of its own). Or the proxy does the auth (the upstream runs without): ``require_basic``
   demands those credentials on ``/v2/`` paths; ``require_bearer`` answers 401 with a Bearer
   challenge naming ``realm`` and accepts only tokens a :class:`TokenServer` issued. Paths under
   ``/storage/`` are served without auth, as blob storage behind a redirect would (signed URL).
-- Every request is recorded with its headers and the body bytes sent, for the credential and
-  re-download checks; :data:`TALLY` counts faults injected and outcomes over the session.
+- :class:`TokenServer`: docker's token protocol. Tokens are RS256 JWTs signed with a key made by
+  ``openssl``, so a real registry with ``auth: token`` trusts them (:meth:`TokenServer.registry_auth`),
+  and each is remembered, so the proxy's bearer emulation accepts them too.
+- :class:`FileServer`: bytes by path (blob storage behind a redirect, a vendor's download site).
+- Every request each of them gets is recorded (:class:`Seen`: headers, query, body bytes sent,
+  start and end); :data:`TALLY` counts faults injected and outcomes over the session.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
+import hashlib
 import http.server
+import json
+import os
 import re
-import secrets
 import socket
 import ssl
 import struct
 import subprocess
+import termios
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +91,7 @@ class Rule:
     method: str = "GET"
     status: int = 503
     headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
     at: int = 0
     extra: int = 0
     chunk: int = 65536
@@ -88,13 +102,22 @@ class Rule:
 
 @dataclass
 class Seen:
+    """One request: ``query`` holds the URL's parameters and a form body's; ``sent`` the body
+    bytes written back; ``t`` and ``end`` when it came and when its answer was done."""
+
     scheme: str
     method: str
     path: str
     headers: dict[str, str]
-    sent: int = 0  # body bytes written to the client
+    query: dict[str, list[str]] = field(default_factory=dict)
+    sent: int = 0
     rule: str = ""
     t: float = field(default_factory=time.monotonic)
+    end: float = 0.0
+
+    @property
+    def authorization(self) -> str:
+        return next((v for k, v in self.headers.items() if k.lower() == "authorization"), "")
 
 
 def self_signed(workdir: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
@@ -108,6 +131,7 @@ def self_signed(workdir: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
     return cert, key
 
 
+# ---------------------------------------------------------------------------------- servers
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -115,94 +139,164 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        self.server.owner.handle(self)  # type: ignore[attr-defined]
+        owner: _Server = self.server.owner  # type: ignore[attr-defined]
+        scheme = "https" if isinstance(self.connection, ssl.SSLSocket) else "http"
+        seen = Seen(scheme, self.command, self.path, {k: v for k, v in self.headers.items()},
+                    parse_qs(urlsplit(self.path).query))
+        if self.command == "POST":
+            form = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            seen.query.update(parse_qs(form.decode()))
+        with owner.lock:
+            owner.seen.append(seen)
+        try:
+            owner.handle(self, seen)
+        finally:
+            seen.end = time.monotonic()
 
     do_HEAD = do_GET
     do_POST = do_GET
+
+    def send_body(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+#: sockets of the fakes, closed in a child forked by the tests' process (the puller forks its
+#: unpackers): with a copy of a connection left open there, closing it here would neither send a
+#: reset nor end the body, as it does when the server is a process of its own.
+_OPEN: set[socket.socket] = set()
+
+
+def _close_in_child() -> None:
+    for s in list(_OPEN):
+        with contextlib.suppress(OSError):
+            fd = s.detach()
+            if fd >= 0:
+                os.close(fd)
+    _OPEN.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
 
 
 class _HTTPServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     tls: ssl.SSLContext | None = None
-    owner: FaultProxy
+    owner: _Server
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         sock = request
-        if self.tls is not None:
-            try:
-                sock.settimeout(10)
-                first = sock.recv(1, socket.MSG_PEEK)
-                sock.settimeout(None)
-            except OSError:
-                return
-            if first == b"\x16":
-                try:
-                    sock = self.tls.wrap_socket(sock, server_side=True)
-                except (ssl.SSLError, OSError):
-                    return
+        _OPEN.add(sock)
         try:
-            self.RequestHandlerClass(sock, client_address, self)
-        finally:
-            if sock is not request:
+            if self.tls is not None:
                 try:
-                    sock.close()
+                    sock.settimeout(10)
+                    first = sock.recv(1, socket.MSG_PEEK)
+                    sock.settimeout(None)
                 except OSError:
-                    pass
+                    return
+                if first == b"\x16":
+                    try:
+                        sock = self.tls.wrap_socket(sock, server_side=True)
+                    except (ssl.SSLError, OSError):
+                        return
+                    _OPEN.add(sock)
+            try:
+                self.RequestHandlerClass(sock, client_address, self)
+            finally:
+                if sock is not request:
+                    with contextlib.suppress(OSError):
+                        sock.close()
+        finally:
+            _OPEN.discard(sock)
+            _OPEN.discard(request)
 
 
-class FaultProxy:
-    """A reverse proxy in front of ``upstream`` (``host:port`` of the plain-HTTP registry)."""
+class _Server:
+    """A threading HTTP server on ``host`` (any 127.0.0.0/8 address) in a daemon thread; with
+    ``tls``, TLS and plain HTTP on the same port. Records every request in ``seen``."""
 
-    def __init__(self, upstream: str, host: str = "127.0.0.1", *, tls: tuple[Path, Path] | None = None) -> None:
-        self.upstream = upstream
+    def __init__(self, host: str, tls: tuple[Path, Path] | None) -> None:
         self.httpd = _HTTPServer((host, 0), _Handler)
         self.httpd.owner = self
+        self.scheme = "http"
         if tls is not None:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(str(tls[0]), str(tls[1]))
             self.httpd.tls = ctx
+            self.scheme = "https"
         self.host = f"{host}:{self.httpd.server_address[1]}"
-        self.rules: list[Rule] = []
+        _OPEN.add(self.httpd.socket)
         self.seen: list[Seen] = []
-        self.require_basic: tuple[str, str] | None = None
-        self.require_bearer: tuple[str, TokenServer] | None = None  # (realm URL, issuer)
-        self._lock = threading.Lock()
-        self._client = httpx.Client(timeout=60)
+        self.lock = threading.Lock()
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def start(self) -> FaultProxy:
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}"
+
+    def start(self) -> Any:
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        _OPEN.discard(self.httpd.socket)
+
+    def handle(self, h: _Handler, seen: Seen) -> None:
+        raise NotImplementedError
+
+    def requests(self, pattern: str = "", method: str = "GET") -> list[Seen]:
+        """Requests of ``method`` whose path matches the regex ``pattern``."""
+        with self.lock:
+            return [s for s in self.seen if s.method == method and re.search(pattern, s.path)]
+
+
+# ---------------------------------------------------------------------------------- fault proxy
+class FaultProxy(_Server):
+    """A reverse proxy in front of ``upstream`` (``host:port`` of the plain-HTTP registry)."""
+
+    def __init__(self, upstream: str, host: str = "127.0.0.1", *, tls: tuple[Path, Path] | None = None) -> None:
+        super().__init__(host, tls)
+        self.upstream = upstream
+        self.rules: list[Rule] = []
+        self.require_basic: tuple[str, str] | None = None
+        self.require_bearer: tuple[str, TokenServer] | None = None  # (realm URL, issuer)
+        self._client = httpx.Client(timeout=60)
+
+    def start(self) -> FaultProxy:
+        super().start()
+        return self
+
+    def stop(self) -> None:
+        super().stop()
         self._client.close()
 
     def add(self, path: str, action: str, **kw: Any) -> Rule:
         rule = Rule(path, action, **kw)
-        with self._lock:
+        with self.lock:
             self.rules.append(rule)
         return rule
 
     def clear(self) -> None:
-        with self._lock:
+        with self.lock:
             self.rules.clear()
             self.seen.clear()
 
     def _match(self, method: str, path: str) -> Rule | None:
-        with self._lock:
+        with self.lock:
             for r in self.rules:
                 if r.hits < r.times and r.method == method and re.search(r.path, path):
                     r.hits += 1
                     TALLY.hit()
                     return r
         return None
-
-    # ------------------------------------------------------------------ queries
-    def requests(self, pattern: str = "", method: str = "GET") -> list[Seen]:
-        with self._lock:
-            return [s for s in self.seen if s.method == method and re.search(pattern, s.path)]
 
     def sent(self, pattern: str) -> int:
         """Body bytes served for GETs of paths matching ``pattern``."""
@@ -215,8 +309,8 @@ class FaultProxy:
             want = "Basic " + base64.b64encode(":".join(self.require_basic).encode()).decode()
             if auth == want:
                 return True
-            _send(h, 401, b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}',
-                  {"WWW-Authenticate": 'Basic realm="faultproxy"', "Content-Type": "application/json"})
+            h.send_body(401, b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}',
+                        {"WWW-Authenticate": 'Basic realm="faultproxy"', "Content-Type": "application/json"})
             return False
         if self.require_bearer is not None:
             realm, issuer = self.require_bearer
@@ -226,17 +320,13 @@ class FaultProxy:
             m = re.match(r"/v2/(.+)/(manifests|blobs)/", h.path)
             if m:
                 scope = f',scope="repository:{m.group(1)}:pull"'
-            _send(h, 401, b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}',
-                  {"WWW-Authenticate": f'Bearer realm="{realm}",service="faultproxy"{scope}',
-                   "Content-Type": "application/json"})
+            h.send_body(401, b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}',
+                        {"WWW-Authenticate": f'Bearer realm="{realm}",service="{issuer.service}"{scope}',
+                         "Content-Type": "application/json"})
             return False
         return True
 
-    def handle(self, h: _Handler) -> None:
-        scheme = "https" if isinstance(h.connection, ssl.SSLSocket) else "http"
-        seen = Seen(scheme, h.command, h.path, {k: v for k, v in h.headers.items()})
-        with self._lock:
-            self.seen.append(seen)
+    def handle(self, h: _Handler, seen: Seen) -> None:
         path = h.path
         storage = path.startswith("/storage/")
         if storage:
@@ -247,16 +337,23 @@ class FaultProxy:
         seen.rule = rule.action if rule else ""
         if rule is not None:
             if rule.action == "status":
-                _send(h, rule.status, b'{"errors":[{"code":"UNAVAILABLE","message":"injected fault"}]}',
-                      {"Content-Type": "application/json", **rule.headers})
+                h.send_body(rule.status, b'{"errors":[{"code":"UNAVAILABLE","message":"injected fault"}]}',
+                            {"Content-Type": "application/json", **rule.headers})
+                return
+            if rule.action == "body":
+                h.send_body(200, rule.body, rule.headers)
+                seen.sent += len(rule.body)
                 return
             if rule.action == "redirect":
-                _send(h, 307, b"", {"Location": rule.location.replace("{path}", path)})
+                location = rule.location.replace("{path}", path).replace("{digest}", path.rsplit("/", 1)[1])
+                h.send_body(307, b"", {"Location": location})
                 return
             if rule.action == "endless":
                 self._endless(h, rule, seen)
                 return
-        self._forward(h, path, rule, seen)
+        # The proxy doing auth itself (the upstream has none): the credentials stay here.
+        own_auth = self.require_basic is not None or self.require_bearer is not None
+        self._forward(h, path, rule, seen, keep_auth=not own_auth)
 
     def _endless(self, h: _Handler, rule: Rule, seen: Seen) -> None:
         h.send_response(200)
@@ -277,8 +374,9 @@ class FaultProxy:
             pass
         h.close_connection = True
 
-    def _forward(self, h: _Handler, path: str, rule: Rule | None, seen: Seen) -> None:
-        fwd = {k: v for k, v in h.headers.items() if k.lower() not in _HOP and k.lower() != "authorization"}
+    def _forward(self, h: _Handler, path: str, rule: Rule | None, seen: Seen, keep_auth: bool) -> None:
+        fwd = {k: v for k, v in h.headers.items()
+               if k.lower() not in _HOP and (keep_auth or k.lower() != "authorization")}
         req = self._client.build_request(h.command, f"http://{self.upstream}{path}", headers=fwd)
         resp = self._client.send(req, stream=True)
         try:
@@ -290,10 +388,13 @@ class FaultProxy:
                 start = int(cr[6:].split("-")[0])
             if rule is not None and rule.action == "longer" and length is not None:
                 length = str(int(length) + rule.extra)
+            out = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP}
+            if rule is not None and rule.action == "headers":
+                replaced = {k.lower() for k in rule.headers}
+                out = {k: v for k, v in out.items() if k.lower() not in replaced} | rule.headers
             h.send_response(resp.status_code)
-            for k, v in resp.headers.items():
-                if k.lower() not in _HOP:
-                    h.send_header(k, v)
+            for k, v in out.items():
+                h.send_header(k, v)
             if length is not None:
                 h.send_header("Content-Length", length)
             else:
@@ -317,14 +418,14 @@ class FaultProxy:
                         time.sleep(rule.delay)
                     h.close_connection = True
                     if rule.action == "reset":
-                        # SO_LINGER 0: the close sends RST instead of FIN
+                        # What was sent arrives first (a receiver drops what it has not read when
+                        # the RST comes); then SO_LINGER 0: the close sends RST instead of FIN.
+                        _drained(h.connection)
                         h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                         h.connection.close()
                     else:
-                        try:
+                        with contextlib.suppress(OSError):
                             h.connection.shutdown(socket.SHUT_RDWR)
-                        except OSError:
-                            pass
                     return
                 if rule is not None and rule.action == "trickle":
                     for i in range(0, len(data), rule.chunk):
@@ -345,64 +446,142 @@ class FaultProxy:
             resp.close()
 
 
-def _send(h: _Handler, status: int, body: bytes, headers: dict[str, str]) -> None:
-    h.send_response(status)
-    for k, v in headers.items():
-        h.send_header(k, v)
-    h.send_header("Content-Length", str(len(body)))
-    h.end_headers()
-    if h.command != "HEAD":
-        h.wfile.write(body)
+def _drained(sock: socket.socket, timeout: float = 2.0) -> None:
+    """Wait until the peer has acknowledged every byte sent (TIOCOUTQ), then a little more for
+    it to read them."""
+    deadline = time.monotonic() + timeout
+    buf = bytearray(4)
+    while time.monotonic() < deadline:
+        fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, buf)
+        if struct.unpack("i", buf)[0] == 0:
+            break
+        time.sleep(0.01)
+    time.sleep(0.2)
 
 
-class _TokenHandler(_Handler):
-    def do_GET(self) -> None:
-        self.server.owner.handle(self)  # type: ignore[attr-defined]
-
-    do_POST = do_GET
+# ---------------------------------------------------------------------------------- token server
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-class TokenServer:
-    """A token service on a loopback host (``http`` or, with ``tls``, ``https``): answers any
-    request with a fresh random token and records the request's headers and query."""
+class TokenServer(_Server):
+    """Docker's token protocol on a loopback host (``http``, or ``https`` with ``tls``):
+    ``GET /token?service=S&scope=repository:NAME:ACTIONS`` with optional basic auth, or ``POST``
+    ``grant_type=refresh_token`` with a refresh token (a password of ``users``). ``users`` get what
+    they ask for, bad credentials a 401; anonymous callers get ``pull`` on ``public/*`` only. A
+    request over the other scheme gets a 400. Tokens are RS256 JWTs with the signing cert in
+    ``x5c`` (the answer's ``token_field``, ``expires_in``); ``issued`` holds every one."""
 
-    def __init__(self, host: str = "127.0.0.3", *, tls: tuple[Path, Path] | None = None) -> None:
-        self.httpd = _HTTPServer((host, 0), _TokenHandler)
-        self.httpd.owner = self  # type: ignore[assignment]
-        self.scheme = "http"
-        if tls is not None:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(str(tls[0]), str(tls[1]))
-            self.httpd.tls = ctx
-            self.scheme = "https"
-        self.host = f"{host}:{self.httpd.server_address[1]}"
+    service = "ocibox-test"
+    issuer = "ocibox-test-issuer"
+
+    def __init__(self, workdir: Path, users: dict[str, str] | None = None, host: str = "127.0.0.1", *,
+                 tls: tuple[Path, Path] | None = None, expires_in: int = 300, token_field: str = "token") -> None:
+        super().__init__(host, tls)
+        self.users = users or {}
+        self.expires_in = expires_in
+        self.token_field = token_field
         self.issued: set[str] = set()
-        self.seen: list[Seen] = []
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.key = workdir / "token.key"
+        self.cert = workdir / "token.crt"
+        workdir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(self.key),
+                        "-out", str(self.cert), "-subj", "/CN=ocibox-test-token", "-days", "2"],
+                       check=True, capture_output=True)
+        der = subprocess.run(["openssl", "x509", "-in", str(self.cert), "-outform", "DER"],
+                             check=True, capture_output=True).stdout
+        self._x5c = base64.b64encode(der).decode()
+
+    def start(self) -> TokenServer:
+        super().start()
+        return self
 
     @property
     def realm(self) -> str:
-        return f"{self.scheme}://{self.host}/token"
+        return f"{self.url}/token"
 
-    def start(self) -> TokenServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def handle(self, h: _Handler) -> None:
-        scheme = "https" if isinstance(h.connection, ssl.SSLSocket) else "http"
-        if h.command == "POST":
-            h.rfile.read(int(h.headers.get("Content-Length", "0")))
-        self.seen.append(Seen(scheme, h.command, h.path, {k: v for k, v in h.headers.items()}))
-        if scheme != self.scheme:
-            _send(h, 400, b"wrong scheme", {})
-            return
-        tok = secrets.token_hex(16)
-        self.issued.add(tok)
-        _send(h, 200, b'{"token":"%s","expires_in":300}' % tok.encode(), {"Content-Type": "application/json"})
+    def registry_auth(self) -> str:
+        """The ``auth:`` fragment of a real registry that trusts these tokens."""
+        return (f"  token:\n    realm: {self.realm}\n    service: {self.service}\n    issuer: {self.issuer}\n"
+                f"    rootcertbundle: {self.cert}\n")
 
     def queries(self) -> list[dict[str, list[str]]]:
-        return [parse_qs(urlsplit(s.path).query) for s in self.seen]
+        return [s.query for s in self.seen]
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [self._x5c]}
+        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(self.key)], input=signing_input.encode(),
+                             check=True, capture_output=True).stdout
+        return f"{signing_input}.{_b64url(sig)}"
+
+    def handle(self, h: _Handler, seen: Seen) -> None:
+        if seen.scheme != self.scheme:
+            h.send_body(400, b"wrong scheme")
+            return
+        q, auth, user = seen.query, seen.authorization, ""
+        if auth.startswith("Basic "):
+            u, _, p = base64.b64decode(auth[6:]).decode().partition(":")
+            if self.users.get(u) != p:
+                h.send_body(401, b'{"details":"bad credentials"}', {"Content-Type": "application/json"})
+                return
+            user = u
+        elif q.get("grant_type") == ["refresh_token"]:
+            tok = q.get("refresh_token", [""])[0]
+            if tok not in self.users.values():
+                h.send_body(401, b'{"details":"bad refresh token"}', {"Content-Type": "application/json"})
+                return
+            user = next(u for u, p in self.users.items() if p == tok)
+        access = []
+        for scope in " ".join(q.get("scope", [])).split():
+            typ, name, actions = scope.split(":") if scope.count(":") == 2 else ("", "", "")
+            if typ != "repository":
+                continue
+            allowed = actions.split(",") if user else (["pull"] if name.startswith("public/") else [])
+            acts = [a for a in actions.split(",") if a in allowed]
+            if acts:
+                access.append({"type": "repository", "name": name, "actions": acts})
+        now = int(time.time())
+        token = self.sign({"iss": self.issuer, "sub": user, "aud": self.service, "exp": now + self.expires_in,
+                           "nbf": now - 10, "iat": now, "jti": uuid.uuid4().hex, "access": access})
+        with self.lock:
+            self.issued.add(token)
+        body = {self.token_field: token, "expires_in": self.expires_in}
+        h.send_body(200, json.dumps(body).encode(), {"Content-Type": "application/json"})
+
+
+# ---------------------------------------------------------------------------------- file server
+class FileServer(_Server):
+    """Serves ``files[path]`` (404 otherwise) on a loopback host, e.g. 127.0.0.2: blob storage
+    behind a registry's redirect, or a vendor's site a foreign layer's URL points at."""
+
+    def __init__(self, files: dict[str, bytes] | None = None, host: str = "127.0.0.2") -> None:
+        super().__init__(host, None)
+        self.files: dict[str, bytes] = dict(files or {})
+
+    def start(self) -> FileServer:
+        super().start()
+        return self
+
+    def handle(self, h: _Handler, seen: Seen) -> None:
+        body = self.files.get(h.path)
+        if body is None:
+            h.send_body(404, b"no such file")
+            return
+        h.send_body(200, body, {"Content-Type": "application/octet-stream"})
+        seen.sent += len(body)
+
+    def gets(self, path: str) -> list[dict[str, str]]:
+        """The headers (lower-case names) of each GET of ``path``."""
+        return [{k.lower(): v for k, v in s.headers.items()} for s in self.requests(f"^{re.escape(path)}$")]
+
+
+def layout_blobs(layouts: list[Path]) -> dict[str, bytes]:
+    """``/blobs/sha256:<hex>`` -> bytes of every blob of OCI layouts (for a :class:`FileServer`)."""
+    out: dict[str, bytes] = {}
+    for lay in layouts:
+        for p in (lay / "blobs" / "sha256").iterdir():
+            data = p.read_bytes()
+            assert hashlib.sha256(data).hexdigest() == p.name, p
+            out[f"/blobs/sha256:{p.name}"] = data
+    return out

@@ -375,7 +375,7 @@ def test_downgrade_then_challenge_sends_no_credentials(img: Image, tls_proxy: Fa
     """https -> http redirect to a path that then asks for a token: after a downgrade the token
     service gets no credentials (the pull fails cleanly: the target demands what we won't send)."""
     p = tls_proxy
-    tokens = TokenServer("127.0.0.3").start()
+    tokens = TokenServer(isolated_creds / "tokens", {USER: PASSWORD}, "127.0.0.3").start()
     try:
         _creds_for(isolated_creds, p.host)
         p.require_bearer = (tokens.realm, tokens)
@@ -393,7 +393,7 @@ def test_downgrade_then_challenge_sends_no_credentials(img: Image, tls_proxy: Fa
 def test_http_token_realm_of_https_registry_gets_no_credentials(img: Image, tls_proxy: FaultProxy,
                                                                 store_root: Path, isolated_creds: Path) -> None:
     p = tls_proxy
-    tokens = TokenServer("127.0.0.3").start()
+    tokens = TokenServer(isolated_creds / "tokens", {USER: PASSWORD}, "127.0.0.3").start()
     try:
         _creds_for(isolated_creds, p.host)
         p.require_bearer = (tokens.realm, tokens)
@@ -411,7 +411,8 @@ def test_http_token_realm_of_https_registry_gets_no_credentials(img: Image, tls_
 def test_https_token_realm_on_other_host_gets_credentials(img: Image, proxy: FaultProxy, store_root: Path,
                                                           isolated_creds: Path, cert: tuple[Path, Path]) -> None:
     """The registry's own realm over HTTPS on another host is where docker sends credentials."""
-    tokens = TokenServer("127.0.0.3", tls=self_signed(cert[0].parent / "t3", "127.0.0.3")).start()
+    tokens = TokenServer(cert[0].parent / "t3", {USER: PASSWORD}, "127.0.0.3",
+                         tls=self_signed(cert[0].parent / "t3", "127.0.0.3")).start()
     try:
         _creds_for(isolated_creds, proxy.host)
         proxy.require_bearer = (tokens.realm, tokens)

@@ -1,5 +1,5 @@
 """Auth against real registries: htpasswd basic auth, and ``auth: token`` trusting a token issuer
-run by the test (RS256 JWTs the registry verifies). Credentials from docker's config.json,
+run by the test (tests/faultproxy.py's TokenServer: RS256 JWTs the registry verifies). Credentials from docker's config.json,
 $REGISTRY_AUTH_FILE, podman's auth.json and a credential helper; login/logout; a redirect to a
 second loopback host that must get no Authorization; and the scheme/realm rules."""
 
@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import oci
 import pytest
-from auth_helpers import BlobServer, Fault, Proxy, TokenIssuer, htpasswd_auth, start_registry
+from auth_helpers import htpasswd_auth, start_registry
+from faultproxy import FaultProxy, FileServer, TokenServer, layout_blobs
 from registry import Registry
 
 from ocibox import puller
@@ -51,15 +52,15 @@ def basic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registry, 
 
 
 @pytest.fixture(scope="module")
-def token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registry, TokenIssuer]]:
+def token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registry, TokenServer]]:
     tmp = tmp_path_factory.mktemp("token")
-    issuer = TokenIssuer(tmp / "issuer", USERS)
+    issuer = TokenServer(tmp / "issuer", USERS)
     issuer.start()
     reg = start_registry(tmp / "reg", issuer.registry_auth())
     for repo in ("private/img:v1", "public/img:v1"):
         lay = _layout(tmp, "layout-" + repo.replace("/", "_").replace(":", "_"), repo.encode())
         oci.skopeo_push(lay.path, "t", f"{reg.host}/{repo}", creds="alice:s3cret-Pw")
-    issuer.requests.clear()
+    issuer.seen.clear()
     yield reg, issuer
     reg.stop()
     issuer.stop()
@@ -158,32 +159,32 @@ def test_login_logout(basic: tuple[Registry, oci.Layout], isolated_creds: Path, 
 
 
 # ------------------------------------------------------------------ token auth
-def test_token_anonymous_public(token: tuple[Registry, TokenIssuer], store_root: Path) -> None:
+def test_token_anonymous_public(token: tuple[Registry, TokenServer], store_root: Path) -> None:
     reg, issuer = token
-    issuer.requests.clear()
+    issuer.seen.clear()
     assert _pull(store_root, f"{reg.host}/public/img:v1").image.layers
-    assert issuer.requests and all(r["authorization"] == "" for r in issuer.requests)
-    assert issuer.requests[0]["query"]["scope"] == ["repository:public/img:pull"]
-    assert issuer.requests[0]["query"]["service"] == [issuer.service]
+    assert issuer.seen and all(r.authorization == "" for r in issuer.seen)
+    assert issuer.seen[0].query["scope"] == ["repository:public/img:pull"]
+    assert issuer.seen[0].query["service"] == [issuer.service]
 
 
-def test_token_private_needs_credentials(token: tuple[Registry, TokenIssuer], store_root: Path,
+def test_token_private_needs_credentials(token: tuple[Registry, TokenServer], store_root: Path,
                                          isolated_creds: Path) -> None:
     reg, issuer = token
     with pytest.raises(AuthError):
         _pull(store_root, f"{reg.host}/private/img:v1")
     write_docker_config(isolated_creds, reg.host, "alice", "s3cret-Pw")
-    issuer.requests.clear()
+    issuer.seen.clear()
     assert _pull(store_root, f"{reg.host}/private/img:v1").image.layers
-    assert issuer.requests[0]["authorization"].startswith("Basic ")
+    assert issuer.seen[0].authorization.startswith("Basic ")
     # one token serves the whole pull (manifest, config, layer)
-    assert len(issuer.requests) == 1
+    assert len(issuer.seen) == 1
     write_docker_config(isolated_creds, reg.host, "alice", "bad")
     with pytest.raises(AuthError, match=r"token service .* rejected the credentials"):
         _pull(store_root / "2", f"{reg.host}/private/img:v1")
 
 
-def test_token_access_token_field_and_identity_token(token: tuple[Registry, TokenIssuer], store_root: Path,
+def test_token_access_token_field_and_identity_token(token: tuple[Registry, TokenServer], store_root: Path,
                                                      isolated_creds: Path) -> None:
     reg, issuer = token
     issuer.token_field = "access_token"
@@ -191,23 +192,23 @@ def test_token_access_token_field_and_identity_token(token: tuple[Registry, Toke
         path = isolated_creds / "docker" / "config.json"
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps({"auths": {reg.host: {"identitytoken": "s3cret-Pw"}}}))
-        issuer.requests.clear()
+        issuer.seen.clear()
         assert _pull(store_root, f"{reg.host}/private/img:v1").image.layers
-        assert issuer.requests[0]["method"] == "POST"
-        assert issuer.requests[0]["query"]["grant_type"] == ["refresh_token"]
+        assert issuer.seen[0].method == "POST"
+        assert issuer.seen[0].query["grant_type"] == ["refresh_token"]
     finally:
         issuer.token_field = "token"
 
 
-def test_token_new_scope_for_another_repository(token: tuple[Registry, TokenIssuer], tmp_path: Path) -> None:
+def test_token_new_scope_for_another_repository(token: tuple[Registry, TokenServer], tmp_path: Path) -> None:
     reg, issuer = token
     s = Settings(root=tmp_path)
-    issuer.requests.clear()
+    issuer.seen.clear()
     with RegistryClient(s, reg.host, creds=Credentials("alice", "s3cret-Pw")) as c:
         c.get_manifest("private/img", "v1", "a")
         c.get_manifest("private/img", "v1", "a again")
         c.get_manifest("public/img", "v1", "b")
-    assert [r["query"]["scope"] for r in issuer.requests] == [["repository:private/img:pull"],
+    assert [r.query["scope"] for r in issuer.seen] == [["repository:private/img:pull"],
                                                               ["repository:public/img:pull"]]
 
 
@@ -215,17 +216,17 @@ def test_token_new_scope_for_another_repository(token: tuple[Registry, TokenIssu
 def test_redirect_to_other_host_gets_no_authorization(basic: tuple[Registry, oci.Layout], store_root: Path,
                                                       isolated_creds: Path) -> None:
     reg, lay = basic
-    blobs = BlobServer([lay.path], host="127.0.0.2").start()
-    proxy = Proxy(reg.host).start()
+    blobs = FileServer(layout_blobs([lay.path]), host="127.0.0.2").start()
+    proxy = FaultProxy(reg.host).start()
     try:
-        proxy.add(Fault(r"/blobs/sha256:", times=100, redirect=blobs.url))
+        proxy.add(r"/blobs/sha256:", "redirect", times=100, location=f"{blobs.url}/blobs/{{digest}}")
         write_docker_config(isolated_creds, proxy.host, "alice", "s3cret-Pw")
         r = _pull(store_root, f"{proxy.host}/priv/img:v1")
         assert r.image.layers
-        assert len(blobs.requests) == 2  # config and layer came from the other host
-        assert all("Authorization" not in h and "authorization" not in h for _, h in blobs.requests)
+        assert len(blobs.seen) == 2  # config and layer came from the other host
+        assert all("Authorization" not in h and "authorization" not in h for h in (s.headers for s in blobs.seen))
         # ... while the registry itself did get credentials
-        assert any(h.get("Authorization", "").startswith("Basic ") for _, _, h in proxy.requests)
+        assert any(h.get("Authorization", "").startswith("Basic ") for h in (s.headers for s in proxy.seen))
     finally:
         proxy.stop()
         blobs.stop()

@@ -8,8 +8,8 @@ Peers, all real except the foreign URL's server:
 - the manifests are pushed by skopeo: it keeps a layer that has ``urls`` as a reference and
   never uploads it (the layer blob is not even in the layout skopeo reads), so the registry
   holds no copy of it;
-- the foreign URL is served by a small HTTP server in a thread on 127.0.0.2 that records every
-  request's headers: that stands in for a vendor's download site, which cannot run here.
+- the foreign URL is served by tests/faultproxy.py's FileServer in a thread on 127.0.0.2, which
+  records every request's headers: that stands in for a vendor's download site, which cannot run here.
 Pulls run the CLI (``python -m ocibox``) as a subprocess with the credentials in a docker
 config, so the registry gets them and we can see that the foreign server does not.
 """
@@ -29,7 +29,8 @@ from pathlib import Path
 import httpx
 import oci
 import pytest
-from auth_helpers import _Quiet, _Server, htpasswd_auth
+from auth_helpers import htpasswd_auth
+from faultproxy import FileServer
 from registry import Registry
 
 pytestmark = pytest.mark.integration
@@ -41,33 +42,10 @@ DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 
 
-class _ForeignHandler(_Quiet):
-    def do_GET(self) -> None:
-        owner: ForeignServer = self.owner
-        owner.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
-        body = owner.blobs.get(self.path)
-        if body is None:
-            self.send_body(404, b"no such file")
-        else:
-            self.send_body(200, body, {"Content-Type": "application/octet-stream"})
-
-
-class ForeignServer(_Server):
-    """Serves ``blobs[path]`` (404 otherwise) and records ``(path, headers)`` of every GET."""
-
-    def __init__(self, host: str = "127.0.0.2") -> None:
-        super().__init__(_ForeignHandler, host)
-        self.blobs: dict[str, bytes] = {}
-        self.requests: list[tuple[str, dict[str, str]]] = []
-
-    def gets(self, path: str) -> list[dict[str, str]]:
-        return [h for p, h in self.requests if p == path]
-
-
 @dataclass
 class Site:
     reg: Registry
-    foreign: ForeignServer
+    foreign: FileServer
     tmp: Path
 
 
@@ -84,8 +62,7 @@ class ForeignImage:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("foreign")
-    foreign = ForeignServer()
-    foreign.start()
+    foreign = FileServer(host="127.0.0.2").start()
     port = foreign.host.rsplit(":", 1)[1]
     extra = ("validation:\n  manifests:\n    urls:\n      allow:\n"
              f"        - '^http://127\\.0\\.0\\.2:{port}/'\n")
@@ -210,7 +187,7 @@ def test_the_registry_checks_foreign_urls(site: Site) -> None:
 def test_foreign_layer_comes_from_its_url_without_credentials(site: Site, tmp_path: Path, docker: bool) -> None:
     repo = "docker" if docker else "oci"
     img = push_foreign(site, repo, b"from the vendor\n", docker=docker)
-    site.foreign.blobs[img.path] = img.blob
+    site.foreign.files[img.path] = img.blob
     root = tmp_path / "store"
 
     res = ocibox(site, root, "pull", img.ref)
@@ -218,7 +195,7 @@ def test_foreign_layer_comes_from_its_url_without_credentials(site: Site, tmp_pa
     assert res.returncode == 0, res.stderr
     assert layer_file(root, img).read_bytes() == b"from the vendor\n"
     gets = site.foreign.gets(img.path)
-    assert len(gets) == 1, site.foreign.requests
+    assert len(gets) == 1, site.foreign.seen
     assert "authorization" not in gets[0] and "cookie" not in gets[0], gets[0]
     assert registry_blob_gets(site, repo, img.digest) == 0
     # The registry did get the credentials (it answers 401 without them): the pull used them.
@@ -256,7 +233,7 @@ def test_foreign_layer_with_wrong_bytes_is_refused(site: Site, tmp_path: Path) -
     bad = bytearray(img.blob)
     for i in range(20, len(bad) - 8):  # same length, other bytes: only the digest can tell
         bad[i] ^= 0x5A
-    site.foreign.blobs[img.path] = bytes(bad)
+    site.foreign.files[img.path] = bytes(bad)
     root = tmp_path / "store"
 
     res = ocibox(site, root, "pull", img.ref)
