@@ -257,7 +257,7 @@ def _run(settings: Settings, argv: list[str], prog: str) -> int:
     """``ocibox run``: parsed by the runner itself (``ocibox.run._flags``), on its fast path."""
     from ocibox.run import run_main
 
-    return run_main(settings, argv)
+    return run_main(settings, argv, prog)
 
 
 def _out(text: str = "") -> None:

@@ -487,7 +487,7 @@ def stats(settings: Settings, argv: list[str], prog: str) -> None:
 
 # ----------------------------------------------------------------------------- exec and the monitor's cleanup
 def exec_(settings: Settings, argv: list[str], prog: str) -> int:
-    from ocibox.containers._exec import exec_main
+    from ocibox.containers import exec_main
 
     return exec_main(settings, argv, prog)
 

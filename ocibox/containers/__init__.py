@@ -17,6 +17,7 @@ from ocibox._lazy import lazy_getattr
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ocibox.containers._attach import attach
+    from ocibox.containers._exec import exec_main
     from ocibox.containers._lifecycle import (
         cleanup,
         kill,
@@ -40,6 +41,7 @@ _TABLE = {
                      "stop", "unpause", "wait"), "_lifecycle"),
     **dict.fromkeys(("inspect", "list_containers", "parse_filters", "stats", "top"), "_list"),
     "logs": "_logs",
+    "exec_main": "_exec",
 }
 
 __getattr__ = lazy_getattr(__name__, _TABLE)
@@ -71,6 +73,7 @@ def prune_containers(store: Store, until: float | None = None) -> list[str]:
 __all__ = [
     "attach",
     "cleanup",
+    "exec_main",
     "find",
     "inspect",
     "kill",

@@ -34,8 +34,7 @@ def exec_main(settings: Settings, argv: list[str], prog: str) -> int:
     ns = Parser(prog, OPTIONS, (("container", "CONTAINER", ""), ("command", "COMMAND [ARG...]", "")),
                 description="Execute a command in a running container.", interspersed=False).parse(argv)
     from ocibox.containers import find
-    from ocibox.run._flags import _env_entry, parse_env_file
-    from ocibox.run._spec import merge_env
+    from ocibox.run import merge_env, parse_env
 
     store = st.Store(settings.root)
     rec = find(store, ns["container"])
@@ -49,23 +48,18 @@ def exec_main(settings: Settings, argv: list[str], prog: str) -> int:
         raise errors.UsageError(f"container {rec.name} keeps no config.json: it cannot be joined") from None
     base = config.process
     assert base is not None
-    env: list[str] = []
-    for path in ns["env_file"]:
-        env += parse_env_file(path, os.environ)
-    for e in ns["env"]:
-        env += _env_entry(e, os.environ, "-e")
+    env = parse_env(ns["env_file"], ns["env"], os.environ)
     caps = base.capabilities
     seccomp = None
     if ns["privileged"]:
-        from ocibox.run._hardening import bounded_caps
-        from ocibox.run._spec import CAP_NUMBER
+        from ocibox.run import all_capabilities
 
-        names = tuple("CAP_" + c for c in sorted(bounded_caps(CAP_NUMBER)))
+        names = all_capabilities()
         caps = ocispec.Capabilities(bounding=names, effective=names, permitted=names)
     elif config.linux.seccomp is not None:
-        from ocibox.run._seccomp import compile_filter, from_oci
+        from ocibox.run import seccomp_filter_of
 
-        seccomp = compile_filter(from_oci(config.linux.seccomp), str(store.root / "seccomp"))
+        seccomp = seccomp_filter_of(config.linux.seccomp, str(store.root / "seccomp"))
     workdir = ns["workdir"] or base.cwd
     if not workdir.startswith("/"):
         raise errors.UsageError(f"{prog}: the working directory {workdir!r} must be an absolute path")

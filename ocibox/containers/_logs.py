@@ -134,44 +134,69 @@ def _read(path: Path, asm: _Assembler) -> Iterator[tuple[bytes, bytes, bytes]]:
 
 def _follow(cdir: Path, rec: st.ContainerRecord, asm: _Assembler,
             emit: Callable[[tuple[bytes, bytes, bytes]], None], skip_existing: bool) -> None:
-    """Read ctr.log as it grows; when the monitor rotates it (a new file at the name), finish the old one
-    and go on with the new; stop once the container has exited and everything is read."""
+    """Read ctr.log as it grows. When the monitor rotates it, the open file is read to its end (it lives
+    on under its new name, or unlinked), then every newer file in order (more than one when several
+    rotations happened between two reads), then the new ctr.log; stop once the container has exited and
+    everything is read."""
     path = cdir / LOG
     f = _open(path)
     if f is not None and skip_existing:
         f.seek(0, os.SEEK_END)
     pending = b""
     idle = 0.0
+
+    def drain(fh) -> None:  # type: ignore[no-untyped-def]
+        nonlocal pending
+        while data := fh.read(1 << 20):
+            pending += data
+            *entries, pending = pending.split(b"\n")
+            for entry in entries:
+                item = asm.feed(entry + b"\n")
+                if item is not None:
+                    emit(item)
+
     while True:
-        got = False
-        if f is not None:
-            data = f.read(1 << 20)
-            if data:
-                got = True
-                pending += data
-                *entries, pending = pending.split(b"\n")
-                for entry in entries:
-                    item = asm.feed(entry + b"\n")
-                    if item is not None:
-                        emit(item)
-            elif _rotated(f, path):
-                f.close()
-                f, pending = _open(path), b""
-                continue
-        else:
+        if f is None:
             f = _open(path)
-        if got:
+            if f is None:
+                if not monitored(cdir):
+                    break
+                time.sleep(0.01)
+                continue
+        before = f.tell()
+        drain(f)
+        if f.tell() != before:
             idle = 0.0
             continue
-        if not monitored(cdir) and idle >= 0.2 and (
-                f is None or (not _rotated(f, path) and os.fstat(f.fileno()).st_size <= f.tell())):
+        if _rotated(f, path):
+            for name in _newer(cdir, os.fstat(f.fileno()).st_ino):
+                f.close()
+                f = _open(name)
+                if f is not None:
+                    drain(f)
+            f.close()
+            f = _open(path)
+            continue
+        if not monitored(cdir) and idle >= 0.2:
             break
-        time.sleep(0.05)
-        idle += 0.05
+        time.sleep(0.01)
+        idle += 0.01
     if f is not None:
         f.close()
     for item in asm.flush():
         emit(item)
+
+
+def _newer(cdir: Path, inode: int) -> list[Path]:
+    """The rotated files newer than the one with ``inode`` (oldest first); all of them if it is gone."""
+    files = _files(cdir)[:-1]  # oldest first, without ctr.log
+    inodes = []
+    for p in files:
+        try:
+            inodes.append(os.stat(p).st_ino)
+        except FileNotFoundError:
+            inodes.append(-1)
+    return files[inodes.index(inode) + 1:] if inode in inodes else files
 
 
 def _open(path: Path):  # type: ignore[no-untyped-def]

@@ -135,8 +135,16 @@ def start_time(pid: int) -> int:
 
 
 def alive(pid: int, start: int) -> bool:
-    """The process ``pid`` that started at ``start`` still runs (not a zombie of it, not a reuse)."""
-    return pid > 0 and start_time(pid) == start
+    """The process ``pid`` that started at ``start`` still runs (not a reuse of its pid, not a zombie)."""
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    rest = stat[stat.rfind(b")") + 2 :]
+    return rest[:1] not in (b"Z", b"X") and parse_start_time(stat) == start
 
 
 def status_field(name: str, pid: int | str = "self") -> str:

@@ -11,7 +11,8 @@ when used. Public surface::
     start_detached(settings, store, record) -> int     a detached container under a new monitor (PID 1's pid)
     monitored(dir) / DEFAULT_SETTINGS / LOG, EXIT, ATTACH   a detached container's monitor and its files
     exec_process(pid1, start, process, ...) -> Exec    a new process in a running container
-    check_name(name)                                   docker's container name rule
+    check_name(name) / parse_signal(text)              docker's container name rule, signal names
+    parse_env / merge_env / all_capabilities / seccomp_filter_of   exec's share of the run flags' rules
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ if TYPE_CHECKING:
 
     from ocibox.run._detach import ATTACH, DEFAULT_SETTINGS, EXIT, LOG, monitored, start_detached
     from ocibox.run._exec import Exec, exec_process
-    from ocibox.run._flags import parse_run_args
+    from ocibox.run._flags import parse_env, parse_run_args
+    from ocibox.run._hardening import all_capabilities
     from ocibox.run._process import Container, create, run_container
-    from ocibox.run._spec import Mount, RunFlags, RunSpec, check_name, parse_signal
+    from ocibox.run._seccomp import seccomp_filter_of
+    from ocibox.run._spec import Mount, RunFlags, RunSpec, check_name, merge_env, parse_signal
     from ocibox.settings import Settings
 
 __all__ = [
@@ -39,19 +42,23 @@ __all__ = [
     "Mount",
     "RunFlags",
     "RunSpec",
+    "all_capabilities",
     "check_name",
     "create",
     "exec_process",
+    "merge_env",
     "monitored",
+    "parse_env",
     "parse_run_args",
     "parse_signal",
     "run_container",
     "run_main",
+    "seccomp_filter_of",
     "start_detached",
 ]
 
 
-def run_main(settings: Settings, argv: list[str]) -> int:
+def run_main(settings: Settings, argv: list[str], prog: str = "ocibox run") -> int:
     """``ocibox run [OPTIONS] IMAGE [COMMAND] [ARG...]``; returns the exit status."""
     from ocibox.cgroups import MigrationWarmup
 
@@ -60,7 +67,7 @@ def run_main(settings: Settings, argv: list[str]) -> int:
     try:
         from ocibox.run._main import main
 
-        return main(settings, argv, warmup=warmup)
+        return main(settings, argv, warmup=warmup, prog=prog)
     finally:
         warmup.stop()
 
@@ -70,7 +77,9 @@ _LAZY = {
     "parse_run_args": "ocibox.run._flags", "Container": "ocibox.run._process", "create": "ocibox.run._process",
     "run_container": "ocibox.run._process",
     **dict.fromkeys(("ATTACH", "DEFAULT_SETTINGS", "EXIT", "LOG", "monitored", "start_detached"), "ocibox.run._detach"),
-    "Exec": "ocibox.run._exec", "exec_process": "ocibox.run._exec", "check_name": "ocibox.run._spec", "parse_signal": "ocibox.run._spec",
+    "Exec": "ocibox.run._exec", "exec_process": "ocibox.run._exec", "check_name": "ocibox.run._spec",
+    "merge_env": "ocibox.run._spec", "parse_env": "ocibox.run._flags", "all_capabilities": "ocibox.run._hardening",
+    "seccomp_filter_of": "ocibox.run._seccomp", "parse_signal": "ocibox.run._spec",
 }
 
 

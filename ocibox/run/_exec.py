@@ -69,12 +69,12 @@ def exec_process(pid1: int, pid1_start: int, process: ocispec.Process, *, cgroup
         own = os.readlink("/proc/self/ns/user")
         if "user" in fds and os.readlink(f"/proc/{pid1}/ns/user") == own:
             os.close(fds.pop("user"))  # the same user namespace: setns would refuse it (EINVAL)
-        master = slave = -1
-        if process.terminal:
-            master, slave = os.openpty()
-            from ocibox.run._process import _copy_winsize
+        master = console = theirs = -1
+        if process.terminal:  # the pty is made in the container; its master comes back on this socket
+            import socket
 
-            _copy_winsize(master, process.console_size)
+            ours, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            console, theirs = ours.detach(), other.detach()
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
         r, w = os.pipe2(os.O_CLOEXEC)
         j = os.fork()
@@ -82,25 +82,33 @@ def exec_process(pid1: int, pid1_start: int, process: ocispec.Process, *, cgroup
             code = 125
             try:
                 os.close(r)
-                if master >= 0:
-                    os.close(master)
-                _join(fds, cgroup, process, w, slave, seccomp, user, devices_fallback, stdin_null)
+                if console >= 0:
+                    os.close(console)
+                _join(fds, cgroup, process, w, theirs, seccomp, user, devices_fallback, stdin_null)
             except BaseException as e:
                 line, code = errors.to_wire(e, "exec failed: ")
                 with contextlib.suppress(OSError):
                     os.write(w, line)
             os._exit(code)
         os.close(w)
-        if slave >= 0:
-            os.close(slave)
+        if theirs >= 0:
+            os.close(theirs)
+            theirs = -1
         data = b""
         while chunk := os.read(r, 65536):
             data += chunk
         os.close(r)
         os.waitpid(j, 0)
+        if console >= 0 and data.startswith(b"P") and b"\nE" not in data:
+            from ocibox.linux.pty import recv_fd
+            from ocibox.run._process import _copy_winsize
+
+            master = recv_fd(console)
+            _copy_winsize(master, process.console_size)
     finally:
-        for fd in fds.values():
-            os.close(fd)
+        for fd in (*fds.values(), console, theirs):
+            if fd >= 0:
+                os.close(fd)
     first, _, rest = data.partition(b"\n")
     if not first.startswith(b"P"):
         if master >= 0:
@@ -120,10 +128,15 @@ _PROC_NAME = {"user": "user", "ipc": "ipc", "uts": "uts", "network": "net", "pid
               "mount": "mnt"}
 
 
-def _join(fds: dict[str, int], cgroup: Cgroup | None, process: ocispec.Process, w: int, slave: int,
+def _join(fds: dict[str, int], cgroup: Cgroup | None, process: ocispec.Process, w: int, console: int,
           seccomp: SeccompFilter | None, user: str | None, devices_fallback: bool,
           stdin_null: bool) -> None:  # pragma: no cover - runs in the joining process
     k = syscalls
+    # Everything this process imports, imported now: after setns(mount) the host's files are out of reach.
+    import socket  # noqa: F401 - for pty.send_fd
+    import stat  # noqa: F401
+
+    from ocibox.linux import pty  # noqa: F401
     # Not ptraceable, no core dump, from now until exec (CVE-2016-9962).
     k.prctl(k.PR_SET_DUMPABLE, 0)
     # The cgroups first: by host path, which the container's mount namespace hides.
@@ -138,13 +151,8 @@ def _join(fds: dict[str, int], cgroup: Cgroup | None, process: ocispec.Process, 
         os._exit(0)
     # E: in the container's pid namespace. setns(mount) put the root and cwd at the container's root.
     os.setsid()
-    if slave >= 0:
-        import fcntl
-        import termios
-
-        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
-        for fd in (0, 1, 2):
-            os.dup2(slave, fd)
+    if console >= 0:
+        _terminal(console)
     elif stdin_null:
         null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         os.dup2(null, 0)
@@ -193,3 +201,25 @@ def _join(fds: dict[str, int], cgroup: Cgroup | None, process: ocispec.Process, 
         os.execve(command, list(process.args), env)
     except OSError as e:
         raise errors.ContainerCommandError(f"cannot execute {process.args[0]!r} in the container: {e.strerror}") from None
+
+
+def _terminal(console: int) -> None:  # pragma: no cover - runs in the joined process
+    """A pty of the container's devpts instance as the process's terminal, its master sent out. The
+    container could have put anything at /dev/pts/ptmx: no symlink followed, no blocking open, and it
+    must be the ptmx character device."""
+    import stat
+
+    from ocibox.linux import pty
+
+    fd = os.open("/dev/pts/ptmx", os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISCHR(st.st_mode) or (os.major(st.st_rdev), os.minor(st.st_rdev)) != (5, 2):
+            raise errors.RuntimeSetupError("exec -t: the container's /dev/pts/ptmx is not the pty multiplexer")
+        master, slave, number = pty.open_master(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+    pty.make_controlling(slave)
+    pty.send_fd(console, master, f"/dev/pts/{number}")
+    for x in (master, slave, console):
+        os.close(x)

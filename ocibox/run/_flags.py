@@ -76,9 +76,23 @@ def format_help() -> str:
     return PARSER.format_help()
 
 
-def parse_args(argv: list[str]) -> dict[str, Any]:
-    """The options by destination name, plus ``image`` and ``command``; ``--help`` prints and exits."""
+def parse_args(argv: list[str], prog: str = "ocibox run") -> dict[str, Any]:
+    """The options by destination name, plus ``image`` and ``command``; ``--help`` prints and exits
+    (``prog``: the command as typed, ``ocibox container run`` too)."""
+    if prog != PARSER.prog:
+        return Parser(prog, OPTIONS, ARGS, description=DESCRIPTION, interspersed=False,
+                      defaults={"entrypoint": None, "stop_timeout": None}).parse(argv)
     return PARSER.parse(argv)
+
+
+def parse_env(env_files: list[str], envs: list[str], environ: Mapping[str, str]) -> list[str]:
+    """--env-file entries first, then -e (docker's order), as NAME=VALUE."""
+    out: list[str] = []
+    for path in env_files:
+        out += parse_env_file(path, environ)
+    for e in envs:
+        out += _env_entry(e, environ, "-e")
+    return out
 
 
 def parse_env_file(path: str, environ: Mapping[str, str]) -> list[str]:
@@ -151,9 +165,9 @@ def parse_tmpfs(text: str) -> Mount:
                  flags=tuple(sorted(k for k, v in flags.items() if v)), data=",".join(data))
 
 
-def parse_run_args(argv: list[str], environ: Mapping[str, str] | None = None) -> RunFlags:
+def parse_run_args(argv: list[str], environ: Mapping[str, str] | None = None, prog: str = "ocibox run") -> RunFlags:
     env_map = os.environ if environ is None else environ
-    ns = parse_args(argv)
+    ns = parse_args(argv, prog)
     env: list[str] = []
     for path in ns["env_file"]:
         env += parse_env_file(path, env_map)

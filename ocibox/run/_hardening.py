@@ -117,3 +117,10 @@ def bounded_caps(cap_number: Mapping[str, int]) -> frozenset[str]:
     would fail at capset on hosts whose runtime lacks some (CAP_SYS_RESOURCE on these machines)."""
     bnd = proc.capability_set("CapBnd")
     return frozenset(name for name, n in cap_number.items() if bnd >> n & 1)
+
+
+def all_capabilities() -> tuple[str, ...]:
+    """--privileged's capabilities as config.json names them ("CAP_CHOWN", ...): the bounding set's."""
+    from ocibox.run._spec import CAP_NUMBER
+
+    return tuple("CAP_" + c for c in sorted(bounded_caps(CAP_NUMBER)))

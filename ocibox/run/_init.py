@@ -61,7 +61,7 @@ class InitArgs:
     etc: dict[str, str] = field(default_factory=dict)
     cgroup_mounts: tuple[tuple[str, str, str], ...] = ()  # Cgroup.container_mounts(); () = no cgroup
     devices_fallback: bool = False  # no device cgroup: rootfs nodev, no CAP_MKNOD
-    console: int = -1  # process.terminal: the pty's slave
+    console_socket: int = -1  # process.terminal: where to send the master of the pty made in the container
     stdin_null: bool = False  # docker without -i: stdin is /dev/null
     seccomp: SeccompFilter | None = None  # built by the creator while libseccomp was reachable
     user: str | None = None  # docker's -u, resolved in the container (ocibox's io.ocibox.user)
@@ -81,14 +81,7 @@ def init(a: InitArgs) -> None:  # pragma: no cover - runs as PID 1 (the order is
     # CVE-2019-5736, CVE-2016-9962). Its own session: the container cannot signal the caller's terminal.
     k.prctl(k.PR_SET_DUMPABLE, 0)
     k.setsid()
-    if a.console >= 0:
-        import fcntl
-        import termios
-
-        fcntl.ioctl(a.console, termios.TIOCSCTTY, 0)
-        for fd in (0, 1, 2):
-            k.dup2(a.console, fd)
-    elif a.stdin_null:
+    if a.stdin_null and a.console_socket < 0:
         null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         k.dup2(null, 0)
         os.close(null)
@@ -145,9 +138,12 @@ def init(a: InitArgs) -> None:  # pragma: no cover - runs as PID 1 (the order is
                 m.mount_spec(mnt)
     joined = _join(a, k, joined)
 
-    # 4. Device nodes: runc's defaults and the config's, the /dev symlinks, the console. The working
-    # directory is created if missing (docker and runc do), inside the rootfs.
+    # 4. Device nodes: runc's defaults and the config's, the /dev symlinks; with a terminal, a pty of the
+    # container's own devpts as its stdio and /dev/console, its master sent to the creator (runc's
+    # console socket). The working directory is created if missing (docker and runc do), inside the rootfs.
     _devices(a, k, m)
+    if a.console_socket >= 0:
+        _console(a, k, m)
     with _naming(f"working directory {proc.cwd}", "use -w with a directory inside the image"):
         os.close(m.open(proc.cwd, "dir"))
 
@@ -443,9 +439,7 @@ def _mount_cgroup(a: InitArgs, m: _Mounter, mnt: ocispec.Mount) -> None:
 
 
 def _devices(a: InitArgs, k: ModuleType, m: _Mounter) -> None:
-    """runc's default nodes, the config's linux.devices (with their modes and owners), the /dev symlinks
-    and, with a terminal, the pty as /dev/console (by path: the fd belongs to the creator's mount
-    namespace, which a bind cannot take from)."""
+    """runc's default nodes, the config's linux.devices (with their modes and owners), the /dev symlinks."""
     dev = m.open("/dev", "dir")
     try:
         for name, major, minor in DEVICES:
@@ -470,8 +464,30 @@ def _devices(a: InitArgs, k: ModuleType, m: _Mounter) -> None:
             os.chown(name, d.uid or 0, d.gid or 0, dir_fd=parent, follow_symlinks=False)
         finally:
             os.close(parent)
-    if a.console >= 0:
-        m.mount("/dev/console", os.ttyname(a.console), None, k.MS_BIND, create="file")
+
+
+def _console(a: InitArgs, k: ModuleType, m: _Mounter) -> None:
+    """A pty from the container's devpts (/dev/pts/ptmx, resolved inside the rootfs), bound as
+    /dev/console, the controlling terminal and stdio of PID 1; the master goes to the creator."""
+    from ocibox.linux import pty
+
+    ptmx = m.open("/dev/pts/ptmx")
+    try:
+        master, slave, number = pty.open_master(f"/proc/self/fd/{ptmx}")
+    finally:
+        os.close(ptmx)
+    try:
+        fd = m.open(f"/dev/pts/{number}")
+        try:
+            m.mount("/dev/console", f"/proc/self/fd/{fd}", None, k.MS_BIND, create="file")
+        finally:
+            os.close(fd)
+        pty.make_controlling(slave)
+        pty.send_fd(a.console_socket, master, f"/dev/pts/{number}")
+    finally:
+        os.close(master)
+        os.close(slave)
+        os.close(a.console_socket)
 
 
 @contextlib.contextmanager

@@ -55,8 +55,8 @@ def _image(settings: Settings, store: st.Store, flags: RunFlags,
     return st.find_image(store, flags.image)
 
 
-def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = None) -> int:
-    flags = parse_run_args(argv)
+def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = None, prog: str = "ocibox run") -> int:
+    flags = parse_run_args(argv, prog=prog)
     store = st.Store(settings.root)
     record = _image(settings, store, flags, warmup)
     config = record.config(store)

@@ -156,15 +156,17 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
 
             seccomp = compile_filter(from_oci(config.linux.seccomp), seccomp_cache)
     ctr = Container(config, cgroup)
-    slave = -1
+    console = theirs = -1
     try:
         # 1. The cgroup first, with its limits and device rules, so the container never runs unlimited.
         if cgroup is not None:
             cgroup.create()
             cgroup.apply(cgroup.limits)
-        if proc.terminal:
-            ctr.master, slave = os.openpty()
-            _copy_winsize(ctr.master, proc.console_size)
+        if proc.terminal:  # the pty is made in the container; its master comes back on this socket
+            import socket
+
+            ours, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            console, theirs = ours.detach(), other.detach()
         # PID 1 is a grandchild: as subreaper, the creator inherits it when the intermediate exits.
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
         setup_r, setup_w = os.pipe2(os.O_CLOEXEC)
@@ -180,7 +182,7 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
                         bundle=bundle, mount_rootfs=mount_rootfs, etc_dir=etc_dir, etc=etc or {},
                         cgroup_mounts=tuple(cgroup.container_mounts()) if cgroup is not None else (),
                         devices_fallback=cgroup.devices_fallback if cgroup is not None else False,
-                        console=slave, stdin_null=stdin_null and slave < 0,
+                        console_socket=theirs, stdin_null=stdin_null and theirs < 0,
                         seccomp=seccomp,  # type: ignore[arg-type]
                         user=ann.get(USER_ANNOTATION), reaper=ann.get(INIT_ANNOTATION) == "true",
                         gate_fifo=bool(fifo), no_pivot=no_pivot, preserve_fds=preserve_fds)
@@ -190,26 +192,33 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
             os.close(go_w)
             if ctr._gate >= 0:
                 os.close(ctr._gate)
-            if ctr.master >= 0:
-                os.close(ctr.master)
+            if console >= 0:
+                os.close(console)
             intermediate(args)
         for fd in (setup_w, go_r, gate_r):
             os.close(fd)
-        if slave >= 0:
-            os.close(slave)
-            slave = -1
+        if theirs >= 0:
+            os.close(theirs)
+            theirs = -1
         try:
             _created(ctr, c1, go_w, on_pid)
         finally:
             with contextlib.suppress(OSError):
                 os.close(go_w)
+        if console >= 0:
+            from ocibox.linux.pty import recv_fd
+
+            ctr.master = recv_fd(console)
+            _copy_winsize(ctr.master, proc.console_size)
         return ctr
     except BaseException:
-        if slave >= 0:
-            os.close(slave)
         for problem in ctr.close():
             sys.stderr.write(f"ocibox: warning: {problem}\n")
         raise
+    finally:
+        for fd in (console, theirs):
+            if fd >= 0:
+                os.close(fd)
 
 
 def start_fifo(fifo: str) -> None:

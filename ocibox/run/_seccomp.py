@@ -549,3 +549,8 @@ def from_oci(s: ocispec.Seccomp, source: str = "config.json") -> Profile:
     if s.listener_path:
         raise ocispec.SpecError("config.json: linux.seccomp.listenerPath: seccomp notification is not supported")
     return Profile(default, arches, tuple(rules), source)
+
+
+def seccomp_filter_of(s: ocispec.Seccomp, cache_dir: str | None = None) -> SeccompFilter:
+    """The program of config.json's ``linux.seccomp`` (built once, then from the cache)."""
+    return compile_filter(from_oci(s), cache_dir)

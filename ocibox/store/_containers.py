@@ -56,8 +56,10 @@ class ContainerRecord:
 
     @property
     def alive(self) -> bool:
-        """The recorded process still runs (same pid and start time)."""
-        return self.pid > 0 and process_start_time(self.pid) == self.pid_start
+        """The recorded process still runs (same pid and start time, not a zombie)."""
+        from ocibox.linux.proc import alive
+
+        return alive(self.pid, self.pid_start)
 
     @property
     def argv(self) -> list[str]:

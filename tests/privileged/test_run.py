@@ -284,7 +284,7 @@ def test_debug_shows_cgroup_writes(box: Box) -> None:
 
 def _own_cgroup_dirs(parent: str) -> list[Path]:
     # every v1 hierarchy the runner writes to, devices included (the hardening's device rules)
-    return [Path("/sys/fs/cgroup") / h / parent.lstrip("/") for h in ("memory", "cpu", "pids", "devices")]
+    return [Path("/sys/fs/cgroup") / h / parent.lstrip("/") for h in ("memory", "cpu", "pids", "devices", "freezer")]
 
 
 def test_many_runs_leave_nothing_behind(box: Box) -> None:

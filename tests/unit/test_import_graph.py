@@ -17,7 +17,7 @@ LEVELS = {
     "digest": 2, "reference": 2, "image": 2, "settings": 2, "ocispec": 2, "monitor": 2,
     "store": 3, "cgroups": 3,
     "layers": 4,
-    "puller": 5,
+    "puller": 5, "network": 5,
     "run": 6, "cache": 6,
     "containers": 7,
     "cli": 8, "__main__": 8, "__init__": 8,
