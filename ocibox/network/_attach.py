@@ -57,11 +57,14 @@ def check(settings: Settings, request: NetworkRequest, container_id: str, contai
         first = nets[0]
         check_address(first.subnet, first.gateway, request.ip, first.name)
         if (ipam_dir(settings) / first.name / request.ip).exists():
+            _wait_for_teardowns(settings, container_id)
+        if (ipam_dir(settings) / first.name / request.ip).exists():
             raise NetworkError(f"--ip {request.ip} is already in use on network {first.name!r}: choose another address")
     if not request.ports:
         return request
     from ocibox.network._ports import allocate
 
+    _wait_for_teardowns(settings, container_id)
     with flock(state_dir(settings) / "ports.lock"):
         taken = []
         for rec in _state.load_all(settings):
@@ -230,6 +233,7 @@ def _teardown(settings: Settings, h: _state.Handle, *, remove_netns: bool) -> No
     assert data is not None
     cid = str(data["id"])
     data["phase"] = "detaching"
+    data["owner"] = _state.owner()
     h.save()
     if any(e.get("dns_registered") or e.get("dns") for e in data.get("networks", [])):
         _dns.unregister(settings, cid)
@@ -264,26 +268,90 @@ def _teardown(settings: Settings, h: _state.Handle, *, remove_netns: bool) -> No
         h.save()
 
 
-def detach(settings: Settings, container_id: str, attachments: Attachments | str | None = None) -> None:
+def detach(settings: Settings, container_id: str, attachments: Attachments | str | None = None, *,
+           background: bool = False) -> None:
     """Take the container off its networks: names unregistered, CNI DEL of each network in reverse
     (with the saved configuration and cached results), the netns of ``new_netns`` removed, the port
     reservation released. Works from the network room's own record; ``attachments`` (what ``attach``
     returned, or its JSON) is the fallback when that record is lost. Tolerates a netns that is already
     gone and a half-made attach; a second call does nothing. ``NetworkError`` if a plugin's DEL
-    failed (the record stays, so that ``repair`` tries again)."""
-    with _state.locked(settings, container_id) as h:
-        if h.data is None:
-            if attachments is None:
-                return
-            att = Attachments.from_json(attachments) if isinstance(attachments, str) else attachments
-            from ocibox.network._netns import netns_exists
+    failed (the record stays, so that ``repair`` tries again).
 
-            if not att.saved or not netns_exists(att.netns):
-                return  # already deleted: the netns goes last
-            h.data = {"id": container_id, "name": "", "owner": _state.owner(), "phase": "detaching",
-                      "netns": att.netns, "own_netns": att.netns == netns_path(container_id), "ports": [],
-                      "networks": [dict(s, started=True) for s in att.saved]}
-        _teardown(settings, h, remove_netns=True)
+    ``background=True`` returns at once and leaves the teardown (~0.1 s of plugin runs) to a detached
+    grandchild process with /dev/null as its stdio: the record names it as owner meanwhile, so repair
+    leaves it alone while it lives and finishes the work if it dies; a ``check`` that needs a host
+    port or address it still holds waits for it. Failures are then only visible to the next repair."""
+    if background:
+        _in_background(settings, container_id, attachments)
+        return
+    with _state.locked(settings, container_id) as h:
+        if _adopt(h, container_id, attachments):
+            _teardown(settings, h, remove_netns=True)
+
+
+def _in_background(settings: Settings, container_id: str, attachments: Attachments | str | None) -> None:
+    import os
+
+    # Everything the teardown imports is imported before the fork: a child of a process with other
+    # threads must not import (one of them may hold the import lock).
+    import subprocess  # noqa: F401
+
+    from ocibox.network import _netns  # noqa: F401
+
+    with _state.locked(settings, container_id) as h:
+        if not _adopt(h, container_id, attachments):
+            return
+        assert h.data is not None
+        h.data["phase"] = "detaching"
+        h.save()
+        # The record's lock goes to the grandchild with the open file: check() of a new container
+        # that waits for this teardown blocks on it until the grandchild is done.
+        pid = os.fork()
+        if pid:
+            os.waitpid(pid, 0)
+            return
+        try:
+            os.setsid()
+            if os.fork():  # the grandchild goes on, reparented: nobody has to wait for it
+                os._exit(0)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.closerange(3, h.fd)
+            os.closerange(h.fd + 1, 65536)
+            _teardown(settings, h, remove_netns=True)
+        except BaseException:
+            pass
+        finally:
+            os._exit(0)
+
+
+def _adopt(h: _state.Handle, container_id: str, attachments: Attachments | str | None) -> bool:
+    """Whether there is something to tear down: the record, else (when it is lost) the runner's copy
+    of what attach returned, as long as its netns still exists."""
+    if h.data is not None:
+        return True
+    if attachments is None:
+        return False
+    att = Attachments.from_json(attachments) if isinstance(attachments, str) else attachments
+    from ocibox.network._netns import netns_exists
+
+    if not att.saved or not netns_exists(att.netns):
+        return False  # already deleted: the netns goes last
+    h.data = {"id": container_id, "name": "", "owner": _state.owner(), "phase": "detaching",
+              "netns": att.netns, "own_netns": att.netns == netns_path(container_id), "ports": [],
+              "networks": [dict(s, started=True) for s in att.saved]}
+    return True
+
+
+def _wait_for_teardowns(settings: Settings, container_id: str) -> None:
+    """Wait until teardowns that other processes are running (a background ``detach``) are over: they
+    still hold host ports and addresses a new container may ask for."""
+    for rec in _state.load_all(settings):
+        cid = str(rec.get("id", ""))
+        if cid != container_id and rec.get("phase") == "detaching":
+            with _state.locked(settings, cid):
+                pass
 
 
 def repair(settings: Settings, live_container_ids: Iterable[str]) -> list[str]:

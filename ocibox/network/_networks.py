@@ -23,7 +23,7 @@ from ocibox.errors import NetworkError, UsageError
 from ocibox.network import _conflist as cl
 from ocibox.network._model import DEFAULT_BRIDGE, DEFAULT_NETWORK, Network
 from ocibox.network._parse import parse_cidr, reserved, validate_name
-from ocibox.network._paths import config_dir, flock, ipam_dir, write_atomic
+from ocibox.network._paths import cni_forget, cni_lock, config_dir, flock, ipam_dir, write_atomic
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -314,3 +314,5 @@ def _cleanup(settings: Settings, net: Network) -> None:
                 break
     if _link_exists(br):
         subprocess.run(["ip", "link", "delete", br, "type", "bridge"], capture_output=True, check=False)
+    with flock(lock := cni_lock(settings)):
+        cni_forget(lock, f"bridge:{br}")

@@ -99,7 +99,10 @@ def cni_ready(lock: str, keys: list[str]) -> bool:
             lines = f.read().splitlines()
     except OSError:
         return False
-    return bool(lines) and lines[0] == _boot_id() and set(keys) <= set(lines[1:])
+    if not lines or lines[0] != _boot_id() or not set(keys) <= set(lines[1:]):
+        return False
+    # a bridge deleted behind ocibox's back takes its isolation rules with it (or not): start over
+    return all(os.path.exists(f"/sys/class/net/{k[7:]}") for k in keys if k.startswith("bridge:"))
 
 
 def cni_mark_ready(lock: str, keys: list[str]) -> None:
@@ -135,3 +138,14 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o600) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def cni_forget(lock: str, key: str) -> None:
+    """Drop ``key`` from the record of what this boot's ADDs made (its network was removed)."""
+    try:
+        with open(lock + ".ready") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return
+    if key in lines[1:]:
+        write_atomic(Path(lock + ".ready"), "\n".join(x for x in lines if x != key) + "\n", mode=0o644)

@@ -32,9 +32,10 @@ if TYPE_CHECKING:
 class Handle:
     """A container's record under its lock: ``data`` is None when there is none yet."""
 
-    def __init__(self, path: Path, data: dict[str, Any] | None) -> None:
+    def __init__(self, path: Path, data: dict[str, Any] | None, fd: int = -1) -> None:
         self.path = path
         self.data = data
+        self.fd = fd  # the open lock file: a forked child that keeps it open keeps the lock
 
     def save(self) -> None:
         assert self.data is not None
@@ -97,7 +98,7 @@ def locked(settings: Settings, container_id: str) -> Iterator[Handle]:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        h = Handle(path, _read(path))
+        h = Handle(path, _read(path), fd)
         yield h
         if h.data is None:  # no record (any more): no lock file either
             try:
