@@ -119,7 +119,8 @@ class CgroupV1(Cgroup):
     def apply(self, limits: Limits) -> None:
         for c, d in self.dirs.items():
             if c == "devices":
-                assert self.rules is not None
+                if self.rules is None:
+                    continue  # reopened to update limits: the rules stay as they were written
                 write_v1(str(d), self.rules)
                 self._notes.append(f"devices: v1 cgroup {d}: deny a, allow {len(self.rules)} rules")
             elif c in _V1:
@@ -372,7 +373,8 @@ def reopen(state: dict[str, object]) -> Cgroup:
     if state.get("version") == 2:
         v2 = CgroupV2.__new__(CgroupV2)
         v2.dir = Path(str(state["dir"]))
-        v2.parent, v2.root, v2.created, v2.controllers = v2.dir.parent, CGROUP_ROOT, True, []
+        v2.parent, v2.root, v2.created = v2.dir.parent, CGROUP_ROOT, True
+        v2.controllers = ["memory", "cpu", "pids", "cpuset"]
         cg = v2
     else:
         v1 = CgroupV1.__new__(CgroupV1)

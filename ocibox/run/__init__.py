@@ -23,20 +23,29 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (5 ms of 
 if TYPE_CHECKING:
     from typing import Any
 
+    from ocibox.run._config import DEFAULT_MOUNTS, MASKED_PATHS, READONLY_PATHS
     from ocibox.run._detach import ATTACH, DEFAULT_SETTINGS, EXIT, LOG, monitored, start_detached
+    from ocibox.run._devices import config_rules
     from ocibox.run._exec import Exec, exec_process
     from ocibox.run._flags import parse_env, parse_run_args
     from ocibox.run._hardening import all_capabilities
-    from ocibox.run._process import Container, create, run_container
-    from ocibox.run._seccomp import seccomp_filter_of
-    from ocibox.run._spec import Mount, RunFlags, RunSpec, check_name, merge_env, parse_signal
+    from ocibox.run._init import exit_status
+    from ocibox.run._process import Container, create, run_container, start_fifo
+    from ocibox.run._seccomp import SECCOMP_ACTIONS, SECCOMP_OPS, seccomp_filter_of
+    from ocibox.run._spec import CAPS, Mount, RunFlags, RunSpec, check_name, merge_env, parse_signal
     from ocibox.settings import Settings
 
 __all__ = [
     "ATTACH",
+    "CAPS",
+    "DEFAULT_MOUNTS",
     "DEFAULT_SETTINGS",
     "EXIT",
     "LOG",
+    "MASKED_PATHS",
+    "READONLY_PATHS",
+    "SECCOMP_ACTIONS",
+    "SECCOMP_OPS",
     "Container",
     "Exec",
     "Mount",
@@ -44,8 +53,10 @@ __all__ = [
     "RunSpec",
     "all_capabilities",
     "check_name",
+    "config_rules",
     "create",
     "exec_process",
+    "exit_status",
     "merge_env",
     "monitored",
     "parse_env",
@@ -55,6 +66,7 @@ __all__ = [
     "run_main",
     "seccomp_filter_of",
     "start_detached",
+    "start_fifo",
 ]
 
 
@@ -78,7 +90,10 @@ _LAZY = {
     "run_container": "ocibox.run._process",
     **dict.fromkeys(("ATTACH", "DEFAULT_SETTINGS", "EXIT", "LOG", "monitored", "start_detached"), "ocibox.run._detach"),
     "Exec": "ocibox.run._exec", "exec_process": "ocibox.run._exec", "check_name": "ocibox.run._spec",
-    "merge_env": "ocibox.run._spec", "parse_env": "ocibox.run._flags", "all_capabilities": "ocibox.run._hardening",
+    "merge_env": "ocibox.run._spec", "parse_env": "ocibox.run._flags", "start_fifo": "ocibox.run._process",
+    "exit_status": "ocibox.run._init", "CAPS": "ocibox.run._spec", "DEFAULT_MOUNTS": "ocibox.run._config",
+    "MASKED_PATHS": "ocibox.run._config", "READONLY_PATHS": "ocibox.run._config",
+    "SECCOMP_ACTIONS": "ocibox.run._seccomp", "config_rules": "ocibox.run._devices", "SECCOMP_OPS": "ocibox.run._seccomp", "all_capabilities": "ocibox.run._hardening",
     "seccomp_filter_of": "ocibox.run._seccomp", "parse_signal": "ocibox.run._spec",
 }
 

@@ -192,7 +192,10 @@ def start_detached(settings: Settings, store: Store, rec: ContainerRecord, *, lo
     conf = {**DEFAULT_SETTINGS, **rec.setting_map}
     config = ocispec.load(str(cdir / "config.json"))
     image = st.load_image(store, rec.image_id)
+    from ocibox.run._devices import config_rules
+
     limits, rules = limits_from_resources(config.linux.resources)
+    rules = config_rules(config, rules)
     cgroup = open_cgroup(f"ocibox-{rec.id}", limits, parent=str(conf["cgroup_parent"]), devices=rules)
     seccomp = None
     if config.linux.seccomp is not None:

@@ -8,6 +8,7 @@ import os
 import stat
 from collections.abc import Iterable
 
+from ocibox import ocispec
 from ocibox._record import record
 from ocibox.cgroups import ANY, Device
 from ocibox.errors import UsageError
@@ -132,3 +133,15 @@ def parse_device_option(value: str) -> DeviceSpec:
         raise UsageError(f"--device {value}: {host} is not a character or block device node")
     return DeviceSpec(host, os.path.normpath(ctr), kind, os.major(st.st_rdev), os.minor(st.st_rdev), access,
                       st.st_mode, st.st_uid, st.st_gid)
+
+
+def config_rules(config: ocispec.Spec, rules: tuple[Device, ...] | None) -> tuple[Device, ...] | None:
+    """The rules to enforce for a config.json, as runc makes them: its linux.resources.devices (``rules``,
+    None: no restriction), then the nodes every container gets (runc's AllowedDevices) and every node
+    of its linux.devices, so that a config that only says "deny everything" still has /dev/null."""
+    if rules is None:
+        return None
+    tty = bool(config.process and config.process.terminal)
+    nodes = tuple(Device("c" if d.type in ("c", "u") else d.type, d.major, d.minor, "rwm")
+                  for d in config.linux.devices if d.type in ("c", "u", "b"))
+    return (*rules, *(d for d in default_devices(tty) if d not in rules), *nodes)

@@ -502,6 +502,9 @@ def compile_filter(profile: Profile, cache_dir: str | None = None) -> SeccompFil
 
 
 # ------------------------------------------------------------------ the runtime spec's seccomp section
+SECCOMP_ACTIONS = (*_ACTIONS, "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE")
+SECCOMP_OPS = tuple(_OPS)
+
 _ACTION_NAMES = {v: k for k, v in _ACTIONS.items() if k != "SCMP_ACT_KILL"}
 _OP_NAMES = {v: k for k, v in _OPS.items()}
 

@@ -20,7 +20,7 @@ LEVELS = {
     "puller": 5, "network": 5,
     "run": 6, "cache": 6,
     "containers": 7,
-    "cli": 8, "__main__": 8, "__init__": 8,
+    "cli": 8, "runtime": 8, "__main__": 8, "__init__": 8,
 }
 
 
