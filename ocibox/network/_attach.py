@@ -13,7 +13,7 @@ from __future__ import annotations
 from ocibox._record import replace
 from ocibox.errors import NetworkError
 from ocibox.network import _cni, _dns, _state
-from ocibox.network._conflist import check_address, with_data_dir
+from ocibox.network._conflist import check_address, with_data_dir, without_default_route
 from ocibox.network._model import Attachments, Endpoint, NetworkRequest, PortMapping
 from ocibox.network._paths import cni_lock, cni_mark_ready, cni_ready, flock, ipam_dir, netns_path, state_dir
 
@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
     from ocibox.network._model import Network
     from ocibox.settings import Settings
+
+
+def _same(conflist: dict[str, Any]) -> dict[str, Any]:
+    return conflist
 
 
 def _networks(request: NetworkRequest) -> list[Network]:
@@ -45,6 +49,11 @@ def check(settings: Settings, request: NetworkRequest, container_id: str, contai
     are chosen and reserved for this container. Returns the request with every host port fixed.
     ``NetworkError`` with one line otherwise, and then nothing is reserved. Not for bridge mode, the
     request comes back as it is."""
+    if request.mode == "ns":
+        from ocibox.network._netns import netns_exists
+
+        if not netns_exists(request.target):
+            raise NetworkError(f"--network ns:{request.target}: no network namespace is mounted there")
     if not request.uses_cni:
         return request
     nets = _networks(request)
@@ -181,7 +190,8 @@ def attach(settings: Settings, request: NetworkRequest, container_id: str, conta
         data.update(name=container_name, netns=netns, phase="attaching", owner=_state.owner(),
                     ports=[p.to_dict() for p in ports], dns=list(request.dns), aliases=list(request.aliases))
         data["networks"] = [
-            {"name": net.name, "ifname": f"eth{i}", "conflist": with_data_dir(net.conflist, data_dir),
+            {"name": net.name, "ifname": f"eth{i}",
+             "conflist": (without_default_route if i else _same)(with_data_dir(net.conflist, data_dir)),
              "runtime_config": _runtime_config(request, net, i == 0, ports), "result": None, "started": False,
              "dns": net.dns_enabled, "bridge": net.bridge, "gateway": net.gateway, "subnet": net.subnet}
             for i, net in enumerate(nets)]

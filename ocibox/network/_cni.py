@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 
 from ocibox.errors import NetworkError
 from ocibox.network._conflist import plugin_types
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import Callable
     from typing import Any
 
@@ -116,6 +116,8 @@ def exec_plugin(command: str, conf: dict[str, Any], *, container_id: str, netns:
            "CNI_PATH": ":".join(path), "PATH": os.environ.get("PATH") or "/usr/sbin:/usr/bin:/sbin:/bin"}
     if args:
         env["CNI_ARGS"] = args
+    import subprocess
+
     try:
         proc = subprocess.run([binary], input=json.dumps(conf).encode(), env=env, capture_output=True,
                               timeout=TIMEOUT, check=False)

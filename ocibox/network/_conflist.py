@@ -80,9 +80,11 @@ def network_from_conflist(data: Any, path: str = "") -> Network:
     if not gateway:
         gateway = default_gateway(subnet)
     meta: dict[str, Any] = data[META] if isinstance(data.get(META), dict) else {}
-    import hashlib
+    net_id = str(meta.get("id") or "")
+    if not net_id:
+        import hashlib
 
-    net_id = str(meta.get("id") or hashlib.sha256(data["name"].encode()).hexdigest())
+        net_id = hashlib.sha256(data["name"].encode()).hexdigest()
     internal = bool(meta["internal"]) if "internal" in meta else not ipam.get("routes")
     labels: dict[str, Any] = meta["labels"] if isinstance(meta.get("labels"), dict) else {}
     return Network(name=data["name"], id=net_id, bridge=str(bridge.get("bridge") or "cni0"), subnet=subnet,
@@ -112,6 +114,19 @@ def with_data_dir(conflist: dict[str, Any], data_dir: str) -> dict[str, Any]:
         if isinstance(ipam, dict) and ipam.get("type") == "host-local" and not ipam.get("dataDir"):
             ipam["dataDir"] = data_dir
     return out
+
+
+def without_default_route(conflist: dict[str, Any]) -> dict[str, Any]:
+    """``conflist`` (a copy of one) without IPAM default routes: for the second and later networks of a
+    container, whose default route is the first network's (docker's rule)."""
+    for p in conflist.get("plugins", []):
+        ipam = p.get("ipam")
+        if isinstance(ipam, dict) and isinstance(ipam.get("routes"), list):
+            ipam["routes"] = [r for r in ipam["routes"] if not (isinstance(r, dict) and r.get("dst") in
+                                                                ("0.0.0.0/0", "::/0"))]
+            if not ipam["routes"]:
+                del ipam["routes"]
+    return conflist
 
 
 # ------------------------------------------------------------------------------------ subnets

@@ -431,6 +431,66 @@ def test_names_on_a_user_network_and_isolation(clean: Room, outside: str) -> Non
     assert not Path(f"/sys/class/net/{red.bridge}").exists()
 
 
+DNS_LOGGER = textwrap.dedent("""\
+    import socket, sys
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((sys.argv[1], 53))
+    print("ready", flush=True)
+    while True:
+        data, peer = s.recvfrom(4096)
+        with open(sys.argv[2], "ab") as f:
+            f.write(data + b"\\n")
+""")
+
+
+@needs_plugins
+@needs_aardvark
+def test_dns_servers_of_a_container_on_a_user_network(clean: Room, outside: str, tmp_path: Path) -> None:
+    """--dns on a user network: resolv.conf names the network's DNS server, which forwards the names
+    it does not know to the container's own servers (docker's embedded DNS does the same)."""
+    green = net.create("green", subnet="10.126.206.0/24")
+    log = tmp_path / "queries"
+    logger = tmp_path / "logger.py"
+    logger.write_text(DNS_LOGGER)
+    p = subprocess.Popen(["ip", "netns", "exec", outside, sys.executable, str(logger), OUT_PEER, str(log)],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        g = clean.box("g1", network=["green"], dns=[OUT_PEER])
+        assert (g.etc / "resolv.conf").read_text().startswith(f"nameserver {green.gateway}\n")
+        g.run("busybox", "nslookup", "-timeout=1", "forwarded.example.org", timeout=30)
+        assert b"forwarded" in log.read_bytes()
+        g.close()
+    finally:
+        p.kill()
+        p.wait()
+    net.rm(clean.settings, ["green"])
+
+
+@needs_plugins
+@needs_aardvark
+def test_two_networks(clean: Room) -> None:
+    """eth0 on the first network, eth1 on the second; the default route is the first one's."""
+    one = net.create("one", subnet="10.126.207.0/24")
+    two = net.create("two", subnet="10.126.208.0/24")
+    b = clean.box("both", network=["one", "two"])
+    assert [(e.network, e.ifname) for e in b.att.endpoints] == [("one", "eth0"), ("two", "eth1")]
+    routes = b.run("ip", "route").stdout
+    assert routes.count("default") == 1 and f"default via {one.gateway} dev eth0" in routes
+    peer = clean.box("peer2", network=["two"])
+    peer.serve("tcp", 80)
+    assert b.call("tcp", peer.ip, 80) == f"peer2 {b.att.endpoints[1].ip} ping"
+    b.close()
+    peer.close()
+    assert two.name in net.rm(clean.settings, ["one", "two"])
+
+
+def test_ns_mode_needs_a_mounted_namespace(clean: Room, tmp_path: Path) -> None:
+    with pytest.raises(NetworkError, match="no network namespace is mounted"):
+        net.check(clean.settings, net.build_request(network=[f"ns:{tmp_path}/nothing"]), "c" * 64)
+    assert net.check(clean.settings, net.build_request(network=["ns:/proc/self/ns/net"]), "c" * 64).mode == "ns"
+
+
 @needs_plugins
 @needs_aardvark
 def test_internal_network_has_no_route_out(clean: Room, outside: str) -> None:

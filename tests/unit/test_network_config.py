@@ -48,6 +48,12 @@ def test_with_data_dir_copies() -> None:
     assert "dataDir" not in conf["plugins"][0]["ipam"]
 
 
+def test_second_networks_have_no_default_route() -> None:
+    conf = cl.with_data_dir(cl.build_conflist("n", "ef" * 32, "br", "10.100.5.0/24", "10.100.5.1"), "/d")
+    out = cl.without_default_route(conf)
+    assert "routes" not in out["plugins"][0]["ipam"] and out["plugins"][0]["ipam"]["dataDir"] == "/d"
+
+
 @pytest.mark.parametrize("data, fragment", [
     ([], "not a JSON object"),
     ({"name": "x"}, "'plugins'"),
