@@ -47,8 +47,8 @@ def check(settings: Settings, request: NetworkRequest, container_id: str, contai
     (the default one is written on first use), their plugins and the DNS server are installed, --ip
     is inside the first network and free, and the host ports are free; random and ranged host ports
     are chosen and reserved for this container. Returns the request with every host port fixed.
-    ``NetworkError`` with one line otherwise, and then nothing is reserved. Not for bridge mode, the
-    request comes back as it is."""
+    ``NetworkError`` with one line otherwise, and then nothing is reserved. In the other modes only
+    ``ns:PATH`` is checked (a namespace must be mounted there) and the request comes back as it is."""
     if request.mode == "ns":
         from ocibox.network._netns import netns_exists
 
@@ -98,7 +98,10 @@ def new_netns(settings: Settings, container_id: str) -> str:
 
     path = netns_path(container_id)
     with _state.locked(settings, container_id) as h:
+        if h.data is not None and h.data.get("own_netns"):
+            raise NetworkError(f"container {container_id[:12]} has its network namespace already ({path})")
         data = h.data or _new_record(container_id)
+        # recorded before it exists: whoever finds the record removes the namespace if it was made
         data.update(netns=path, own_netns=True, owner=_state.owner())
         if data.get("phase") == "reserved":
             data["phase"] = "netns"
@@ -107,7 +110,7 @@ def new_netns(settings: Settings, container_id: str) -> str:
         try:
             create_netns(path)
         except BaseException:
-            data["own_netns"] = False
+            data.update(netns="", own_netns=False)
             if not data.get("ports") and not data.get("networks"):
                 h.delete()
             else:

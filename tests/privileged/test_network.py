@@ -688,6 +688,10 @@ def test_sigkill_then_repair(clean: Room) -> None:
 def test_detach_is_idempotent_and_tolerant(clean: Room) -> None:
     b = clean.box("twice")
     saved = b.att.to_json()
+    with pytest.raises(NetworkError, match="already"):
+        net.new_netns(clean.settings, b.id)
+    with pytest.raises(NetworkError, match="already attached"):
+        net.attach(clean.settings, b.request, b.id, "twice", b.netns)
     net.detach(clean.settings, b.id)
     net.detach(clean.settings, b.id)
     net.detach(clean.settings, b.id, saved)  # the runner's copy: the netns is gone, nothing to do
