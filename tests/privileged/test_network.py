@@ -254,7 +254,8 @@ def room(tmp_path_factory: pytest.TempPathFactory, baseline: None) -> Iterator[R
             with contextlib.suppress(NetworkError):
                 net.detach(r.settings, rec["id"])
         for n in net.ls(r.settings):
-            net.rm(r.settings, [n.name])
+            with contextlib.suppress(NetworkError):
+                net.rm(r.settings, [n.name])
         if old is None:
             del os.environ["OCIBOX_CONFIG_DIR"]
         else:
