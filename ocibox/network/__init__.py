@@ -14,7 +14,7 @@ Public surface (loaded lazily)::
     a container  check(settings, request, cid, name="") -> NetworkRequest   before anything is made
                  new_netns(settings, cid) -> path                        /run/netns/ocibox-<id>
                  attach(settings, request, cid, name, netns) -> Attachments   CNI ADD + names
-                 detach(settings, cid, attachments=None)                 CNI DEL + names + netns
+                 detach(settings, cid, attachments=None, background=False)   CNI DEL + names + netns
                  repair(settings, live_ids) -> [ids]                     detach of dead containers
                  attachments(settings, cid) ports(attachments, private="") cni_check(settings, cid)
                  resolv_conf(request, attachments=None) hosts(request, attachments, hostname, name="")

@@ -8,9 +8,11 @@
   configuration that DEL needs after a crash), ``aardvark/`` (the DNS server's configuration and pid
   file), ``ports.lock``.
 - ``/run/netns/ocibox-<id>``: the containers' network namespaces (``ip netns`` lists them).
-- ``/run/lock/ocibox-cni.lock``: one host-wide lock around every CNI ADD and DEL, because the plugins'
-  iptables chains (CNI-HOSTPORT-*, CNI-ISOLATION-*, CNI-FORWARD) are shared by all networks and the
-  plugins create them with check-then-create races (podman serialises its CNI calls the same way).
+- ``/run/lock/ocibox-cni.lock``: a host-wide lock around every CNI ADD and DEL. The plugins' iptables
+  chains (CNI-HOSTPORT-*, CNI-ISOLATION-*, CNI-FORWARD) are shared by all networks and the plugins
+  create them with check-then-create races, so an ADD that may create them (the first of this boot
+  for its bridge, or for published ports) takes it exclusively; the others, and every DEL, share it
+  and run side by side. ``ocibox-cni.lock.ready`` records what this boot's ADDs have made.
 """
 
 from __future__ import annotations
