@@ -1,7 +1,7 @@
 """``pull()``: reference -> verified manifest and config -> layers unpacked once -> image record.
 
-One lease, taken first and extended as digests become known, names what the pull uses, so a
-concurrent prune keeps it. Then:
+One lease names what the pull uses, so that a concurrent prune keeps it: taken first, extended
+once the walk knows every digest. Then:
 
 1. The manifest (or index) the reference names: by digest from the store when it is there, else
    from the first mirror that has it, else the origin (:class:`_Upstream`).
@@ -36,7 +36,7 @@ from ocibox.errors import (
 )
 from ocibox.image import Descriptor, ImageConfig, Manifest, Platform, chain_ids
 from ocibox.puller._progress import Progress, make_progress
-from ocibox.puller._resolve import StoreSource, resolve
+from ocibox.puller._resolve import Resolved, StoreSource, resolve
 from ocibox.reference import Reference
 from ocibox.settings import Settings
 from ocibox.store import (
@@ -149,16 +149,16 @@ class _Upstream:
 class _PullSource:
     """The store first, the registry second (a ``Source``).
 
-    Manifests taken from the registry stay in memory until the image is recorded. A config is
-    looked for and fetched under its ``blob-<hex>`` lock and written to the store inside it, so
-    that concurrent pulls of one image fetch it once; its digest is leased before the store is
-    asked, so neither a prune nor a failing pull's cleanup removes it under us. A blob the store
+    Manifests taken from the registry stay in memory until the image is recorded. A config
+    missing from the store is fetched under its ``blob-<hex>`` lock and written to the store
+    inside it, so that concurrent pulls of one image fetch it once. Whatever the walk read stays
+    in memory and is published again once the lease names it (a no-op when it is there), so a
+    prune or a failing pull's cleanup that removed it meanwhile costs nothing. A blob the store
     holds with the wrong bytes is fetched again and replaced (see ``StoreSource``).
     """
 
-    def __init__(self, store: Store, lease: Path, upstream: _Upstream) -> None:
+    def __init__(self, store: Store, upstream: _Upstream) -> None:
         self.store = store
-        self.lease = lease
         self.upstream = upstream
         self.local = StoreSource(store)
         self.wrote: list[Digest] = []  # blobs this pull published before its image was recorded
@@ -180,7 +180,6 @@ class _PullSource:
         return self.upstream.repository().manifest(digest, what, size=size)
 
     def blob(self, desc: Descriptor, what: str) -> bytes:
-        self.store.extend_lease(self.lease, [desc.digest])
         data = self.local.blob(desc, what)
         if data is not None:
             return data
@@ -246,16 +245,16 @@ def _pull(settings: Settings, store: Store, upstream: _Upstream, ref: Reference,
     source: _PullSource | None = None
     try:
         with store.lease("pull", [ref.digest] if ref.digest else []) as lease:
-            source = _PullSource(store, lease, upstream)
-            return _pull_leased(settings, store, upstream, source, ref, want, explicit, progress)
+            source = _PullSource(store, upstream)
+            return _pull_leased(settings, store, lease, upstream, source, ref, want, explicit, progress)
     except BaseException:
         if source is not None and source.wrote:
             _forget(store, source.wrote)
         raise
 
 
-def _pull_leased(settings: Settings, store: Store, upstream: _Upstream, source: _PullSource, ref: Reference,
-                 want: Platform, explicit: bool, progress: Progress) -> PullResult:
+def _pull_leased(settings: Settings, store: Store, lease: Path, upstream: _Upstream, source: _PullSource,
+                 ref: Reference, want: Platform, explicit: bool, progress: Progress) -> PullResult:
     # A digest names content: when it is all here, no request is made at all.
     local = source.local.manifest(ref.digest, f"{ref}") if ref.digest is not None else None
     if ref.digest is not None and local is not None:
@@ -264,7 +263,6 @@ def _pull_leased(settings: Settings, store: Store, upstream: _Upstream, source: 
         if ref.digest is not None:
             source.note_damaged(ref.digest, f"{ref}")
         pinned, data, ctype = upstream.fetch_top()
-        store.extend_lease(source.lease, [pinned])
 
     try:
         res = resolve(source, str(ref), pinned, data, ctype, want, explicit)
@@ -274,14 +272,14 @@ def _pull_leased(settings: Settings, store: Store, upstream: _Upstream, source: 
     assert res is not None  # the registry has it all, or raises
     cids = chain_ids(res.config.diff_ids)
     mdigest, cdigest = res.manifest_digest, res.config_digest
-    store.extend_lease(source.lease, [d for d, _ in res.walked] + [cdigest, *cids])
+    # From here on a prune keeps all of it (and the blobs are published again under the lease).
+    store.extend_lease(lease, [d for d, _ in res.walked] + [cdigest, *cids])
     present = [has_layer(store, c) for c in cids]
 
     # Up to date: recorded, every layer here, and nothing but the top manifest was asked for.
     rec = image_for_manifest(store, mdigest)
     if rec is not None and rec.id == cdigest and all(present) and not source.fetched:
-        for d, b in res.walked:
-            source.publish(d, b)
+        _publish(source, res)
         rec = record_image(store, ref, pinned=pinned, manifest_digest=mdigest, manifest=res.manifest,
                            config_digest=cdigest, config=res.config, platform=Platform.parse(rec.platform),
                            size=rec.size)
@@ -290,13 +288,18 @@ def _pull_leased(settings: Settings, store: Store, upstream: _Upstream, source: 
 
     progress.begin(ref.tag or str(ref.digest), ref.repository)
     size = _pull_layers(settings, store, upstream, ref, res.manifest, res.config, cids, present, progress)
-    for d, b in res.walked:
-        source.publish(d, b)
-    source.publish(cdigest, res.config_bytes)
+    _publish(source, res)
     rec = record_image(store, ref, pinned=pinned, manifest_digest=mdigest, manifest=res.manifest,
                        config_digest=cdigest, config=res.config, platform=res.platform, size=size)
     _done(progress, ref, pinned, True)
     return PullResult(ref, pinned, rec, False)
+
+
+def _publish(source: _PullSource, res: Resolved) -> None:
+    """The index(es), the manifest and the config in the store, before the image row names them."""
+    for d, b in res.walked:
+        source.publish(d, b)
+    source.publish(res.config_digest, res.config_bytes)
 
 
 def _pull_layers(settings: Settings, store: Store, upstream: _Upstream, ref: Reference, manifest: Manifest,
