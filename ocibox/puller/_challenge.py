@@ -7,7 +7,8 @@ scope="repository:library/alpine:pull"`` becomes ``Challenge("bearer", {"realm":
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+
+from ocibox._record import field, record
 
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _SCHEME_RE = re.compile(rf"\s*({_TOKEN})(?=\s|,|$)")
@@ -15,7 +16,7 @@ _PARAM_RE = re.compile(rf"\s*({_TOKEN})\s*=\s*(?:\"((?:[^\"\\]|\\.)*)\"|({_TOKEN
 _TOKEN68_RE = re.compile(r"\s*([A-Za-z0-9\-._~+/]+=*)\s*(?=,|$)")
 
 
-@dataclass(frozen=True)
+@record
 class Challenge:
     """One challenge: ``scheme`` lowercased (``bearer``, ``basic``), ``params`` keys lowercased."""
 

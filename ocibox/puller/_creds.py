@@ -17,17 +17,17 @@ import json
 import os
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ocibox._record import record
 from ocibox.errors import AuthError, ConfigError
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 _HUB_HOSTS = {"docker.io", "index.docker.io", "registry-1.docker.io"}
 
 
-@dataclass(frozen=True)
+@record
 class Credentials:
     """``username``/``password`` for basic auth and token requests, or an ``identity_token``
     (an OAuth2 refresh token) for the token service."""

@@ -21,10 +21,10 @@ import os
 import sys
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ocibox._record import record
 from ocibox.digest import Digest, VerifyingReader
 from ocibox.errors import (
     DigestMismatch,
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 _MAX_FORKED = 16
 
 
-@dataclass(frozen=True)
+@record
 class PullResult:
     """``pinned`` is the digest the reference resolved to: the index's or the manifest's."""
 

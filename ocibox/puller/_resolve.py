@@ -6,9 +6,9 @@ source (``_pull``). What a source returns is verified by digest; what it lacks i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from ocibox._record import record
 from ocibox.digest import Digest, verify_bytes
 from ocibox.errors import DigestMismatch, ManifestError, StoreError
 from ocibox.image import (
@@ -42,7 +42,7 @@ class Source(Protocol):
         ...
 
 
-@dataclass(frozen=True)
+@record
 class Resolved:
     """``walked``: every index and the manifest, (digest, verified bytes), from ``pinned`` down."""
 

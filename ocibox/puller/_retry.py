@@ -6,7 +6,8 @@ import email.utils
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from ocibox._record import record
 
 #: statuses worth another try: request timeout, too many requests, server errors
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -32,7 +33,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-@dataclass(frozen=True)
+@record
 class RetryPolicy:
     """Exponential backoff with jitter, bounded in attempts and in each wait.
 
