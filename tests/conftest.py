@@ -29,6 +29,34 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     reg.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def network_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The session's own network config directory ($OCIBOX_CONFIG_DIR): containers run by the tests
+    (the default network is a bridge) never touch /etc/ocibox, and every network the session made,
+    with its bridge and rules, is removed at its end."""
+    old = os.environ.get("OCIBOX_CONFIG_DIR")
+    config = tmp_path_factory.mktemp("ocibox-config")
+    os.environ["OCIBOX_CONFIG_DIR"] = str(config)
+    try:
+        yield config
+    finally:
+        if (config / "networks").is_dir() and os.geteuid() == 0:
+            from ocibox import network
+            from ocibox.errors import OciboxError
+            from ocibox.settings import Settings
+
+            settings = Settings(root=tmp_path_factory.mktemp("network-teardown"))
+            for n in network.ls(settings):
+                try:
+                    network.rm(settings, [n.name])
+                except OciboxError as e:
+                    print(f"network {n.name} left behind: {e}", file=sys.stderr)
+        if old is None:
+            os.environ.pop("OCIBOX_CONFIG_DIR", None)
+        else:
+            os.environ["OCIBOX_CONFIG_DIR"] = old
+
+
 @pytest.fixture
 def store_root(tmp_path: Path) -> Path:
     return tmp_path / "store"

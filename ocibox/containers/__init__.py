@@ -7,6 +7,7 @@ Public surface (loaded lazily)::
     find(store, text) -> ContainerRecord          by id, name or unique id prefix (repairing a stale record)
     list_containers / inspect / top / stats       (_list)
     start / stop / kill / pause / unpause / wait / rename / remove / cleanup / repair (_lifecycle)
+    network_view(store, rec) -> Attachments | None   a running container's networks and ports
     logs (_logs) / attach (_attach) / prune_containers
 """
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from ocibox.containers._lifecycle import (
         cleanup,
         kill,
+        network_view,
         pause,
         remove,
         rename,
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 
 _TABLE = {
     "attach": "_attach",
-    **dict.fromkeys(("cleanup", "kill", "pause", "remove", "rename", "repair", "repair_all", "start",
+    **dict.fromkeys(("cleanup", "kill", "network_view", "pause", "remove", "rename", "repair", "repair_all", "start",
                      "stop", "unpause", "wait"), "_lifecycle"),
     **dict.fromkeys(("inspect", "list_containers", "parse_filters", "stats", "top"), "_list"),
     "logs": "_logs",
@@ -79,6 +81,7 @@ __all__ = [
     "kill",
     "list_containers",
     "logs",
+    "network_view",
     "parse_filters",
     "pause",
     "prune_containers",

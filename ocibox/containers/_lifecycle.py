@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import time
 
 from ocibox import errors
@@ -103,7 +104,8 @@ def _exit_file(store: st.Store, cid: str) -> tuple[int, float] | None:
 
 
 def _teardown(store: st.Store, rec: st.ContainerRecord) -> bool:
-    """Remove what a run of the container held on the host (its cgroups); True if it was OOM-killed."""
+    """Remove what a run of the container held on the host (its cgroups, its networks: CNI DEL, netns,
+    ports); True if it was OOM-killed. A DEL that fails is left for the next repair (a warning)."""
     from ocibox.cgroups import remove_leftovers, reopen
 
     oom = False
@@ -113,7 +115,39 @@ def _teardown(store: st.Store, rec: st.ContainerRecord) -> bool:
             oom = cg.oom_kills() > 0
             cg.destroy()
     remove_leftovers(rec.id)
+    if on_networks(rec):
+        from ocibox import network
+
+        try:
+            network.detach(_settings(store), rec.id)
+        except errors.OciboxError as e:
+            sys.stderr.write(f"ocibox: warning: container {rec.name}: {e} (the next 'ocibox ps' tries again)\n")
     return oom
+
+
+def on_networks(rec: st.ContainerRecord) -> bool:
+    """The container runs on CNI networks (its network is the network room's to tear down)."""
+    from ocibox.run._spec import NetFlags
+
+    net = conf(rec).get("net")
+    return isinstance(net, dict) and bool(net) and NetFlags.from_json(net).mode() == "bridge"
+
+
+def network_view(store: st.Store, rec: st.ContainerRecord) -> Any:
+    """The network room's Attachments of a running container on networks, else None (the network room
+    is imported only when it holds a record of this container)."""
+    if rec.state not in ("running", "paused") or rec.id not in _network_records(store):
+        return None
+    from ocibox import network
+
+    return network.attachments(_settings(store), rec.id)
+
+
+def _settings(store: st.Store) -> Settings:
+    """The network room's view of a store (it needs only the root)."""
+    from ocibox.settings import Settings
+
+    return Settings(root=store.root)
 
 
 def repair(store: st.Store, rec: st.ContainerRecord, guessed: int = UNKNOWN_EXIT) -> st.ContainerRecord:
@@ -135,10 +169,28 @@ def repair(store: st.Store, rec: st.ContainerRecord, guessed: int = UNKNOWN_EXIT
 
 
 def repair_all(store: st.Store) -> None:
-    """Repair every detached container whose record went stale (the next command after a crash)."""
+    """Repair every detached container whose record went stale (the next command after a crash), and
+    take containers that are gone (a foreground run killed with SIGKILL, a reboot) off their networks."""
+    live = []
     for rec in st.list_containers(store):
         if rec.detached and rec.state in ("running", "paused") and not rec.alive:
             repair(store, rec)
+        elif rec.state in ("running", "paused", "created") and rec.alive:
+            live.append(rec.id)
+    if _network_records(store) - set(live):
+        from ocibox import network
+
+        with contextlib.suppress(errors.OciboxError):
+            network.repair(_settings(store), live)
+
+
+def _network_records(store: st.Store) -> set[str]:
+    """The ids the network room keeps records of, read without importing it (usually all are live)."""
+    try:
+        names = os.listdir(store.root / "networks" / "containers")
+    except OSError:
+        return set()
+    return {n[:-5] for n in names if n.endswith(".json")}
 
 
 def cleanup(settings: Settings, cid: str, lock_fd: int) -> int:

@@ -3,12 +3,13 @@ renders them)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
 from ocibox import errors
 from ocibox import store as st
-from ocibox.containers._lifecycle import conf, repair_all
+from ocibox.containers._lifecycle import conf, network_view, repair_all
 from ocibox.units import human_duration
 
 TYPE_CHECKING = False
@@ -46,9 +47,24 @@ def _command(rec: st.ContainerRecord) -> str:
     return " ".join(rec.argv)
 
 
-def row(rec: st.ContainerRecord, now: float | None = None) -> dict[str, Any]:
-    """One container as ``ps --format json`` prints it (docker's keys)."""
+def ports_text(att: Any) -> str:
+    """docker ps's PORTS: ``127.0.0.1:8080->80/tcp, 0.0.0.0:5353->53/udp``."""
+    return ", ".join(f"{p.host_ip or '0.0.0.0'}:{p.host_port}->{p.container_port}/{p.protocol}"
+                     for p in sorted(att.ports)) if att is not None else ""
+
+
+def _network_names(rec: st.ContainerRecord, att: Any) -> str:
+    if att is not None and att.endpoints:
+        return ",".join(e.network for e in att.endpoints)
+    net = conf(rec).get("net")
+    mode = (net.get("network") or ["bridge"])[0] if isinstance(net, dict) and net else str(conf(rec).get("network"))
+    return {"bridge": "ocibox"}.get(mode, mode)
+
+
+def row(rec: st.ContainerRecord, now: float | None = None, store: st.Store | None = None) -> dict[str, Any]:
+    """One container as ``ps --format json`` prints it (docker's keys); ``store`` for its networks."""
     now = time.time() if now is None else now
+    att = network_view(store, rec) if store is not None else None
     return {
         "ID": rec.id,
         "Image": rec.image_ref or rec.image_id.short,
@@ -58,11 +74,11 @@ def row(rec: st.ContainerRecord, now: float | None = None) -> dict[str, Any]:
         "RunningFor": human_duration(now - rec.created) + " ago",
         "Status": status_text(rec, now),
         "State": state_word(rec),
-        "Ports": "",
+        "Ports": ports_text(att),
         "Names": rec.name,
         "Labels": ",".join(f"{k}={v}" for k, v in sorted(rec.label_map.items())),
         "Mounts": "",
-        "Networks": "",
+        "Networks": _network_names(rec, att),
         "Size": "",
         "Created": rec.created,
         "ExitCode": rec.exit_code,
@@ -129,7 +145,7 @@ def list_containers(store: st.Store, *, all_: bool = False, last: int = 0, filte
     if last:
         recs = recs[:last]
     now = time.time()
-    return [row(r, now) for r in recs]
+    return [row(r, now, store) for r in recs]
 
 
 def inspect(store: st.Store, rec: st.ContainerRecord) -> dict[str, Any]:
@@ -181,7 +197,8 @@ def inspect(store: st.Store, rec: st.ContainerRecord) -> dict[str, Any]:
             "LogConfig": {"Type": "k8s-file", "Config": {k: str(v) for k, v in
                                                           (("max-size", log.get("max_size", 0)),
                                                            ("max-file", log.get("max_file", 1))) if v}},
-            "NetworkMode": c.get("network", "private"),
+            "NetworkMode": _network_mode(c),
+            "PortBindings": _port_bindings(c),
             "CgroupParent": c.get("cgroup_parent", ""),
             "Memory": (resources.get("memory") or {}).get("limit", 0),
             "MemorySwap": (resources.get("memory") or {}).get("swap", 0),
@@ -207,8 +224,55 @@ def inspect(store: st.Store, rec: st.ContainerRecord) -> dict[str, Any]:
             "StopSignal": c.get("stop_signal", "SIGTERM"),
             "StopTimeout": c.get("stop_timeout", 10),
         },
-        "NetworkSettings": {"Networks": {}},
+        "NetworkSettings": network_settings(network_view(store, rec)),
     }
+
+
+def _network_mode(c: dict[str, Any]) -> str:
+    net = c.get("net")
+    if isinstance(net, dict) and net.get("network"):
+        return str(net["network"][0])
+    mode = str(c.get("network", "bridge"))
+    return "bridge" if mode == "private" else mode
+
+
+def _port_bindings(c: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
+    """HostConfig.PortBindings: the -p flags as given (docker's keys; "" for a random host port)."""
+    net = c.get("net")
+    if not isinstance(net, dict) or not net.get("publish"):
+        return {}
+    from ocibox import network
+
+    out: dict[str, list[dict[str, str]]] = {}
+    for text in net["publish"]:
+        with contextlib.suppress(errors.OciboxError):
+            for p in network.parse_publish(text):
+                port = str(p.host_port or "") + (f"-{p.host_port_end}" if p.host_port_end else "")
+                out.setdefault(f"{p.container_port}/{p.protocol}", []).append({"HostIp": p.host_ip, "HostPort": port})
+    return out
+
+
+def network_settings(att: Any) -> dict[str, Any]:
+    """docker inspect's NetworkSettings of a running container on networks (empty otherwise)."""
+    if att is None:
+        return {"Bridge": "", "SandboxKey": "", "Ports": {}, "IPAddress": "", "IPPrefixLen": 0, "Gateway": "",
+                "MacAddress": "", "Networks": {}}
+    ports: dict[str, list[dict[str, str]]] = {}
+    for p in sorted(att.ports):
+        ports.setdefault(f"{p.container_port}/{p.protocol}", []).append(
+            {"HostIp": p.host_ip or "0.0.0.0", "HostPort": str(p.host_port)})
+    networks = {e.network: {"IPAddress": e.ip, "IPPrefixLen": _prefix(e.address), "Gateway": e.gateway,
+                            "MacAddress": e.mac, "NetworkID": e.network, "EndpointID": f"{att.container_id}-{e.ifname}",
+                            "Aliases": None, "DNSNames": None} for e in att.endpoints}
+    first = att.endpoints[0] if att.endpoints else None
+    return {"Bridge": first.bridge if first else "", "SandboxKey": att.netns, "Ports": ports,
+            "IPAddress": att.ip, "IPPrefixLen": _prefix(first.address) if first else 0, "Gateway": att.gateway,
+            "MacAddress": att.mac, "Networks": networks}
+
+
+def _prefix(address: str) -> int:
+    _, _, n = address.partition("/")
+    return int(n) if n.isdigit() else 0
 
 
 def top(store: st.Store, rec: st.ContainerRecord, ps_args: list[str]) -> str:

@@ -172,12 +172,14 @@ def _runtime_config(request: NetworkRequest, net: Network, first: bool, ports: I
 
 
 def attach(settings: Settings, request: NetworkRequest, container_id: str, container_name: str,
-           netns: str) -> Attachments:
+           netns: str, *, owner: list[int] | None = None) -> Attachments:
     """CNI ADD of each network of ``request`` (after ``check``) into the namespace ``netns``: eth0 on
     the first network, eth1 on the second...; then the container's names on networks with DNS. On
     failure everything added is deleted again (CNI DEL of every plugin of the lists begun) and
     ``NetworkError`` says which plugin failed; the netns stays (``detach`` removes it). Returns the
-    container's addresses, gateway, MACs and published ports (JSON-serializable: ``to_json``)."""
+    container's addresses, gateway, MACs and published ports (JSON-serializable: ``to_json``).
+    ``owner`` (``[pid, start time]``): the process that looks after the container until its PID 1 is
+    recorded, when that is not this one (the runner attaches in a child process)."""
     if not request.uses_cni:
         return Attachments(container_id=container_id, netns=netns)
     nets = _networks(request)
@@ -190,7 +192,7 @@ def attach(settings: Settings, request: NetworkRequest, container_id: str, conta
         ports = [PortMapping.from_dict(p) for p in data.get("ports", [])] or list(request.ports)
         if any(not p.chosen for p in ports):
             raise NetworkError("host ports are not chosen yet: call network.check() before attach()")
-        data.update(name=container_name, netns=netns, phase="attaching", owner=_state.owner(),
+        data.update(name=container_name, netns=netns, phase="attaching", owner=owner or _state.owner(),
                     ports=[p.to_dict() for p in ports], dns=list(request.dns), aliases=list(request.aliases))
         data["networks"] = [
             {"name": net.name, "ifname": f"eth{i}",

@@ -56,7 +56,7 @@ def _cap_names(caps: frozenset[str]) -> tuple[str, ...]:
 
 
 def build(spec: RunSpec, *, rootfs: str, etc_dir: str, cgroups_path: str, seccomp: Profile | None,
-          nodes: tuple[DeviceSpec, ...] = (), resources: dict[str, Any] | None = None) -> ocispec.Spec:
+          nodes: tuple[DeviceSpec, ...] = (), resources: dict[str, Any] | None = None, netns: str = "") -> ocispec.Spec:
     """The config.json of ``spec``: its process, docker's mounts and hardening, its cgroup.
 
     ``etc_dir`` holds the container's hostname, hosts and resolv.conf (bound at /etc); ``seccomp`` is the
@@ -83,7 +83,7 @@ def build(spec: RunSpec, *, rootfs: str, etc_dir: str, cgroups_path: str, seccom
             mounts.append(ocispec.Mount(m.target, "tmpfs", "tmpfs", opts))
     namespaces = [ocispec.Namespace(n) for n in ("pid", "ipc", "uts", "mount")]
     if spec.network != "host":
-        namespaces.append(ocispec.Namespace("network"))
+        namespaces.append(ocispec.Namespace("network", netns))
     if cgroups_path:
         namespaces.append(ocispec.Namespace("cgroup"))
         mounts.append(CGROUP_MOUNT)  # last: the wait for the cgroup join overlaps every mount before it
@@ -104,5 +104,6 @@ def build(spec: RunSpec, *, rootfs: str, etc_dir: str, cgroups_path: str, seccom
             resources=resources or {}, rootfs_propagation="rslave",
             seccomp=to_oci(seccomp) if seccomp is not None else None,
             masked_paths=() if privileged else MASKED_PATHS, readonly_paths=() if privileged else READONLY_PATHS,
+            sysctl=dict(spec.sysctls),
         ),
     )

@@ -66,12 +66,12 @@ def monitored(cdir: Path) -> bool:
 def spawn(config: ocispec.Spec, cdir: Path, *, rootfs: str, cgroup: Cgroup | None, seccomp: SeccompFilter | None,
           mount_rootfs: Callable[[], None] | None, etc_dir: str, etc: dict[str, str], interactive: bool,
           log_max_size: int, log_max_files: int, exit_command: list[str], lock_fd: int,
-          on_started: Callable[[int], None]) -> int:
+          on_started: Callable[[int], None], late_etc: Callable[[], dict[str, str]] | None = None) -> int:
     """Create and start ``config`` under a new monitor; return PID 1's pid once the command was exec'd.
 
     ``lock_fd`` is the taken monitor lock (``take_lock``), handed to the monitor. ``on_started(pid)``
     runs in the child right after the start, before the monitor is exec'd (it records the run: the
-    monitor's cleanup may follow at once). A setup failure raises here (125, or 126/127 when the
+    monitor's cleanup may follow at once). ``late_etc``: see ``create``. A setup failure raises here (125, or 126/127 when the
     command cannot be executed) with everything the child made removed."""
     from ocibox.monitor import binary
 
@@ -93,7 +93,7 @@ def spawn(config: ocispec.Spec, cdir: Path, *, rootfs: str, cgroup: Cgroup | Non
             _child(config, cdir, rootfs=rootfs, cgroup=cgroup, seccomp=seccomp, mount_rootfs=mount_rootfs,
                    etc_dir=etc_dir, etc=etc, stdio=(in_r, out_w, err_w), monitor_fds=(out_r, err_r, in_w),
                    report=report_w, monitor=monitor, log_max_size=log_max_size, log_max_files=log_max_files,
-                   exit_command=exit_command, lock_fd=lock_fd, on_started=on_started)
+                   exit_command=exit_command, lock_fd=lock_fd, on_started=on_started, late_etc=late_etc)
         except BaseException as e:
             line, code = errors.to_wire(e, "container setup failed: ")
             with contextlib.suppress(OSError):
@@ -119,7 +119,8 @@ def spawn(config: ocispec.Spec, cdir: Path, *, rootfs: str, cgroup: Cgroup | Non
 def _child(config: ocispec.Spec, cdir: Path, *, rootfs: str, cgroup: Cgroup | None, seccomp: SeccompFilter | None,
            mount_rootfs: Callable[[], None] | None, etc_dir: str, etc: dict[str, str], stdio: tuple[int, int, int],
            monitor_fds: tuple[int, int, int], report: int, monitor: str, log_max_size: int, log_max_files: int,
-           exit_command: list[str], lock_fd: int, on_started: Callable[[int], None]) -> None:  # pragma: no cover
+           exit_command: list[str], lock_fd: int, on_started: Callable[[int], None],
+           late_etc: Callable[[], dict[str, str]] | None) -> None:  # pragma: no cover
     from ocibox.run._process import create
 
     # A session of its own: no terminal's hangup or ^C reaches the monitor or the container.
@@ -131,7 +132,7 @@ def _child(config: ocispec.Spec, cdir: Path, *, rootfs: str, cgroup: Cgroup | No
     os.dup2(out_w if out_w >= 0 else null, 1)
     os.dup2(err_w if err_w >= 0 else null, 2)
     ctr = create(config, rootfs=rootfs, cgroup=cgroup, seccomp=seccomp, mount_rootfs=mount_rootfs, etc_dir=etc_dir,
-                 etc=etc)
+                 etc=etc, late_etc=late_etc)
     try:
         ctr.start()
     except BaseException:
@@ -162,7 +163,9 @@ def _child(config: ocispec.Spec, cdir: Path, *, rootfs: str, cgroup: Cgroup | No
     for fd in passed:
         os.set_inheritable(fd, True)
     os.chdir(cdir)  # the attach socket is bound by a short relative name (sun_path is 108 bytes)
-    os.write(report, f"P{ctr.pid}\n".encode())
+    # The caller may be gone (killed): the container runs all the same, and its monitor must follow.
+    with contextlib.suppress(OSError):
+        os.write(report, f"P{ctr.pid}\n".encode())
     os.close(report)
     sys.stdout.flush()
     os.execv(monitor, [*args, "--", *exit_command])
@@ -172,7 +175,7 @@ def _child(config: ocispec.Spec, cdir: Path, *, rootfs: str, cgroup: Cgroup | No
 DEFAULT_SETTINGS: dict[str, object] = {
     "restart": {"name": "no", "max": 0}, "stop_signal": "SIGTERM", "stop_timeout": 10,
     "log": {"max_size": 0, "max_file": 1}, "auto_remove": False, "tty": False, "interactive": False,
-    "cgroup_parent": "", "network": "private", "hostname": "",
+    "cgroup_parent": "", "network": "bridge", "hostname": "", "net": {}, "exposed": [],
 }
 
 
@@ -187,6 +190,7 @@ def start_detached(settings: Settings, store: Store, rec: ContainerRecord, *, lo
     from ocibox.layers import mount_rootfs
     from ocibox.run._etc import etc_files
     from ocibox.run._seccomp import compile_filter, from_oci
+    from ocibox.run._spec import NetFlags
 
     cdir = store.container_dir(rec.id)
     conf = {**DEFAULT_SETTINGS, **rec.setting_map}
@@ -214,15 +218,33 @@ def start_detached(settings: Settings, store: Store, rec: ContainerRecord, *, lo
         child_store = st.Store(store.root)
         st.set_container_pid(child_store, rec.id, pid, cgroup=json.dumps(cgroup.state()))
 
+    hostname = str(conf["hostname"]) or rec.id[:12]
+    net = None
     try:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(cdir / EXIT)
-        return spawn(config, cdir, rootfs=str(merged), cgroup=cgroup, seccomp=seccomp,
-                     mount_rootfs=lambda: mount_rootfs(store, image, merged, upper=upper, work=work),
-                     etc_dir=str(cdir / "etc"), etc=etc_files(str(conf["hostname"]) or rec.id[:12], str(conf["network"])),
-                     interactive=bool(conf["interactive"]), log_max_size=int(log.get("max_size", 0)),
-                     log_max_files=int(log.get("max_file", 1)), exit_command=exit_command, lock_fd=taken,
-                     on_started=started)
+        net_flags = NetFlags.from_json(conf["net"]) if isinstance(conf["net"], dict) else NetFlags()
+        if conf["net"] and not net_flags.plain():  # on networks: made again at each start
+            from ocibox.run import _net
+            from ocibox.run._spec import net_request
+
+            exposed = conf["exposed"] if isinstance(conf["exposed"], list) else []
+            net = _net.plan(settings, store, net_request(net_flags, exposed), rec.id, rec.name, hostname)
+            config = _net.with_netns(config, net.netns)
+        etc = {**etc_files(hostname, str(conf["network"])), **(net.etc if net is not None else {})}
+        pid = spawn(config, cdir, rootfs=str(merged), cgroup=cgroup, seccomp=seccomp,
+                    mount_rootfs=lambda: mount_rootfs(store, image, merged, upper=upper, work=work),
+                    etc_dir=str(cdir / "etc"), etc=etc, interactive=bool(conf["interactive"]),
+                    log_max_size=int(log.get("max_size", 0)), log_max_files=int(log.get("max_file", 1)),
+                    exit_command=exit_command, lock_fd=taken, on_started=started,
+                    late_etc=net.late_etc if net is not None else None)
+        if net is not None and net.pending is not None:
+            net.pending.cancel()  # the ADD's process, reaped (its result went to the creator)
+        return pid
+    except BaseException:
+        if net is not None:
+            net.finish(settings, rec.id, background=False)
+        raise
     finally:
         if lock_fd is None:
             os.close(taken)  # the monitor has its own copy of the lock (or nothing runs: released)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from ocibox.errors import UsageError
 from ocibox.options import Parser
 from ocibox.run import _hardening
-from ocibox.run._spec import Mount, RunFlags
+from ocibox.run._spec import Mount, NetFlags, RunFlags
 from ocibox.units import parse_size
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (5 ms of ocibox run)
@@ -50,8 +50,19 @@ OPTIONS: tuple[tuple[tuple[str, ...], Any, str, str], ...] = (
     (("--stop-timeout",), "int", "SECONDS", "seconds stop waits before SIGKILL (default 10)"),
     (("--log-opt",), "list", "OPT", "logging of a detached container: max-size=SIZE, max-file=N (rotation)"),
     (("-l", "--label"), "list", "KEY=VALUE", "set a label on the container"),
-    (("--network", "--net"), "str", "MODE", "private (the default) or none: an own network namespace with "
-     "only loopback up; host: the host's network"),
+    (("--network", "--net"), "list", "NETWORK", "bridge (the default: network 'ocibox'), a network's name, none (only "
+     "loopback), host, container:NAME|ID, ns:PATH"),
+    (("-p", "--publish"), "list", "[IP:][HOSTPORT:]PORT[/PROTO]", "publish a container's port on the host (ranges; no "
+     "HOSTPORT: a random one)"),
+    (("-P", "--publish-all"), "bool", "", "publish every port the image exposes on random host ports"),
+    (("--dns",), "list", "IP", "a DNS server for the container's /etc/resolv.conf"),
+    (("--dns-search",), "list", "DOMAIN", "a DNS search domain"),
+    (("--dns-option",), "list", "OPT", "a resolv.conf option"),
+    (("--add-host",), "list", "NAME:IP", "an /etc/hosts entry (IP may be host-gateway)"),
+    (("--ip",), "str", "IPV4", "the container's address on its (first) network"),
+    (("--mac-address",), "str", "MAC", "the container's MAC address"),
+    (("--sysctl",), "list", "KEY=VALUE", "a namespaced kernel parameter (net.*, kernel.shm*, fs.mqueue.*...)"),
+    (("--network-alias",), "list", "NAME", "another name of the container on its user networks"),
     (("-m", "--memory"), "str", "SIZE", "memory limit (e.g. 64m)"),
     (("--memory-swap",), "str", "SIZE", "memory plus swap limit; -1 unlimited"),
     (("--cpus",), "str", "N", "number of CPUs (cfs quota)"),
@@ -173,10 +184,10 @@ def parse_run_args(argv: list[str], environ: Mapping[str, str] | None = None, pr
         env += parse_env_file(path, env_map)
     for e in ns["env"]:
         env += _env_entry(e, env_map, "-e")
-    network = ns["network"] or "private"
-    if network not in ("private", "none", "host"):
-        raise UsageError(f"unsupported --network {network!r}: use none, host or private "
-                         "(ocibox has no bridge networks)")
+    net = NetFlags(tuple(ns["network"]), tuple(ns["publish"]), ns["publish_all"], tuple(ns["dns"]),
+                   tuple(ns["dns_search"]), tuple(ns["dns_option"]), tuple(ns["add_host"]), ns["ip"],
+                   ns["mac_address"], tuple(ns["network_alias"]))
+    network = net.mode()
     cpus = 0.0
     if ns["cpus"]:
         try:
@@ -222,6 +233,7 @@ def parse_run_args(argv: list[str], environ: Mapping[str, str] | None = None, pr
         rm=ns["rm"],
         name=ns["name"],
         network=network,
+        net=net,
         memory=memory,
         memory_swap=parse_size(ns["memory_swap"], "--memory-swap") if ns["memory_swap"] else 0,
         cpus=cpus,
@@ -242,7 +254,15 @@ def parse_run_args(argv: list[str], environ: Mapping[str, str] | None = None, pr
         log_max_size=log_size,
         log_max_file=log_files,
         labels=tuple(parse_label(x) for x in ns["label"]),
+        sysctls=tuple(_sysctl(x) for x in ns["sysctl"]),
     )
+
+
+def _sysctl(text: str) -> tuple[str, str]:
+    key, eq, value = text.partition("=")
+    if not eq or not key.strip():
+        raise UsageError(f"invalid --sysctl {text!r}: use KEY=VALUE (e.g. net.ipv4.ip_forward=1)")
+    return key.strip(), value
 
 
 RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")

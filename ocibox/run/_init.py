@@ -9,8 +9,9 @@ It talks to its creator through three fds:
 
 - ``setup`` (write end, close-on-exec): b"R\\n" once the container is created and PID 1 waits at the
   gate; an error line (``errors.to_wire``) if a step fails; EOF when the command was exec'd.
-- ``go`` (read end): b"G" once the creator moved this process into the container's cgroups (the
-  mounts overlap that move), EOF if it could not.
+- ``go`` (read end): b"G" once the creator moved this process into the container's cgroups and its
+  network is attached (the mounts overlap both), then the /etc files known only then, then EOF; EOF
+  alone if it could not.
 - ``gate``: the create/start seam. PID 1 blocks on it, created but not started, until the creator
   writes b"S" (``start``); EOF means the container is deleted before it started. For the runtime's
   command line (create and start in two processes) it is a fifo opened O_PATH: opening it for writing
@@ -175,8 +176,13 @@ def init(a: InitArgs) -> None:  # pragma: no cover - runs as PID 1 (the order is
     os.close(m.root)
     k.chdir("/")
 
-    # 6. Masked paths (/dev/null over files, an empty read-only tmpfs over directories) and read-only
-    # paths: they leak host data or let a process reconfigure the host kernel. Then the sysctls.
+    # 6. The sysctls (runc's order: before /proc/sys turns read-only), then masked paths (/dev/null over
+    # files, an empty read-only tmpfs over directories) and read-only paths: they leak host data or let
+    # a process reconfigure the host kernel.
+    for key, value in cfg.linux.sysctl.items():
+        with _naming(f"sysctl {key}", "set only namespaced sysctls (net.*, kernel.shm*, kernel.msg*, fs.mqueue.*)"), \
+                open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+            f.write(value)
     for p in cfg.linux.masked_paths:
         try:
             is_dir = stat.S_ISDIR(os.stat(p).st_mode)
@@ -191,10 +197,6 @@ def init(a: InitArgs) -> None:  # pragma: no cover - runs as PID 1 (the order is
             continue
         k.mount(p, p, None, k.MS_BIND | k.MS_REC)
         k.mount(None, p, None, k.MS_REMOUNT | k.MS_BIND | k.MS_RDONLY | kernel_fs)
-    for key, value in cfg.linux.sysctl.items():
-        with _naming(f"sysctl {key}", "set only namespaced sysctls (net.*, kernel.shm*, kernel.msg*, fs.mqueue.*)"), \
-                open("/proc/sys/" + key.replace(".", "/"), "w") as f:
-            f.write(value)
 
     # 7. The root read-only if asked (after everything mounted on it), the names.
     if cfg.root.readonly:
@@ -407,9 +409,20 @@ def _join(a: InitArgs, k: ModuleType, joined: bool) -> bool:
     for a new cgroup namespace, make it: it is rooted at the cgroup the process is in when it unshares."""
     if joined:
         return True
-    if os.read(a.go, 1) != b"G":
-        os._exit(125)  # the creator could not move us into the cgroup: it reports why
+    data = b""
+    while chunk := os.read(a.go, 65536):
+        data += chunk
+    if not data.startswith(b"G"):
+        os._exit(125)  # the creator could not move us into the cgroup (or attach the network): it reports why
     os.close(a.go)
+    if len(data) > 1 and a.etc_dir:
+        # Files the creator knew only now (the addresses the network got): "name\0text\0" pairs.
+        parts = data[1:].split(b"\0")
+        for name, text in zip(parts[0::2], parts[1::2], strict=False):
+            path = os.path.join(a.etc_dir, name.decode())
+            with open(path, "wb") as f:
+                f.write(text)
+            os.chmod(path, 0o644)
     ns = a.config.linux.namespace("cgroup")
     if ns is not None and not ns.path:
         k.unshare(k.CLONE_NEWCGROUP)

@@ -69,7 +69,7 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
         sys.stderr.write(f"ocibox: {line}\n")
 
     if flags.detach:
-        return _detached(settings, store, flags, spec, record, cid, config.stop_signal)
+        return _detached(settings, store, flags, spec, record, cid, config.stop_signal, config.exposed_ports)
 
     from ocibox.layers import mount_rootfs
 
@@ -83,6 +83,15 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
         record = st.load_image(store, record.id)
         st.add_container(store, cid, flags.name or None, record.id, list(spec.argv))
     cdir = store.container_dir(cid)
+    net = None
+    if spec.net is not None:  # the network room, imported only for containers on networks
+        from ocibox.run import _net
+
+        try:
+            net = _net.plan(settings, store, spec.net, cid, flags.name, spec.hostname)
+        except BaseException:
+            st.finish_container(store, cid, None, remove=True)
+            raise
 
     def started(pid: int) -> None:  # PID 1 is in its cgroups
         if warmup is not None:
@@ -111,15 +120,20 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
             cgroup=cgroup,
             on_start=started,
             prepared=prepared,
+            netns=net.netns if net is not None else "",
+            etc=net.etc if net is not None else None,
+            late_etc=net.late_etc if net is not None else None,
         )
         return status
     finally:
+        if net is not None:
+            net.finish(settings, cid)  # CNI DEL in the background: the exit status is not kept waiting
         st.remove_tree(cdir)
         st.finish_container(store, cid, status, remove=flags.rm)
 
 
 def _detached(settings: Settings, store: st.Store, flags: RunFlags, spec: RunSpec, record: st.ImageRecord, cid: str,
-              image_stop_signal: str) -> int:
+              image_stop_signal: str, exposed_ports: tuple[str, ...]) -> int:
     """run -d: record the container (detached: it stays until rm), write its config.json, start it under a
     monitor, print its id. A command that cannot be executed fails here with 126/127, as docker's run -d
     does; the container then stays as created (removed with --rm)."""
@@ -137,6 +151,7 @@ def _detached(settings: Settings, store: st.Store, flags: RunFlags, spec: RunSpe
         "log": {"max_size": flags.log_max_size, "max_file": flags.log_max_file},
         "auto_remove": flags.rm, "tty": flags.tty, "interactive": flags.interactive,
         "cgroup_parent": flags.cgroup_parent, "network": spec.network, "hostname": spec.hostname,
+        "net": flags.net.to_json(), "exposed": list(exposed_ports),
     }
     cdir = store.container_dir(cid)
     prepared = _hardening.prepare(spec.hardening, spec.caps, cache_dir=str(settings.root / "seccomp"))

@@ -134,7 +134,8 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
            seccomp: SeccompFilter | object | None = _FROM_CONFIG, mount_rootfs: Callable[[], None] | None = None,
            etc_dir: str = "", etc: dict[str, str] | None = None, stdin_null: bool = False, bundle: str = "",
            on_pid: Callable[[int], None] | None = None, seccomp_cache: str | None = None, fifo: str = "",
-           no_pivot: bool = False, preserve_fds: int = 0) -> Container:
+           no_pivot: bool = False, preserve_fds: int = 0,
+           late_etc: Callable[[], dict[str, str]] | None = None) -> Container:
     """Create the container ``config`` describes: cgroup with its limits, namespaces, rootfs, mounts,
     pivot_root, privileges dropped; its PID 1 is left waiting at the gate. On any failure everything
     made is removed and the error raised (125; 126/127 when the command cannot be executed).
@@ -144,7 +145,9 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
     ``stdin_null``. ``seccomp``: a filter already built, or by default the one config.json describes.
     ``on_pid`` is called with PID 1's pid once it is in its cgroups. ``fifo``: the gate is a fifo at that
     path (runc's exec.fifo), for a start from another process (``start_fifo``); ``no_pivot`` and
-    ``preserve_fds`` are runc's --no-pivot and --preserve-fds."""
+    ``preserve_fds`` are runc's --no-pivot and --preserve-fds. ``late_etc`` gives /etc files known only
+    once the container's namespaces exist (the network's addresses): called while PID 1 mounts, its
+    result reaches PID 1 with the go-ahead; its error stops the container before anything runs in it."""
     proc = config.process
     if proc is None:
         raise ocispec.SpecError("config.json: process is required to create a container")
@@ -201,7 +204,7 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
             os.close(theirs)
             theirs = -1
         try:
-            _created(ctr, c1, go_w, on_pid)
+            _created(ctr, c1, go_w, on_pid, late_etc)
         finally:
             with contextlib.suppress(OSError):
                 os.close(go_w)
@@ -267,8 +270,10 @@ def _refuse_unsupported(config: ocispec.Spec) -> None:
                                 "AppArmor nor SELinux for ocibox; remove them")
 
 
-def _created(ctr: Container, c1: int, go_w: int, on_pid: Callable[[int], None] | None) -> None:
-    """Read PID 1's pid, move it into its cgroups, let it go on; then wait until it is created."""
+def _created(ctr: Container, c1: int, go_w: int, on_pid: Callable[[int], None] | None,
+             late_etc: Callable[[], dict[str, str]] | None = None) -> None:
+    """Read PID 1's pid, move it into its cgroups (and wait for ``late_etc``), let it go on; then wait
+    until it is created."""
     assert ctr._setup is not None
     try:
         first = ctr._setup.line()
@@ -284,7 +289,10 @@ def _created(ctr: Container, c1: int, go_w: int, on_pid: Callable[[int], None] |
         # PID 1 into the cgroups (where the limits already are), while it mounts its rootfs.
         if ctr.cgroup is not None:
             ctr.cgroup.join(ctr.pid)
-        os.write(go_w, b"G")
+        payload = b""
+        if late_etc is not None:
+            payload = b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in late_etc().items())
+        _write_all(go_w, b"G" + payload)
     except (OSError, errors.OciboxError) as e:
         # A join failed, or PID 1 already died of its own setup error (which follows on the pipe and
         # is the one reported). EOF on its go pipe tells a waiting PID 1 to give up.
@@ -315,14 +323,16 @@ def _forward_signals(pid: int) -> None:
 
 def run_container(spec: RunSpec, rootfs: Path, state_dir: Path, *, mount_rootfs: Callable[[], None] | None = None,
                   cgroup: Cgroup | None = None, on_start: Callable[[int], None] | None = None,
-                  prepared: Prepared | None = None) -> int:
+                  prepared: Prepared | None = None, netns: str = "", etc: dict[str, str] | None = None,
+                  late_etc: Callable[[], dict[str, str]] | None = None) -> int:
     """The foreground face: ``spec`` as a config, then create, start, wait and tear down; the exit
     status (docker's convention).
 
     ``mount_rootfs`` mounts the rootfs at ``rootfs`` inside the container's mount namespace (the overlay
     of the image's layers); without it ``rootfs`` is a prepared directory that is bind-mounted.
     ``state_dir/etc`` gets a tmpfs, in the container's mount namespace only, holding its hostname,
-    hosts and resolv.conf."""
+    hosts and resolv.conf (``etc`` replaces some of the defaults; ``late_etc``: see ``create``).
+    ``netns``: the network namespace to join by path (the network room's), "" for a new one."""
     from ocibox.run._config import build
     from ocibox.run._etc import etc_files
 
@@ -336,14 +346,15 @@ def run_container(spec: RunSpec, rootfs: Path, state_dir: Path, *, mount_rootfs:
     config = build(spec, rootfs=str(rootfs), etc_dir=str(etc_dir),
                    cgroups_path=cgroup.path if cgroup is not None else "",
                    seccomp=prepared.profile if prepared is not None else None,
-                   nodes=prepared.nodes if prepared is not None else (), resources=resources)
+                   nodes=prepared.nodes if prepared is not None else (), resources=resources, netns=netns)
     import json
 
     with open(state_dir / "config.json", "w") as f:  # for 'ocibox exec' into it
         json.dump(ocispec.to_json(config), f)
     ctr = create(config, rootfs=str(rootfs), cgroup=cgroup, seccomp=prepared.seccomp if prepared else None,
-                 mount_rootfs=mount_rootfs, etc_dir=str(etc_dir), etc=etc_files(spec.hostname, spec.network),
-                 stdin_null=not spec.interactive, on_pid=on_start)
+                 mount_rootfs=mount_rootfs, etc_dir=str(etc_dir),
+                 etc={**etc_files(spec.hostname, spec.network), **(etc or {})},
+                 stdin_null=not spec.interactive, on_pid=on_start, late_etc=late_etc)
     try:
         ctr.start()
         status = ctr.wait(spec.interactive)

@@ -23,6 +23,10 @@ from ocibox.errors import UsageError
 from ocibox.image import ImageConfig
 from ocibox.run._hardening import Hardening, bounded_caps
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # linux/capability.h
@@ -56,6 +60,49 @@ class Mount:
 
 
 @record
+class NetFlags:
+    """The network flags as given (kept with a detached container: each start makes its request again)."""
+
+    network: tuple[str, ...] = ()
+    publish: tuple[str, ...] = ()
+    publish_all: bool = False
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    dns_option: tuple[str, ...] = ()
+    add_host: tuple[str, ...] = ()
+    ip: str = ""
+    mac: str = ""
+    aliases: tuple[str, ...] = ()
+
+    def mode(self) -> str:
+        """none, host, bridge (the default), container or ns, without importing the network room."""
+        if len(self.network) == 1:
+            v = self.network[0]
+            if v in ("none", "host"):
+                return v
+            if v.startswith(("container:", "ns:")):
+                return v.partition(":")[0]
+        return "bridge"
+
+    def plain(self) -> bool:
+        """Only --network none or host: nothing for the network room to do."""
+        return self.mode() in ("none", "host") and self == NetFlags(self.network)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {}
+        for f in type(self).__record_fields__:  # type: ignore[attr-defined]
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> NetFlags:
+        names = {f.name for f in cls.__record_fields__}  # type: ignore[attr-defined]
+        kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names}
+        return cls(**kw)
+
+
+@record
 class RunFlags:
     """The run flags after parsing at the edge (env files read, sizes converted)."""
 
@@ -72,7 +119,8 @@ class RunFlags:
     tty: bool = False
     rm: bool = False
     name: str = ""
-    network: str = "private"  # private | none | host
+    network: str = "bridge"  # bridge | none | host | container | ns
+    net: NetFlags = field(default_factory=NetFlags)
     memory: int = 0
     memory_swap: int = 0
     cpus: float = 0.0
@@ -93,6 +141,7 @@ class RunFlags:
     log_max_size: int = 0
     log_max_file: int = 1
     labels: tuple[tuple[str, str], ...] = ()
+    sysctls: tuple[tuple[str, str], ...] = ()
 
 
 @record
@@ -106,12 +155,14 @@ class RunSpec:
     readonly: bool = False
     tty: bool = False
     interactive: bool = False
-    network: str = "private"
+    network: str = "bridge"
+    net: Any = None  # the network room's NetworkRequest (None: --network none or host alone)
     caps: frozenset[str] = DEFAULT_CAPS
     init: bool = False
     limits: Limits = field(default_factory=Limits)
     warnings: tuple[str, ...] = ()
     hardening: Hardening = field(default_factory=Hardening)
+    sysctls: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_image(cls, config: ImageConfig, flags: RunFlags, *, container_id: str = "") -> RunSpec:
@@ -146,12 +197,40 @@ class RunSpec:
             tty=flags.tty,
             interactive=flags.interactive,
             network=flags.network,
+            net=None if flags.net.plain() else net_request(flags.net, config.exposed_ports, flags.hostname),
             caps=bounded_caps(CAP_NUMBER) if flags.hardening.privileged else capabilities(flags.cap_add, flags.cap_drop),
             init=flags.init,
             limits=limits,
             warnings=warnings,
             hardening=flags.hardening,
+            sysctls=sysctls(flags.sysctls, flags.network),
         )
+
+
+#: docker's default for a container with a network namespace of its own: ICMP echo sockets for every
+#: group, so that ping works without CAP_NET_RAW (which the default capabilities leave out)
+PING_GROUP_RANGE = ("net.ipv4.ping_group_range", "0 2147483647")
+#: the sysctls a container's namespaces own (docker's and runc's list): the rest are the host's
+NAMESPACED_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+                      "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced", "kernel.domainname")
+
+
+def sysctls(given: tuple[tuple[str, str], ...], network: str) -> tuple[tuple[str, str], ...]:
+    """--sysctl checked as docker does (only namespaced keys; net.* not with --network host, whose
+    namespace is the host's; kernel.domainname is the UTS namespace's), plus docker's ping_group_range
+    for a network namespace of the container's own."""
+    out = dict(given)
+    for key in out:
+        if key.startswith("net."):
+            if network in ("host", "container", "ns"):
+                raise UsageError(f"--sysctl {key}: not allowed with --network {network} (the network namespace is "
+                                 "not the container's own)")
+        elif not (key in NAMESPACED_SYSCTLS or key.startswith("fs.mqueue.")):
+            raise UsageError(f"--sysctl {key}: not a namespaced sysctl (only net.*, fs.mqueue.*, kernel.shm*, "
+                             "kernel.msg*, kernel.sem and kernel.domainname are the container's own)")
+    if network in ("bridge", "none"):
+        out.setdefault(*PING_GROUP_RANGE)
+    return tuple(out.items())
 
 
 def parse_signal(text: str, what: str = "signal") -> int:
@@ -180,6 +259,23 @@ def check_name(name: str) -> str:
         raise UsageError(f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, "
                          "at least two characters")
     return bare
+
+
+def net_request(n: NetFlags, exposed_ports: tuple[str, ...] | list[str], hostname: str = "") -> Any:
+    """The network room's request for the flags (the image's ExposedPorts for -P; ``hostname``: the
+    --hostname given, refused with --network container:X)."""
+    from ocibox import network
+
+    return network.build_request(
+        network=n.network, publish=n.publish, publish_all_ports=n.publish_all, exposed_ports=exposed_ports,
+        dns=n.dns, dns_search=n.dns_search, dns_options=n.dns_option, add_host=n.add_host, ip=n.ip, mac=n.mac,
+        hostname=hostname, aliases=n.aliases, warn=_warn)
+
+
+def _warn(line: str) -> None:
+    import sys
+
+    sys.stderr.write(f"ocibox: warning: {line}\n")
 
 
 def merge_env(*groups: tuple[str, ...] | list[str]) -> tuple[str, ...]:
