@@ -220,9 +220,19 @@ def _forget(store: Store, digests: list[Digest]) -> None:
                 os.unlink(store.blob_path(d))
 
 
+def _open_db(store: Store) -> None:
+    """Open this process's database connection under a store lock. SQLite answers "database is
+    locked" at once, without waiting, to a connection that switches a new database to WAL while
+    another does the same; Store._connect does not retry that yet, so two first pulls into a new
+    store would fail one of them (the walk through the store used to swallow the error)."""
+    with store.lock("db-open"):
+        store.db  # noqa: B018 - connects
+
+
 def pull(settings: Settings, ref: Reference, *, platform: Platform | None = None,
          progress: Progress | None = None) -> PullResult:
     store = Store(settings.root).ensure()
+    _open_db(store)
     want = platform or Platform.host()
     explicit = platform is not None
     progress = progress or make_progress(settings.quiet)
