@@ -16,8 +16,9 @@ Modules, bottom up::
     _blob       BlobStream: a blob as a stream that resumes with Range and tees to a partial file
     _client     RegistryClient (send, redirects, errors, manifests, small blobs); Repository, a Source
     _resolve    Source, StoreSource, resolve(): index -> platform manifest -> config, the one walk
-    _pull       pull(): the reference's manifest (mirrors), the walk against the store then the
-                registry, the config fetched once under its blob lock, layers, the image record
+    _upstream   Upstream: the first mirror that has the reference's manifest, else the origin
+    _pull       pull(): the walk against the store then the registry, the config fetched once
+                under its blob lock, the layers, the image record
     _challenge _creds _hosts _retry _progress _login _httpx: parsing, credentials, policy, output
 """
 

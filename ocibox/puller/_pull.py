@@ -4,7 +4,7 @@ One lease names what the pull uses, so that a concurrent prune keeps it: taken f
 once the walk knows every digest. Then:
 
 1. The manifest (or index) the reference names: by digest from the store when it is there, else
-   from the first mirror that has it, else the origin (:class:`_Upstream`).
+   from the first mirror that has it, else the origin (``_upstream.Upstream``).
 2. ``resolve()``: index -> the platform's manifest -> its config, the store first and the registry
    second (:class:`_PullSource`). The config is fetched under its ``blob-<hex>`` lock, the one the
    layers use, and written to the store inside it: of concurrent pulls of one image, one fetches
@@ -30,13 +30,13 @@ from ocibox.errors import (
     DigestMismatch,
     ImageNotFound,
     LayerError,
-    ManifestError,
     OciboxError,
     RegistryError,
 )
 from ocibox.image import Descriptor, ImageConfig, Manifest, Platform, chain_ids
 from ocibox.puller._progress import Progress, make_progress
 from ocibox.puller._resolve import Resolved, StoreSource, resolve
+from ocibox.puller._upstream import Upstream
 from ocibox.reference import Reference
 from ocibox.settings import Settings
 from ocibox.store import (
@@ -51,7 +51,7 @@ from ocibox.store import (
 
 if TYPE_CHECKING:
     from ocibox.layers import Unpackers
-    from ocibox.puller._client import RegistryClient, Repository
+    from ocibox.puller._client import Repository
 
 #: layers of one pull unpacked in forked children at most (the rest in their download thread)
 _MAX_FORKED = 16
@@ -67,85 +67,6 @@ class PullResult:
     up_to_date: bool
 
 
-def _endpoints(settings: Settings, ref: Reference) -> list[str]:
-    """Mirrors of the registry, in order, then the origin."""
-    rc = settings.config.registry(ref.registry) or settings.config.registry(ref.api_host)
-    mirrors = list(rc.mirrors) if rc else []
-    return [*mirrors, ref.api_host]
-
-
-def _wrap(e: RegistryError, prefix: str) -> RegistryError:
-    """The same kind of error, with what was being pulled in front."""
-    cls = type(e)
-    return cls(f"{prefix}: {e.message}", status=e.status, code=e.code, temporary=e.temporary)
-
-
-def _verify_manifest(data: bytes, ref: Reference, identifier: str, header_digest: str, host: str) -> Digest:
-    """The digest of the manifest bytes; checked against the reference's digest and the header."""
-    want = ref.digest if identifier == (str(ref.digest) if ref.digest else None) else None
-    algo = want.algorithm if want else "sha256"
-    got = Digest.of_bytes(data, algo)
-    if want is not None and got != want:
-        raise DigestMismatch(f"{ref}: {host} served a manifest whose digest is {got}, not the {want} asked for")
-    if header_digest:
-        try:
-            hd = Digest.parse(header_digest.strip())
-        except OciboxError:
-            raise DigestMismatch(f"{ref}: {host} sent an invalid Docker-Content-Digest {header_digest!r}") from None
-        if Digest.of_bytes(data, hd.algorithm) != hd:
-            raise DigestMismatch(f"{ref}: {host} says the manifest is {hd} (Docker-Content-Digest) but its bytes"
-                                 f" hash to {Digest.of_bytes(data, hd.algorithm)}; refusing it")
-    return got
-
-
-class _Upstream:
-    """The registry, reached on first need: the first mirror that has the reference's manifest,
-    else the origin. A pull whose image is all in the store never connects (nor imports httpx)."""
-
-    def __init__(self, settings: Settings, ref: Reference) -> None:
-        self.settings = settings
-        self.ref = ref
-        self.client: RegistryClient | None = None
-        self.top: tuple[Digest, bytes, str] | None = None
-
-    def fetch_top(self) -> tuple[Digest, bytes, str]:
-        """(digest, bytes, Content-Type) of what the reference names, verified: one request."""
-        if self.top is not None:
-            return self.top
-        from ocibox.puller._client import RegistryClient
-
-        ref = self.ref
-        failures: list[str] = []
-        hosts = _endpoints(self.settings, ref)
-        for i, host in enumerate(hosts):
-            c = RegistryClient(self.settings, host)
-            try:
-                data, ctype, hdr = c.get_manifest(ref.repository, ref.identifier, f"{ref}")
-                pinned = _verify_manifest(data, ref, ref.identifier, hdr, host)
-            except (RegistryError, DigestMismatch, ManifestError) as e:
-                c.close()
-                if i == len(hosts) - 1:
-                    if failures and isinstance(e, RegistryError):
-                        raise _wrap(e, f"mirrors failed ({'; '.join(failures)}); origin") from None
-                    raise
-                failures.append(f"{host}: {e}")
-                continue
-            self.client = c
-            self.top = (pinned, data, ctype)
-            return self.top
-        raise AssertionError("unreachable")
-
-    def repository(self) -> Repository:
-        if self.client is None:
-            self.fetch_top()
-        assert self.client is not None
-        return self.client.repository(self.ref.repository)
-
-    def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
-
-
 class _PullSource:
     """The store first, the registry second (a ``Source``).
 
@@ -157,7 +78,7 @@ class _PullSource:
     holds with the wrong bytes is fetched again and replaced (see ``StoreSource``).
     """
 
-    def __init__(self, store: Store, upstream: _Upstream) -> None:
+    def __init__(self, store: Store, upstream: Upstream) -> None:
         self.store = store
         self.upstream = upstream
         self.local = StoreSource(store)
@@ -236,7 +157,7 @@ def pull(settings: Settings, ref: Reference, *, platform: Platform | None = None
     want = platform or Platform.host()
     explicit = platform is not None
     progress = progress or make_progress(settings.quiet)
-    upstream = _Upstream(settings, ref)
+    upstream = Upstream(settings, ref)
     try:
         return _pull(settings, store, upstream, ref, want, explicit, progress)
     finally:
@@ -250,7 +171,7 @@ def _done(progress: Progress, ref: Reference, pinned: Digest, fresh: bool) -> No
     progress.line(f"Status: {'Downloaded newer image' if fresh else 'Image is up to date'} for {name}")
 
 
-def _pull(settings: Settings, store: Store, upstream: _Upstream, ref: Reference, want: Platform, explicit: bool,
+def _pull(settings: Settings, store: Store, upstream: Upstream, ref: Reference, want: Platform, explicit: bool,
           progress: Progress) -> PullResult:
     source: _PullSource | None = None
     try:
@@ -263,7 +184,7 @@ def _pull(settings: Settings, store: Store, upstream: _Upstream, ref: Reference,
         raise
 
 
-def _pull_leased(settings: Settings, store: Store, lease: Path, upstream: _Upstream, source: _PullSource,
+def _pull_leased(settings: Settings, store: Store, lease: Path, upstream: Upstream, source: _PullSource,
                  ref: Reference, want: Platform, explicit: bool, progress: Progress) -> PullResult:
     # A digest names content: when it is all here, no request is made at all.
     local = source.local.manifest(ref.digest, f"{ref}") if ref.digest is not None else None
@@ -312,7 +233,7 @@ def _publish(source: _PullSource, res: Resolved) -> None:
     source.publish(res.config_digest, res.config_bytes)
 
 
-def _pull_layers(settings: Settings, store: Store, upstream: _Upstream, ref: Reference, manifest: Manifest,
+def _pull_layers(settings: Settings, store: Store, upstream: Upstream, ref: Reference, manifest: Manifest,
                  config: ImageConfig, cids: list[Digest], present: list[bool], progress: Progress) -> int:
     progress.layers([(d.digest.short, d.size, p) for d, p in zip(manifest.layers, present, strict=True)])
     todo = [i for i, p in enumerate(present) if not p]
