@@ -68,6 +68,7 @@ VERBS: tuple[Verb, ...] = (
     ("image umount", "ocibox.cli._layers:umount", "Unmount what 'image mount' mounted"),
     ("system", "", "Manage the store"),
     ("system df", "ocibox.cli._cache:system_df", "Show disk usage of the store"),
+    ("system prune", "ocibox.cli._cache:system_prune", "Remove stopped containers, unused networks, dangling images"),
     ("container", "", "Manage containers"),
     ("container run", "=run", ""),
     ("container ls", "ocibox.cli._containers:ls", "List containers"),

@@ -71,8 +71,51 @@ def prune(settings: Settings, argv: list[str], prog: str) -> None:
     until = cache.parse_prune_filters(ns["filter"])
     budget = parse_size(ns["keep_storage"], unlimited=False) if ns["keep_storage"] is not None else None
     ask = not ns["force"] and sys.stdin.isatty()
+    if not ns["dry_run"]:
+        _repair_containers(settings)
     result = cache.prune(settings, all_=all_, dry_run=ns["dry_run"], keep_storage=budget, until=until,
                          confirm=(lambda: _render.confirm_prune(all_)) if ask else None)
+    for line in _render.prune_lines(result):
+        _out(line)
+
+
+def _repair_containers(settings: Settings) -> None:
+    """Containers that died with nobody to record it: their records repaired, their networks torn down."""
+    from ocibox import containers
+    from ocibox.store import Store
+
+    containers.repair_all(Store(settings.root))
+
+
+def system_prune(settings: Settings, argv: list[str], prog: str) -> None:
+    ns = Parser(prog, (
+        (("-a", "--all"), "bool", "", "also remove images no container uses (not only dangling ones)"),
+        (("-f", "--force"), "bool", "", "do not ask"),
+    ), description="Remove stopped containers, unused networks, dangling images and leftovers.").parse(argv)
+    if not ns["force"] and sys.stdin.isatty():
+        sys.stderr.write("WARNING! This will remove:\n  - all stopped containers\n  - all networks not used by at "
+                         "least one container\n  - all " + ("images without at least one container associated to "
+                         "them" if ns["all"] else "dangling images") + "\nAre you sure you want to continue? [y/N] ")
+        sys.stderr.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            return
+    from ocibox import cache, containers, network
+    from ocibox.cli import _render
+    from ocibox.store import Store
+
+    gone = containers.prune_containers(Store(settings.root))
+    if gone:
+        _out("Deleted Containers:")
+        for cid in gone:
+            _out(cid)
+        _out()
+    nets = network.prune(settings)
+    if nets:
+        _out("Deleted Networks:")
+        for name in nets:
+            _out(name)
+        _out()
+    result = cache.prune(settings, all_=ns["all"], dry_run=False, keep_storage=None, until=None, confirm=None)
     for line in _render.prune_lines(result):
         _out(line)
 
@@ -82,6 +125,8 @@ def verify(settings: Settings, argv: list[str], prog: str) -> int:
                 description="Re-hash blobs and check layer directories against the database.").parse(argv)
     from ocibox import cache
 
+    if ns["repair"]:
+        _repair_containers(settings)
     problems = cache.verify(settings, repair=ns["repair"])
     for line in problems:
         _out(line)

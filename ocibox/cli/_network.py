@@ -46,13 +46,9 @@ def create(settings: Settings, argv: list[str], prog: str) -> None:
         labels.append((key, value))
     from ocibox import network
 
-    try:
-        net = network.create(ns["name"], subnet=ns["subnet"] or "", gateway=ns["gateway"] or "",
-                             internal=ns["internal"], labels=labels, dns=not ns["disable_dns"])
-    except UsageError:
-        raise
-    except OciboxError as e:
-        raise _OperationError(str(e)) from None
+    # A name or subnet taken is podman's 125 (NetworkError), as every refusal of the network room.
+    net = network.create(ns["name"], subnet=ns["subnet"] or "", gateway=ns["gateway"] or "",
+                         internal=ns["internal"], labels=labels, dns=not ns["disable_dns"])
     _out(net.id)
 
 
@@ -134,15 +130,15 @@ def rm(settings: Settings, argv: list[str], prog: str) -> int:
     from ocibox import network
 
     _repaired(settings)
-    failed = False
+    failed = 0
     for name in ns["network"]:
         try:
             for gone in network.rm(settings, [name], ignore_missing=ns["force"]):
                 _out(gone)
         except OciboxError as e:
             sys.stderr.write(f"Error: {e}\n")
-            failed = True
-    return 1 if failed else 0
+            failed = e.exit_code  # in use, not found: podman's 125
+    return failed
 
 
 def prune(settings: Settings, argv: list[str], prog: str) -> None:

@@ -155,10 +155,20 @@ def _detached(settings: Settings, store: st.Store, flags: RunFlags, spec: RunSpe
     }
     cdir = store.container_dir(cid)
     prepared = _hardening.prepare(spec.hardening, spec.caps, cache_dir=str(settings.root / "seccomp"))
-    with store.lease("run", [record.id, *(x.chain_id for x in record.layers)]):
-        record = st.load_image(store, record.id)
-        rec = st.add_container(store, cid, flags.name or None, record.id, list(spec.argv), image_ref=flags.image,
-                               detached=True, labels=dict(flags.labels), settings=settings_json)
+    if spec.net is not None:  # networks, plugins, host ports: refused before anything is recorded
+        from ocibox import network
+
+        network.check(settings, spec.net, cid, flags.name or cid[:12])
+    try:
+        with store.lease("run", [record.id, *(x.chain_id for x in record.layers)]):
+            record = st.load_image(store, record.id)
+            rec = st.add_container(store, cid, flags.name or None, record.id, list(spec.argv),
+                                   image_ref=flags.image, detached=True, labels=dict(flags.labels),
+                                   settings=settings_json)
+    except BaseException:
+        if spec.net is not None:  # the name was taken...: the host ports check() reserved go again
+            network.detach(settings, cid)
+        raise
     try:
         cdir.mkdir(parents=True, exist_ok=True)
         config = build(spec, rootfs=str(cdir / "merged"), etc_dir=str(cdir / "etc"), cgroups_path=f"ocibox-{cid}",
@@ -170,7 +180,9 @@ def _detached(settings: Settings, store: st.Store, flags: RunFlags, spec: RunSpe
         start_detached(settings, store, rec)
     except BaseException as e:
         code = e.exit_code if isinstance(e, OciboxError) else 125
-        if flags.rm:
+        from ocibox.errors import NetworkError
+
+        if flags.rm or isinstance(e, NetworkError):  # a network that fails is refused input: nothing stays
             st.delete_containers(store, [cid])
             st.remove_tree(cdir)
         else:

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 class PendingAttach:
     """CNI ADD of a container's networks in a forked child (no thread beside the forks of create)."""
 
-    def __init__(self, settings: Settings, request: Any, cid: str, name: str, netns: str) -> None:
+    def __init__(self, settings: Settings, request: Any, cid: str, name: str, netns: str,
+                 store: Store | None = None) -> None:
         from ocibox import network
         from ocibox.linux.proc import start_time
 
@@ -40,19 +41,24 @@ class PendingAttach:
                 os.close(r)
                 att = network.attach(settings, request, cid, name, netns, owner=owner)
                 _write(w, b"A" + att.to_json().encode())
+                os.close(w)
+                w = -1
+                if store is not None:  # the container goes on; meanwhile, dead containers' networks
+                    _repair_others(settings, store, cid)
             except BaseException as e:
                 line, code = errors.to_wire(e, "network setup failed: ")
-                with contextlib.suppress(OSError):
-                    _write(w, line)
+                if w >= 0:
+                    with contextlib.suppress(OSError):
+                        _write(w, line)
             os._exit(code)
         os.close(w)
         self._r = r
         self._result: Any = None
 
     def result(self) -> Any:
-        """The Attachments (waits for the child); its error raised. Called in the process that forked
-        the child or in a child of that process (the detached face's creator): the fork's parent reaps
-        it with ``cancel``."""
+        """The Attachments (waits for the ADD); its error raised. Called in the process that forked
+        the child or in a child of that process (the detached face's creator); the fork's parent reaps
+        it with ``cancel`` (it may go on repairing other containers' networks)."""
         if self._result is not None:
             return self._result
         if self._r < 0:
@@ -64,7 +70,6 @@ class PendingAttach:
         finally:
             os.close(self._r)
             self._r = -1
-            self._reap()
         if not data.startswith(b"A"):
             raise errors.from_wire(data, errors.NetworkError) or errors.NetworkError(
                 "network setup failed: its process died")
@@ -85,6 +90,25 @@ class PendingAttach:
             with contextlib.suppress(errors.OciboxError, OSError):
                 self.result()
         self._reap()
+
+
+def _repair_others(settings: Settings, store: Store, cid: str) -> None:
+    """Take dead containers (a run killed with SIGKILL, a reboot) off their networks: what ``ps`` and
+    ``rm`` do, done by each ``run`` on a network after its own ADD (off the container's path)."""
+    from ocibox import network
+    from ocibox import store as st
+    from ocibox.network._paths import containers_dir
+
+    try:
+        recorded = {n[:-5] for n in os.listdir(containers_dir(settings)) if n.endswith(".json")} - {cid}
+    except OSError:
+        return
+    if not recorded:
+        return
+    live = {c.id for c in st.live_containers(store)} | {cid}
+    if recorded - live:
+        with contextlib.suppress(errors.OciboxError):
+            network.repair(settings, live)
 
 
 def _write(fd: int, data: bytes) -> None:
@@ -144,7 +168,7 @@ def plan(settings: Settings, store: Store, request: Any, cid: str, name: str, ho
         request = network.check(settings, request, cid, name)
         netns = network.new_netns(settings, cid)
         try:
-            pending = PendingAttach(settings, request, cid, name, netns)
+            pending = PendingAttach(settings, request, cid, name, netns, store)
         except BaseException:
             network.detach(settings, cid)
             raise
@@ -163,11 +187,30 @@ def _container_mode(store: Store, target: str) -> Plan:
     rec = st.find_container(store, target)
     if rec.state not in ("running", "paused") or not rec.alive or not rec.pid:
         raise errors.NetworkError(f"--network container:{target}: that container is not running; start it first")
-    etc = {}
-    for f in ("hosts", "resolv.conf"):
-        with contextlib.suppress(OSError), open(store.container_dir(rec.id) / "etc" / f, encoding="utf-8") as fh:
-            etc[f] = fh.read()
-    return Plan(f"/proc/{rec.pid}/ns/net", etc=etc)
+    return Plan(f"/proc/{rec.pid}/ns/net", etc=_files_of(rec.pid, ("hosts", "resolv.conf")))
+
+
+def _files_of(pid: int, names: tuple[str, ...]) -> dict[str, str]:
+    """/etc files as a running container sees them (its /etc is a tmpfs of its own mount namespace),
+    read through its root with every path resolved inside that root (openat2 RESOLVE_IN_ROOT: a symlink
+    the container made cannot point the read at a host file)."""
+    from ocibox.linux import syscalls
+
+    out: dict[str, str] = {}
+    try:
+        root = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return out
+    try:
+        for name in names:
+            with contextlib.suppress(OSError):
+                fd = syscalls.openat2(root, f"etc/{name}", os.O_RDONLY | os.O_NOFOLLOW,
+                                      resolve=syscalls.RESOLVE_IN_ROOT | syscalls.RESOLVE_NO_MAGICLINKS)
+                with os.fdopen(fd, "rb") as f:
+                    out[name] = f.read(1 << 20).decode("utf-8", "replace")
+    finally:
+        os.close(root)
+    return out
 
 
 def with_netns(config: ocispec.Spec, netns: str) -> ocispec.Spec:

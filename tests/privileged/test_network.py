@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from outside import OUT_HOST, OUT_PEER, HostNet, dns_processes, links, outside_namespace, rules
 
 from ocibox import network as net
 from ocibox.errors import NetworkError
@@ -40,11 +41,6 @@ pytestmark = [pytest.mark.privileged, pytest.mark.skipif(os.geteuid() != 0, reas
 CNI = Path("/usr/lib/cni")
 needs_plugins = pytest.mark.skipif(not (CNI / "bridge").exists(), reason="containernetworking-plugins not installed")
 needs_aardvark = pytest.mark.skipif(_dns.binary() is None, reason="aardvark-dns not installed")
-
-OUT_HOST, OUT_PEER = "203.0.113.1", "203.0.113.2"
-# iptables chains the plugins share between all networks and never remove (podman's leave them too)
-SHARED_CHAINS = ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-MASQ", "CNI-HOSTPORT-SETMARK", "CNI-ISOLATION-STAGE-1",
-                 "CNI-ISOLATION-STAGE-2", "CNI-FORWARD", "CNI-ADMIN")
 
 SERVER = textwrap.dedent("""\
     import socket, sys
@@ -101,42 +97,6 @@ def call(proto: str, host: str, port: int, timeout: float = 3) -> str:
             return s.recv(65536).decode()
     except OSError:
         return ""
-
-
-def links() -> set[str]:
-    return {line.split()[1].split("@")[0].rstrip(":") for line in sh("ip", "-o", "link").stdout.splitlines()}
-
-
-def rules() -> list[str]:
-    """iptables -S of filter and nat, with the plugins' shared chains and their generic rules left out."""
-    out = []
-    for table in ("filter", "nat"):
-        for line in sh("iptables", "-w", "-t", table, "-S").stdout.splitlines():
-            if any(f"-N {c}" == line or (f"-j {c}" in line and line.startswith(
-                    ("-A FORWARD", "-A PREROUTING", "-A OUTPUT", "-A POSTROUTING -m comment"))) for c in SHARED_CHAINS):
-                continue
-            if line.startswith(("-A CNI-ISOLATION-STAGE-1 -m comment", "-A CNI-ISOLATION-STAGE-2 -m comment",
-                                "-A CNI-FORWARD -m comment", "-A CNI-HOSTPORT-MASQ -m mark",
-                                "-A CNI-HOSTPORT-SETMARK -m comment")):
-                continue
-            out.append(f"{table}: {line}")
-    return out
-
-
-def dns_processes() -> list[str]:
-    """Live aardvark-dns and dnsmasq processes (zombies are dead: this VM's init reaps them late)."""
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_bytes()
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if stat.rpartition(b")")[2].split()[0] != b"Z" and ("aardvark-dns" in cmd or "dnsmasq" in cmd):
-            out.append(f"{pid} {cmd}")
-    return out
 
 
 class Room:
@@ -229,15 +189,9 @@ class Box:
 @pytest.fixture(scope="module")
 def baseline() -> Iterator[None]:
     """The host as this module found it; compared at the end (the plugins' shared chains aside)."""
-    before_links, before_rules, before_ns = links(), rules(), set(os.listdir("/run/netns") if
-                                                                  os.path.isdir("/run/netns") else [])
-    before_dns = dns_processes()
+    before = HostNet.now()
     yield
-    after_ns = set(os.listdir("/run/netns") if os.path.isdir("/run/netns") else [])
-    assert links() - before_links == set()
-    assert after_ns - before_ns == set()
-    assert [r for r in rules() if r not in before_rules] == []
-    assert [p for p in dns_processes() if p not in before_dns] == []
+    assert HostNet.now().new_since(before) == {}
 
 
 @pytest.fixture(scope="module")
@@ -273,27 +227,16 @@ def clean(room: Room) -> Iterator[Room]:
 def outside(room: Room) -> Iterator[str]:
     """A namespace behind a veth pair, standing for the world outside: a TCP/UDP echo server answers
     at 203.0.113.2:9000 with the address it saw the client come from. Returns the netns name."""
-    tag = os.urandom(3).hex()
-    ns, host_if, peer_if = f"oxt-out-{tag}", f"oxo{tag}", f"oxp{tag}"
-    sh("ip", "netns", "add", ns)
-    try:
-        sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", peer_if)
-        sh("ip", "link", "set", peer_if, "netns", ns)
-        sh("ip", "addr", "add", f"{OUT_HOST}/30", "dev", host_if)
-        sh("ip", "link", "set", host_if, "up")
-        sh("ip", "-n", ns, "addr", "add", f"{OUT_PEER}/30", "dev", peer_if)
-        sh("ip", "-n", ns, "link", "set", peer_if, "up")
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
+    with outside_namespace() as ns:
         servers: list[subprocess.Popen[str]] = []
-        for proto in ("tcp", "udp"):
-            servers.append(room.serve(["ip", "netns", "exec", ns], proto, OUT_PEER, 9000, "outside", own=True))
-        yield ns
-    finally:
-        for p in servers:
-            p.kill()
-            p.wait()
-        sh("ip", "link", "del", host_if, check=False)
-        sh("ip", "netns", "del", ns, check=False)
+        try:
+            for proto in ("tcp", "udp"):
+                servers.append(room.serve(["ip", "netns", "exec", ns], proto, OUT_PEER, 9000, "outside", own=True))
+            yield ns
+        finally:
+            for p in servers:
+                p.kill()
+                p.wait()
 
 
 # ------------------------------------------------------------------------------------ the default network
