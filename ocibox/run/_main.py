@@ -94,8 +94,6 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
             raise
 
     def started(pid: int) -> None:  # PID 1 is in its cgroups
-        if warmup is not None:
-            warmup.stop()
         import json
 
         st.set_container_pid(store, cid, pid, cgroup=json.dumps(cgroup.state()))
@@ -112,6 +110,10 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
         st.touch_image(store, record.id)
         for d in (upper, work, merged):
             d.mkdir(parents=True)
+        if warmup is not None:
+            # Stopped before the fork: a fork waits for a cgroup migration in progress (both take the
+            # kernel's cgroup_threadgroup_rwsem), and the join comes within the grace period anyway.
+            warmup.stop()
         status = run_container(
             spec,
             merged,
