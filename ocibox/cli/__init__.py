@@ -18,17 +18,7 @@ Adding a verb, a group or an alias is one row each::
 
     ("container", "", "Manage containers"),
     ("container ls", "ocibox.cli._containers:ls", "List containers"),
-    ("container port", "ocibox.cli._network:port", "List port mappings or a specific mapping for the container"),
-    ("network", "", "Manage networks"),
-    ("network create", "ocibox.cli._network:create", "Create a network"),
-    ("network ls", "ocibox.cli._network:ls", "List networks"),
-    ("network list", "=network ls", ""),
-    ("network inspect", "ocibox.cli._network:inspect", "Display detailed information on one or more networks"),
-    ("network rm", "ocibox.cli._network:rm", "Remove one or more networks"),
-    ("network remove", "=network rm", ""),
-    ("network prune", "ocibox.cli._network:prune", "Remove all unused networks"),
     ("ps", "=container ls", ""),
-    ("port", "=container port", ""),
 """
 
 from __future__ import annotations

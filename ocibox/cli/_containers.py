@@ -316,17 +316,24 @@ def inspect(settings: Settings, argv: list[str], prog: str) -> int:
     from ocibox import containers
 
     store = _store(settings)
+    return inspect_each(ns["container"], lambda name: [containers.inspect(store, containers.find(store, name))],
+                        ns["format"])
+
+
+def inspect_each(names: list[str], docs: Any, fmt: str | None) -> int:
+    """docker inspect's way: the documents of each name (``docs(name)``) as one JSON array, or each one
+    through the --format template; a name that fails is reported on stderr and makes the exit 1."""
     out: list[dict[str, Any]] = []
     failed = False
-    for name in ns["container"]:
+    for name in names:
         try:
-            out.append(containers.inspect(store, containers.find(store, name)))
+            out += docs(name)
         except OciboxError as e:
             sys.stderr.write(f"Error: {e}\n")
             failed = True
-    if ns["format"]:
+    if fmt:
         for doc in out:
-            _out(_template(doc, ns["format"]))
+            _out(_template(doc, fmt))
     else:
         _out(json.dumps(out, indent=4))
     return 1 if failed else 0

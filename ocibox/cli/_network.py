@@ -3,7 +3,6 @@ print as docker does. A failure of the operation is docker's 1, a bad option 125
 
 from __future__ import annotations
 
-import json
 import sys
 
 from ocibox.cli import _out
@@ -104,24 +103,10 @@ def inspect(settings: Settings, argv: list[str], prog: str) -> int:
     ns = Parser(prog, ((("-f", "--format"), "str", "FORMAT", "a Go template's simple cases ({{.IPAM}})"),),
                 NETWORKS, description="Display detailed information on one or more networks.").parse(argv)
     from ocibox import network
+    from ocibox.cli._containers import inspect_each
 
     _repaired(settings)
-    out: list[dict[str, Any]] = []
-    failed = False
-    for name in ns["network"]:
-        try:
-            out += network.inspect(settings, [name])
-        except OciboxError as e:
-            sys.stderr.write(f"Error: {e}\n")
-            failed = True
-    if ns["format"]:
-        from ocibox.cli._containers import _template
-
-        for doc in out:
-            _out(_template(doc, ns["format"]))
-    else:
-        _out(json.dumps(out, indent=4))
-    return 1 if failed else 0
+    return inspect_each(ns["network"], lambda name: network.inspect(settings, [name]), ns["format"])
 
 
 def rm(settings: Settings, argv: list[str], prog: str) -> int:
