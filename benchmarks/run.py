@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -87,7 +88,8 @@ class Tool:
     na: str = ""  # why this tool is not run
     mem: bool = True
     pre: Callable[[Path], None] | None = None  # untimed, before each timed run, in the run's dir
-    post: Callable[[Path, Sample], dict] | None = None  # extra figures after each run
+    post: Callable[[Path, Sample], dict] | None = None  # extra figures after each run (untimed)
+    env: dict[str, str] | None = None  # the whole environment of the timed command (None: this one's)
 
 
 @dataclass
@@ -100,6 +102,15 @@ class CaseResult:
     extras: dict[str, list[dict]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     runs: int = 0
+    targets: dict[str, float] = field(default_factory=dict)  # peer key -> max ratio (else TARGETS)
+    lines: list[str] = field(default_factory=list)  # more markdown after the table
+    summary: list[str] = field(default_factory=list)  # more rows of the targets table
+    timed: bool = True  # False: no timing table, only ``lines`` (a case that measures something else)
+
+
+class SetupFailed(Exception):
+    """Raised by a tool's ``pre`` or ``post`` when the tool did not do what the case needs: the tool is
+    marked failed with this message."""
 
 
 class Bench:
@@ -211,21 +222,16 @@ class Bench:
                     continue
                 d = case_dir / f"{t.key}-{rnd}"
                 d.mkdir()
-                if t.pre:
-                    try:
-                        t.pre(d)
-                    except subprocess.CalledProcessError as e:
-                        out = (e.stderr or b"").decode(errors="replace") + (e.stdout or b"").decode(errors="replace")
-                        res.failed[t.key] = f"set-up `{' '.join(map(str, e.cmd[:6]))} ...` exit {e.returncode}: " \
-                            + first_error(out)
-                        say(f"  {t.label}: FAILED {res.failed[t.key]}")
-                        continue
-                s = self.meter.run(t.argv(d), log=d / "out.log", mem=t.mem)
+                if t.pre and not self._hook(res, t, t.pre, d)[0]:
+                    continue
+                s = self.meter.run(t.argv(d), log=d / "out.log", mem=t.mem, env=t.env)
                 if s.rc != 0:
                     res.failed[t.key] = f"exit {s.rc}: {first_error(s.out)}"
                     say(f"  {t.label}: FAILED {res.failed[t.key]}")
                     continue
-                extra = t.post(d, s) if t.post else {}
+                ok, extra = self._hook(res, t, t.post, d, s) if t.post else (True, {})
+                if not ok:
+                    continue
                 if rnd == 0:
                     continue
                 res.samples[t.key].append(s)
@@ -241,6 +247,21 @@ class Bench:
         if not self.args.keep:
             clean_tree(case_dir)
         return res
+
+    @staticmethod
+    def _hook(res: CaseResult, t: Tool, hook: Callable[..., object], *args: object) -> tuple[bool, Any]:
+        """Run a tool's untimed pre or post step: (True, what it returned), or on failure mark the tool
+        failed and say (False, None)."""
+        try:
+            return True, hook(*args)
+        except subprocess.CalledProcessError as e:
+            out = e.stderr or e.stdout or b""
+            out = out.decode(errors="replace") if isinstance(out, bytes) else out
+            res.failed[t.key] = f"`{' '.join(map(str, e.cmd[:6]))} ...` exit {e.returncode}: " + first_error(out)
+        except SetupFailed as e:
+            res.failed[t.key] = str(e)
+        say(f"  {t.label}: FAILED {res.failed[t.key]}")
+        return False, None
 
     def wait_idle(self) -> None:
         """With --wait-idle S: wait up to S seconds for the 1-minute load average to fall below 1."""
@@ -483,6 +504,9 @@ def ratio_median(a: list[Sample], b: list[Sample]) -> float | None:
 
 
 def table(res: CaseResult, summary: list[str]) -> list[str]:
+    summary += res.summary
+    if not res.timed:
+        return [f"### {res.title}", "", *res.lines, *(f"- {n}" for n in res.notes), ""]
     ours = res.samples.get("ocibox", [])
     show_mem = any(t.mem for t in res.tools)
     head = "| tool | median s | min s | max s |" + (" peak RSS tree MiB |" if show_mem else "") + \
@@ -490,7 +514,7 @@ def table(res: CaseResult, summary: list[str]) -> list[str]:
     lines = [f"### {res.title}", "", head, "|" + "---|" * (head.count("|") - 1)]
     for t in res.tools:
         ss = res.samples[t.key]
-        target = TARGETS.get((res.key, t.key))
+        target = res.targets.get(t.key) or TARGETS.get((res.key, t.key))
         tgt = f"<= {target}x" if target else ""
         if t.na or (t.key in res.failed and not ss):
             why = t.na or f"failed: {res.failed[t.key]}"
@@ -560,6 +584,7 @@ def table(res: CaseResult, summary: list[str]) -> list[str]:
                     summary.append(f"| mem-2g: ocibox peak RSS, 2 GB layer / busybox | <= 1.5x | {ra:.2f}x | "
                                    f"{'met' if ra <= 1.5 else '**MISSED**'} |")
                 lines.append(f"- {who}: peak RSS 2 GB layer / busybox = {ra:.2f}x{tgt}")
+    lines += res.lines
     for note in res.notes:
         lines.append(f"- {note}")
     failed_after = [k for k in res.failed if res.samples[k]]
@@ -605,16 +630,19 @@ def machine_facts(meter: Meter, rev_start: str) -> list[str]:
     return facts
 
 
-def report(bench: Bench, argv: list[str], started: float) -> str:
+METHOD = ("Each case: 1 warm-up round, then the given rounds, tools alternating A B C ... within a round, each "
+          "from a fresh empty directory on the ext4 disk; registry: Debian's docker-registry on 127.0.0.1. Ratios "
+          "are medians of the per-round ratios ocibox/peer. Peak RSS is the max over 20 ms samples of the summed "
+          "VmRSS of every process of the command's tree (found through a fresh memory cgroup). podman pulls run "
+          "with a private, empty blob-info cache (bind mount in a private mount namespace: `unshare -m`).")
+
+
+def report(bench: Bench, argv: list[str], started: float, *, script: str = "run.py",
+           heading: str = "Targets of issue 6", method: str = METHOD) -> str:
     lines = ["# ocibox benchmarks", "",
-             f"Command: `.venv/bin/python benchmarks/run.py {' '.join(argv)}`", "",
+             f"Command: `.venv/bin/python benchmarks/{script} {' '.join(argv)}`", "",
              f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, "
-             f"took {(time.time() - started) / 60:.1f} min. Each case: 1 warm-up round, then the given "
-             "rounds, tools alternating A B C ... within a round, each from a fresh empty directory on "
-             "the ext4 disk; registry: Debian's docker-registry on 127.0.0.1. Ratios are medians of the "
-             "per-round ratios ocibox/peer. Peak RSS is the max over 20 ms samples of the summed VmRSS "
-             "of every process of the command's tree (found through a fresh memory cgroup). podman pulls run with a private, empty blob-info cache "
-             "(bind mount in a private mount namespace: `unshare -m`).",
+             f"took {(time.time() - started) / 60:.1f} min. {method}",
              "", *machine_facts(bench.meter, bench.rev_start),
              f"- ocibox readiness at start: pull {bench.ocibox_pull}; run {bench.ocibox_run}", ""]
     summary: list[str] = []
@@ -622,7 +650,7 @@ def report(bench: Bench, argv: list[str], started: float) -> str:
     for res in bench.results:
         body += [f"## {res.key} ({res.runs} runs)", "", *table(res, summary)]
     if summary:
-        lines += ["## Targets of issue 6", "", "| target | wanted | measured (median) | |", "|---|---|---|---|",
+        lines += [f"## {heading}", "", "| target | wanted | measured (median) | |", "|---|---|---|---|",
                   *summary, ""]
     lines += body
     return "\n".join(lines) + "\n"
