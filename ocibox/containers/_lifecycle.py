@@ -181,7 +181,7 @@ def repair_all(store: st.Store) -> None:
         from ocibox import network
 
         with contextlib.suppress(errors.OciboxError):
-            network.repair(_settings(store), live)
+            network.repair(_settings(store), live, still_live=lambda cid: st.container_live(store, cid))
 
 
 def _network_records(store: st.Store) -> set[str]:

@@ -19,7 +19,7 @@ from ocibox.network._paths import cni_lock, cni_mark_ready, cni_ready, flock, ip
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from typing import Any
 
     from ocibox.network._model import Network
@@ -369,11 +369,17 @@ def _wait_for_teardowns(settings: Settings, container_id: str) -> None:
                 pass
 
 
-def repair(settings: Settings, live_container_ids: Iterable[str]) -> list[str]:
+def repair(settings: Settings, live_container_ids: Iterable[str],
+           still_live: Callable[[str], bool] | None = None) -> list[str]:
     """Detach every container of this store that has network state but is neither in
     ``live_container_ids`` nor being handled by a live ocibox process (the one that wrote its record);
     drop DNS entries of unknown containers and stop a DNS server that serves nothing. Returns the ids
-    torn down; a teardown that fails is left for the next repair."""
+    torn down; a teardown that fails is left for the next repair.
+
+    ``live_container_ids`` is a snapshot: a container whose start finished after it was taken (its
+    owner, the ``run -d`` that made it, gone meanwhile) would look dead. So each candidate is looked at
+    again under its record's lock: the owner read anew, and ``still_live(id)`` (the runner's fresh look
+    at the container's record) asked last, when the owner is known to be gone."""
     live = set(live_container_ids)
     done = []
     for rec in _state.load_all(settings):
@@ -381,7 +387,10 @@ def repair(settings: Settings, live_container_ids: Iterable[str]) -> list[str]:
         if not cid or cid in live or _state.owner_alive(rec):
             continue
         try:
-            detach(settings, cid)
+            with _state.locked(settings, cid) as h:
+                if h.data is None or _state.owner_alive(h.data) or (still_live is not None and still_live(cid)):
+                    continue
+                _teardown(settings, h, remove_netns=True)
         except NetworkError:
             continue
         done.append(cid)

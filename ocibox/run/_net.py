@@ -108,7 +108,7 @@ def _repair_others(settings: Settings, store: Store, cid: str) -> None:
     live = {c.id for c in st.live_containers(store)} | {cid}
     if recorded - live:
         with contextlib.suppress(errors.OciboxError):
-            network.repair(settings, live)
+            network.repair(settings, live, still_live=lambda other: st.container_live(store, other))
 
 
 def _write(fd: int, data: bytes) -> None:

@@ -16,7 +16,7 @@ Public surface (loaded lazily: ``ocibox run`` pays only for what it uses)::
                                      layer_rows_of_no_image() delete_rows_of_no_image()
     has_layer() layer_row() layer_size() record_layer() delete_layers() short_name() SHORT_LEN
     ContainerRecord                  add_container() set_container_pid() finish_container()
-                                     get_container() list_containers() live_containers() stale_containers()
+                                     get_container() list_containers() live_containers() container_live() stale_containers()
                                      delete_containers() new_container_id() find_container()
                                      update_container() NoSuchContainer
     Refs ImageRow                    what the database references, read in one transaction
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         ContainerRecord,
         NoSuchContainer,
         add_container,
+        container_live,
         delete_containers,
         find_container,
         finish_container,
@@ -95,7 +96,7 @@ if TYPE_CHECKING:
 
 _TABLE = {
     **dict.fromkeys(("ContainerRecord", "add_container", "delete_containers", "finish_container", "get_container",
-                     "list_containers", "live_containers", "new_container_id", "set_container_pid",
+                     "list_containers", "live_containers", "container_live", "new_container_id", "set_container_pid",
                      "stale_containers", "NoSuchContainer", "find_container", "update_container", "using_containers"),
                     "_containers"),
     **dict.fromkeys(("DiskUsage", "du", "fs_free"), "_du"),
@@ -129,6 +130,7 @@ __all__ = [
     "blob_files",
     "claim_tmp",
     "container_dirs",
+    "container_live",
     "dangling_links",
     "default_root",
     "delete_containers",

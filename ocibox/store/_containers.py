@@ -195,6 +195,15 @@ def live_containers(store: Store) -> list[ContainerRecord]:
     return [c for c in list_containers(store) if c.state in ("created", "running", "paused") and c.alive]
 
 
+def container_live(store: Store, cid: str) -> bool:
+    """The container's record, read now, says its process runs (no record: it does not)."""
+    try:
+        c = get_container(store, cid)
+    except NoSuchContainer:
+        return False
+    return c.state in ("created", "running", "paused") and c.alive
+
+
 def using_containers(store: Store) -> list[ContainerRecord]:
     """Containers that keep their image in use: the running ones and every detached one (stopped or not:
     it can be started again)."""
