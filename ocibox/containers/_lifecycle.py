@@ -19,7 +19,7 @@ import time
 from ocibox import errors
 from ocibox import store as st
 from ocibox.linux import proc
-from ocibox.run import DEFAULT_SETTINGS, EXIT, monitored, parse_signal, start_detached
+from ocibox.run import DEFAULT_SETTINGS, EXIT, NetFlags, monitored, parse_signal, start_detached
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -127,8 +127,6 @@ def _teardown(store: st.Store, rec: st.ContainerRecord) -> bool:
 
 def on_networks(rec: st.ContainerRecord) -> bool:
     """The container runs on CNI networks (its network is the network room's to tear down)."""
-    from ocibox.run._spec import NetFlags
-
     net = conf(rec).get("net")
     return isinstance(net, dict) and bool(net) and NetFlags.from_json(net).mode() == "bridge"
 
@@ -185,12 +183,10 @@ def repair_all(store: st.Store) -> None:
 
 
 def _network_records(store: st.Store) -> set[str]:
-    """The ids the network room keeps records of, read without importing it (usually all are live)."""
-    try:
-        names = os.listdir(store.root / "networks" / "containers")
-    except OSError:
-        return set()
-    return {n[:-5] for n in names if n.endswith(".json")}
+    """The ids the network room keeps records of."""
+    from ocibox import network
+
+    return network.recorded(_settings(store))
 
 
 def cleanup(settings: Settings, cid: str, lock_fd: int) -> int:

@@ -15,7 +15,8 @@ Public surface (loaded lazily)::
                  new_netns(settings, cid) -> path                        /run/netns/ocibox-<id>
                  attach(settings, request, cid, name, netns) -> Attachments   CNI ADD + names
                  detach(settings, cid, attachments=None, background=False)   CNI DEL + names + netns
-                 repair(settings, live_ids) -> [ids]                     detach of dead containers
+                 repair(settings, live_ids, still_live=) -> [ids]        detach of dead containers
+                 recorded(settings) -> {ids}                             containers with network state
                  attachments(settings, cid) ports(attachments, private="") cni_check(settings, cid)
                  resolv_conf(request, attachments=None) hosts(request, attachments, hostname, name="")
                  remove_netns(path)
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
         detach,
         new_netns,
         ports,
+        recorded,
         repair,
     )
     from ocibox.network._model import (
@@ -75,7 +77,8 @@ if TYPE_CHECKING:
     from ocibox.network._text import hosts, resolv_conf
 
 _TABLE = {
-    **dict.fromkeys(("attach", "attachments", "check", "cni_check", "detach", "new_netns", "ports", "repair"),
+    **dict.fromkeys(("attach", "attachments", "check", "cni_check", "detach", "new_netns", "ports", "recorded",
+                     "repair"),
                     "_attach"),
     **dict.fromkeys(("DEFAULT_NETWORK", "Attachments", "Endpoint", "Network", "NetworkRequest", "PortMapping"),
                     "_model"),
@@ -118,6 +121,7 @@ __all__ = [
     "ports",
     "prune",
     "publish_all",
+    "recorded",
     "remove_netns",
     "repair",
     "resolv_conf",

@@ -15,7 +15,16 @@ from ocibox.errors import NetworkError
 from ocibox.network import _cni, _dns, _state
 from ocibox.network._conflist import check_address, with_data_dir, without_default_route
 from ocibox.network._model import Attachments, Endpoint, NetworkRequest, PortMapping
-from ocibox.network._paths import cni_lock, cni_mark_ready, cni_ready, flock, ipam_dir, netns_path, state_dir
+from ocibox.network._paths import (
+    cni_lock,
+    cni_mark_ready,
+    cni_ready,
+    containers_dir,
+    flock,
+    ipam_dir,
+    netns_path,
+    state_dir,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -401,6 +410,18 @@ def repair(settings: Settings, live_container_ids: Iterable[str],
 
 
 # ------------------------------------------------------------------------------------ reading back
+def recorded(settings: Settings) -> set[str]:
+    """The ids of the containers the network room keeps a record of (a directory listing: cheap enough
+    for every ``ps`` and ``run`` to ask whether a repair has anything to do)."""
+    import os
+
+    try:
+        names = os.listdir(containers_dir(settings))
+    except OSError:
+        return set()
+    return {n[:-5] for n in names if n.endswith(".json") and not n.startswith(".")}
+
+
 def attachments(settings: Settings, container_id: str) -> Attachments | None:
     """What the network room knows of a container's networks now, None when it has no record."""
     data = _state.load(settings, container_id)

@@ -30,9 +30,10 @@ if TYPE_CHECKING:
     from ocibox.run._flags import parse_env, parse_run_args
     from ocibox.run._hardening import all_capabilities
     from ocibox.run._init import exit_status
+    from ocibox.run._plain import NetFlags, check_name, parse_signal
     from ocibox.run._process import Container, create, run_container, start_fifo
     from ocibox.run._seccomp import SECCOMP_ACTIONS, SECCOMP_OPS, seccomp_filter_of
-    from ocibox.run._spec import CAPS, Mount, RunFlags, RunSpec, check_name, merge_env, parse_signal
+    from ocibox.run._spec import CAPS, Mount, RunFlags, RunSpec, merge_env
     from ocibox.settings import Settings
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "Container",
     "Exec",
     "Mount",
+    "NetFlags",
     "RunFlags",
     "RunSpec",
     "all_capabilities",
@@ -89,12 +91,12 @@ _LAZY = {
     "parse_run_args": "ocibox.run._flags", "Container": "ocibox.run._process", "create": "ocibox.run._process",
     "run_container": "ocibox.run._process",
     **dict.fromkeys(("ATTACH", "DEFAULT_SETTINGS", "EXIT", "LOG", "monitored", "start_detached"), "ocibox.run._detach"),
-    "Exec": "ocibox.run._exec", "exec_process": "ocibox.run._exec", "check_name": "ocibox.run._spec",
+    "Exec": "ocibox.run._exec", "exec_process": "ocibox.run._exec", "check_name": "ocibox.run._plain", "NetFlags": "ocibox.run._plain",
     "merge_env": "ocibox.run._spec", "parse_env": "ocibox.run._flags", "start_fifo": "ocibox.run._process",
     "exit_status": "ocibox.run._init", "CAPS": "ocibox.run._spec", "DEFAULT_MOUNTS": "ocibox.run._config",
     "MASKED_PATHS": "ocibox.run._config", "READONLY_PATHS": "ocibox.run._config",
     "SECCOMP_ACTIONS": "ocibox.run._seccomp", "config_rules": "ocibox.run._devices", "SECCOMP_OPS": "ocibox.run._seccomp", "all_capabilities": "ocibox.run._hardening",
-    "seccomp_filter_of": "ocibox.run._seccomp", "parse_signal": "ocibox.run._spec",
+    "seccomp_filter_of": "ocibox.run._seccomp", "parse_signal": "ocibox.run._plain",
 }
 
 

@@ -189,8 +189,8 @@ def start_detached(settings: Settings, store: Store, rec: ContainerRecord, *, lo
     from ocibox.cgroups import limits_from_resources, open_cgroup
     from ocibox.layers import mount_rootfs
     from ocibox.run._etc import etc_files
+    from ocibox.run._plain import NetFlags
     from ocibox.run._seccomp import compile_filter, from_oci
-    from ocibox.run._spec import NetFlags
 
     cdir = store.container_dir(rec.id)
     conf = {**DEFAULT_SETTINGS, **rec.setting_map}

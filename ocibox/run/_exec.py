@@ -132,11 +132,14 @@ def _join(fds: dict[str, int], cgroup: Cgroup | None, process: ocispec.Process, 
           seccomp: SeccompFilter | None, user: str | None, devices_fallback: bool,
           stdin_null: bool) -> None:  # pragma: no cover - runs in the joining process
     k = syscalls
-    # Everything this process imports, imported now: after setns(mount) the host's files are out of reach.
-    import socket  # noqa: F401 - for pty.send_fd
+    # Everything this process imports, imported now: after setns(mount) the host's files are out of reach
+    # (the pty's modules only with a terminal: 4-5 ms of every exec otherwise).
     import stat  # noqa: F401
 
-    from ocibox.linux import pty  # noqa: F401
+    if console >= 0:
+        import socket  # noqa: F401 - for pty.send_fd
+
+        from ocibox.linux import pty  # noqa: F401
     # Not ptraceable, no core dump, from now until exec (CVE-2016-9962).
     k.prctl(k.PR_SET_DUMPABLE, 0)
     # The cgroups first: by host path, which the container's mount namespace hides.

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from ocibox.errors import UsageError
 from ocibox.options import Parser
 from ocibox.run import _hardening
-from ocibox.run._spec import Mount, NetFlags, RunFlags
+from ocibox.run._plain import NetFlags
+from ocibox.run._spec import Mount, RunFlags
 from ocibox.units import parse_size
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (5 ms of ocibox run)
@@ -211,11 +212,11 @@ def parse_run_args(argv: list[str], environ: Mapping[str, str] | None = None, pr
                          "exits cannot be restarted")
     log_size, log_files = parse_log_opts(ns["log_opt"])
     if ns["stop_signal"]:
-        from ocibox.run._spec import parse_signal
+        from ocibox.run._plain import parse_signal
 
         parse_signal(ns["stop_signal"], "--stop-signal")
     if ns["name"]:
-        from ocibox.run._spec import check_name
+        from ocibox.run._plain import check_name
 
         check_name(ns["name"])
     return RunFlags(

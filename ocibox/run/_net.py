@@ -97,12 +97,7 @@ def _repair_others(settings: Settings, store: Store, cid: str) -> None:
     ``rm`` do, done by each ``run`` on a network after its own ADD (off the container's path)."""
     from ocibox import network
     from ocibox import store as st
-    from ocibox.network._paths import containers_dir
-
-    try:
-        recorded = {n[:-5] for n in os.listdir(containers_dir(settings)) if n.endswith(".json")} - {cid}
-    except OSError:
-        return
+    recorded = network.recorded(settings) - {cid}
     if not recorded:
         return
     live = {c.id for c in st.live_containers(store)} | {cid}

@@ -22,6 +22,7 @@ from ocibox.cgroups import Limits
 from ocibox.errors import UsageError
 from ocibox.image import ImageConfig
 from ocibox.run._hardening import Hardening, bounded_caps
+from ocibox.run._plain import NetFlags
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -57,49 +58,6 @@ class Mount:
     readonly: bool = False
     flags: tuple[str, ...] = ()  # tmpfs: nosuid, nodev, noexec (or their opposites)
     data: str = ""  # tmpfs: size=..., mode=...
-
-
-@record
-class NetFlags:
-    """The network flags as given (kept with a detached container: each start makes its request again)."""
-
-    network: tuple[str, ...] = ()
-    publish: tuple[str, ...] = ()
-    publish_all: bool = False
-    dns: tuple[str, ...] = ()
-    dns_search: tuple[str, ...] = ()
-    dns_option: tuple[str, ...] = ()
-    add_host: tuple[str, ...] = ()
-    ip: str = ""
-    mac: str = ""
-    aliases: tuple[str, ...] = ()
-
-    def mode(self) -> str:
-        """none, host, bridge (the default), container or ns, without importing the network room."""
-        if len(self.network) == 1:
-            v = self.network[0]
-            if v in ("none", "host"):
-                return v
-            if v.startswith(("container:", "ns:")):
-                return v.partition(":")[0]
-        return "bridge"
-
-    def plain(self) -> bool:
-        """Only --network none or host: nothing for the network room to do."""
-        return self.mode() in ("none", "host") and self == NetFlags(self.network)
-
-    def to_json(self) -> dict[str, Any]:
-        out = {}
-        for f in type(self).__record_fields__:  # type: ignore[attr-defined]
-            v = getattr(self, f.name)
-            out[f.name] = list(v) if isinstance(v, tuple) else v
-        return out
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> NetFlags:
-        names = {f.name for f in cls.__record_fields__}  # type: ignore[attr-defined]
-        kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names}
-        return cls(**kw)
 
 
 @record
@@ -231,34 +189,6 @@ def sysctls(given: tuple[tuple[str, str], ...], network: str) -> tuple[tuple[str
     if network in ("bridge", "none"):
         out.setdefault(*PING_GROUP_RANGE)
     return tuple(out.items())
-
-
-def parse_signal(text: str, what: str = "signal") -> int:
-    """``SIGTERM``, ``TERM``, ``term`` or ``15`` -> 15 (docker's and runc's forms)."""
-    import signal
-
-    t = text.strip().upper()
-    if t.isdigit():
-        n = int(t)
-        if 0 < n < signal.NSIG:
-            return n
-    else:
-        name = t if t.startswith("SIG") else "SIG" + t
-        sig = getattr(signal.Signals, name, None) if name in signal.Signals.__members__ else None
-        if sig is not None:
-            return int(sig)
-    raise UsageError(f"invalid {what} {text!r}: use a name like SIGTERM (or TERM) or a number")
-
-
-def check_name(name: str) -> str:
-    """docker's container name rule: [a-zA-Z0-9][a-zA-Z0-9_.-]+ (a leading / is docker's own)."""
-    import re
-
-    bare = name[1:] if name.startswith("/") else name
-    if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+", bare):
-        raise UsageError(f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, "
-                         "at least two characters")
-    return bare
 
 
 def net_request(n: NetFlags, exposed_ports: tuple[str, ...] | list[str], hostname: str = "") -> Any:
