@@ -85,10 +85,17 @@ def _send_console(socket_path: str, master: int) -> None:
 
     from ocibox.linux.pty import send_fd
 
+    import fcntl
+    import struct
+
+    from ocibox.linux.pty import TIOCGPTN
+
+    # The message is the pty's name as the container sees it (runc's): the master's number in its devpts.
+    number = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0" * 4))[0]
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.connect(socket_path)
-        send_fd(s.fileno(), master, os.ttyname(master) if os.isatty(master) else "/dev/ptmx")
+        send_fd(s.fileno(), master, f"/dev/pts/{number}")
     finally:
         s.close()
 
