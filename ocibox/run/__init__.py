@@ -13,6 +13,8 @@ when used. Public surface::
     exec_process(pid1, start, process, ...) -> Exec    a new process in a running container
     check_name(name) / parse_signal(text)              docker's container name rule, signal names
     parse_env / merge_env / all_capabilities / seccomp_filter_of   exec's share of the run flags' rules
+    run_hooks(hooks, state, kind) / HookError          OCI hooks with the state on stdin (ocibox-runtime's
+                                                       poststart and poststop; the rest run inside create)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from ocibox.run._exec import Exec, exec_process
     from ocibox.run._flags import parse_env, parse_run_args
     from ocibox.run._hardening import all_capabilities
+    from ocibox.run._hooks import HookError, run_hooks
     from ocibox.run._init import exit_status
     from ocibox.run._process import Container, create, run_container, start_fifo
     from ocibox.run._seccomp import SECCOMP_ACTIONS, SECCOMP_OPS, seccomp_filter_of
@@ -48,6 +51,7 @@ __all__ = [
     "SECCOMP_OPS",
     "Container",
     "Exec",
+    "HookError",
     "Mount",
     "RunFlags",
     "RunSpec",
@@ -63,6 +67,7 @@ __all__ = [
     "parse_run_args",
     "parse_signal",
     "run_container",
+    "run_hooks",
     "run_main",
     "seccomp_filter_of",
     "start_detached",
@@ -95,6 +100,7 @@ _LAZY = {
     "MASKED_PATHS": "ocibox.run._config", "READONLY_PATHS": "ocibox.run._config",
     "SECCOMP_ACTIONS": "ocibox.run._seccomp", "config_rules": "ocibox.run._devices", "SECCOMP_OPS": "ocibox.run._seccomp", "all_capabilities": "ocibox.run._hardening",
     "seccomp_filter_of": "ocibox.run._seccomp", "parse_signal": "ocibox.run._spec",
+    "run_hooks": "ocibox.run._hooks", "HookError": "ocibox.run._hooks",
 }
 
 

@@ -69,6 +69,7 @@ class InitArgs:
     reaper: bool = False  # --init: stay PID 1 as a reaper, the command as its child
     preserve_fds: int = 0  # fds 3.. 3+N-1 passed to the command (runc's --preserve-fds)
     no_pivot: bool = False  # chroot instead of pivot_root (runc's --no-pivot: only for ramfs roots)
+    hooks: int = -1  # pipe read end: the state JSON once the creator ran createRuntime hooks (-1: no hooks)
 
 
 def init(a: InitArgs) -> None:  # pragma: no cover - runs as PID 1 (the order is unit-tested with a double)
@@ -147,6 +148,7 @@ def init(a: InitArgs) -> None:  # pragma: no cover - runs as PID 1 (the order is
         _console(a, k, m)
     with _naming(f"working directory {proc.cwd}", "use -w with a directory inside the image"):
         os.close(m.open(proc.cwd, "dir"))
+    state = _hook_point(a) if a.hooks >= 0 else b""
 
     # 5. pivot_root, never chroot: chroot leaves the host's mounts reachable (runc's pivot_root(".", ".")
     # then a lazy unmount of the old root stacked on top).
@@ -278,6 +280,11 @@ def init(a: InitArgs) -> None:  # pragma: no cover - runs as PID 1 (the order is
     elif os.read(a.gate, 1) != b"S":
         os._exit(125)  # deleted before it started
     os.close(a.gate)
+    if cfg.hooks.start_container:
+        # startContainer hooks: in the container, after start, with this process's own credentials (runc's).
+        from ocibox.run._hooks import run_hooks, with_status
+
+        run_hooks(cfg.hooks.start_container, with_status(state, "created"), "startContainer")
 
     # 13. Last, the seccomp filter (nothing but exec may follow it), then exec.
     if a.seccomp is not None:
@@ -402,6 +409,25 @@ class _Mounter:
         if stat.S_ISLNK(st.st_mode):
             raise errors.RuntimeSetupError(f"the image's /{name} is a symlink; a rootfs whose /{name} points "
                                            "elsewhere could steer the container's kernel mounts: refusing to run it")
+
+
+def _hook_point(a: InitArgs) -> bytes:
+    """The runtime spec's hook point of create: the namespaces and mounts exist, pivot_root has not
+    happened. Ask the creator to run prestart/createRuntime hooks (in the runtime's namespaces) and wait
+    for the state JSON it sends when they succeeded (EOF: one failed, the creator reports it); then run
+    createContainer hooks here, in the container's namespaces, their paths still resolving on the host.
+    Returns the state JSON (for startContainer)."""
+    from ocibox.run._hooks import run_hooks, with_status
+
+    os.write(a.setup, b"H\n")
+    state = b""
+    while chunk := os.read(a.hooks, 65536):
+        state += chunk
+    os.close(a.hooks)
+    if not state.strip():
+        os._exit(125)
+    run_hooks(a.config.hooks.create_container, with_status(state, "creating"), "createContainer")
+    return state
 
 
 def _join(a: InitArgs, k: ModuleType, joined: bool) -> bool:

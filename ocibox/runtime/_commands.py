@@ -52,24 +52,11 @@ def _cgroup_for(config: ocispec.Spec, cid: str) -> Any:
     return open_cgroup(cid, limits, devices=rules)
 
 
-def _hooks(state: State, hooks: tuple[ocispec.Hook, ...], what: str, log: Log) -> None:
-    """Run OCI hooks in the runtime's namespace with the state on stdin; a failing one fails the step."""
-    import subprocess
+def _hooks(state: State, hooks: tuple[ocispec.Hook, ...], what: str, status: str = "") -> None:
+    """Hooks the runtime itself runs (poststart, poststop), in its own namespaces, the state on stdin."""
+    from ocibox.run import run_hooks
 
-    doc = json.dumps(state.oci()).encode()
-    for h in hooks:
-        env = dict(e.partition("=")[::2] for e in h.env) if h.env else {}
-        try:
-            r = subprocess.run(list(h.args) or [h.path], executable=h.path, input=doc, env=env,
-                               capture_output=True, timeout=h.timeout)
-        except subprocess.TimeoutExpired:
-            raise OciboxError(f"{what} hook {h.path} did not finish in {h.timeout} s") from None
-        except OSError as e:
-            raise OciboxError(f"{what} hook {h.path}: {e.strerror}") from None
-        if r.returncode != 0:
-            raise OciboxError(f"{what} hook {h.path} failed (exit {r.returncode}): "
-                              f"{r.stderr.decode(errors='replace').strip()[-300:]}")
-        log.debug(f"{what} hook {h.path}: ok")
+    run_hooks(hooks, json.dumps(state.oci(status)).encode(), what)
 
 
 def _write_pid(path: str, pid: int) -> None:
@@ -81,14 +68,11 @@ def _write_pid(path: str, pid: int) -> None:
 
 
 def _send_console(socket_path: str, master: int) -> None:
-    import socket
-
-    from ocibox.linux.pty import send_fd
-
     import fcntl
+    import socket
     import struct
 
-    from ocibox.linux.pty import TIOCGPTN
+    from ocibox.linux.pty import TIOCGPTN, send_fd
 
     # The message is the pty's name as the container sees it (runc's): the master's number in its devpts.
     number = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0" * 4))[0]
@@ -127,11 +111,12 @@ def _create(root: str, ns: dict[str, Any], log: Log) -> tuple[State, Any]:
     try:
         cgroup = _cgroup_for(config, ns["id"])
         state.data.update({"bundle": bundle, "rootfs": rootfs, "annotations": config.annotations})
+        # prestart, createRuntime and createContainer hooks run inside create, before pivot_root
         ctr = create(config, rootfs=rootfs, cgroup=cgroup, bundle=bundle, fifo=state.fifo, no_pivot=ns["no_pivot"],
-                     preserve_fds=ns["preserve_fds"], seccomp_cache=os.path.join(root, ".seccomp"))
+                     preserve_fds=ns["preserve_fds"], seccomp_cache=os.path.join(root, ".seccomp"),
+                     state_of=lambda pid: state.oci("creating", pid))
         state.data.update({"pid": ctr.pid, "pid_start": _pid_start(ctr.pid), "cgroup": cgroup.state()})
         state.save()
-        _hooks(state, config.hooks.prestart + config.hooks.create_runtime, "createRuntime", log)
         if ctr.master >= 0:
             _send_console(ns["console_socket"], ctr.master)
             os.close(ctr.master)
@@ -171,8 +156,14 @@ def start(root: str, argv: list[str], log: Log) -> int:
         raise UsageError(f"cannot start a container that is {status}: {ns['id']}")
     start_fifo(state.fifo)
     config = _config(state)
-    if config is not None:
-        _hooks(state, config.hooks.poststart, "poststart", log)
+    if config is not None and config.hooks.poststart:
+        try:
+            _hooks(state, config.hooks.poststart, "poststart")
+        except OciboxError:
+            # runc: a failing poststart hook fails start and the container with it
+            with contextlib.suppress(OciboxError):
+                _delete(state, force=True, log=log, hooks=False)
+            raise
     return 0
 
 
@@ -274,7 +265,7 @@ def kill(root: str, argv: list[str], log: Log) -> int:
     return 0
 
 
-def _delete(st: State, *, force: bool, log: Log) -> None:
+def _delete(st: State, *, force: bool, log: Log, hooks: bool = True) -> None:
     status = st.status()
     if status not in ("stopped", "created") and not force:
         raise UsageError(f"cannot delete container {st.id} that is not stopped: {status}")
@@ -294,9 +285,11 @@ def _delete(st: State, *, force: bool, log: Log) -> None:
     import shutil
 
     shutil.rmtree(st.dir, ignore_errors=True)
-    if config is not None:
-        with contextlib.suppress(OciboxError):
-            _hooks(st, config.hooks.poststop, "poststop", log)
+    if config is not None and hooks and config.hooks.poststop:
+        try:
+            _hooks(st, config.hooks.poststop, "poststop", "stopped")
+        except OciboxError as e:  # the spec: a failing poststop hook is a warning; delete goes on
+            log.write("warning", str(e))
 
 
 def _wait_gone(st: State, timeout: float = 10.0) -> None:

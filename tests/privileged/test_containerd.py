@@ -179,7 +179,7 @@ def test_run_with_tty(env: Env) -> None:
     text = out.decode(errors="replace")
     assert rc == 4, text
     assert "/dev/pts/0" in text and "stdin-tty" in text, text
-    create = [c for c in _calls(env, cid) if " create " in c][0]
+    create = next(c for c in _calls(env, cid) if " create " in c)
     assert "--console-socket" in create
 
 
