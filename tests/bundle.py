@@ -74,3 +74,4 @@ def run(runtime: list[str], root: Path, *args: str, log: Path | None = None, tim
         out.seek(0)
         err.seek(0)
         return subprocess.CompletedProcess(r.args, r.returncode, out.read(), err.read())
+RUNC = ["runc"]

@@ -85,7 +85,7 @@ class CgroupV1(Cgroup):
 
     def __init__(self, name: str, limits: Limits, *, parent: str = "", root: Path = CGROUP_ROOT,
                  proc_cgroup: str | None = None, echo: Callable[[str], None] | None = None,
-                 devices: Iterable[Device] | None = None) -> None:
+                 devices: Iterable[Device] | None = None, every: bool = False) -> None:
         self.limits = limits
         self.w = Writer(echo)
         self.rules = tuple(devices) if devices is not None else None
@@ -93,6 +93,10 @@ class CgroupV1(Cgroup):
         wanted = ["memory", "cpu", "pids", "freezer"] + (["cpuset"] if limits.cpuset else [])
         if self.rules is not None:
             wanted.append("devices")
+        if every:
+            # runc's placement (ocibox-runtime): a cgroup in every hierarchy, named ones included, so
+            # that the container's view and tools that read /proc/PID/cgroup see runc's layout.
+            wanted += [c for c in own.paths if c not in wanted]
         self.dirs: dict[str, Path] = {}
         self.hier: dict[str, str] = {}
         self.created: list[Path] = []
@@ -109,6 +113,9 @@ class CgroupV1(Cgroup):
             self.hier[c] = own.hierarchies[c]
             self.dirs[c] = v1_dir(root, own, c, parent or own_path) / name
             self.path = self.path or "/" + str(Path((parent or own_path).lstrip("/")) / name)
+        if every and own.unified is not None and (root / "unified" / "cgroup.procs").exists():
+            # a hybrid host's cgroup2 mount (no controllers): joined too, as runc does; never mounted inside
+            self.dirs["unified"] = root / "unified" / (parent or own.unified).lstrip("/") / name
 
     def create(self) -> None:
         for d in self.dirs.values():
@@ -166,7 +173,8 @@ class CgroupV1(Cgroup):
         for h in self.hier.values():
             if h not in seen:
                 seen.append(h)
-        return [("cgroup", h, h) for h in seen]
+        # a named hierarchy ("name=systemd") is mounted at its name, as runc does
+        return [("cgroup", h.removeprefix("name="), h) for h in seen]
 
     def oom_kills(self) -> int:
         d = self.dirs.get("memory")
@@ -342,11 +350,12 @@ class CgroupV2(Cgroup):
 
 
 def open_cgroup(name: str, limits: Limits, *, parent: str = "", echo: Callable[[str], None] | None = None,
-                root: Path = CGROUP_ROOT, devices: Iterable[Device] | None = None) -> Cgroup:
+                root: Path = CGROUP_ROOT, devices: Iterable[Device] | None = None, every: bool = False) -> Cgroup:
     """The manager for this host's cgroup version. ``devices``: the allow list to enforce (None: no
-    device rules, e.g. --privileged)."""
-    cls = CgroupV2 if detect(root) == 2 else CgroupV1
-    return cls(name, limits, parent=parent, root=root, echo=echo, devices=devices)
+    device rules, e.g. --privileged). ``every`` (v1): a cgroup in every hierarchy, as runc makes."""
+    if detect(root) == 2:
+        return CgroupV2(name, limits, parent=parent, root=root, echo=echo, devices=devices)
+    return CgroupV1(name, limits, parent=parent, root=root, echo=echo, devices=devices, every=every)
 
 
 def _read_int(path: Path) -> int:

@@ -90,6 +90,11 @@ def sethostname(name: str) -> None:
     _check(_libc().sethostname(b, len(b)), f"sethostname {name}")
 
 
+def setdomainname(name: str) -> None:
+    b = name.encode()
+    _check(_libc().setdomainname(b, len(b)), f"setdomainname {name}")
+
+
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     libc = _libc()
     return _check(

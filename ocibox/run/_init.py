@@ -466,8 +466,34 @@ def _mount_cgroup(a: InitArgs, m: _Mounter, mnt: ocispec.Mount) -> None:
         m.mount(mnt.destination, "cgroup2", "cgroup2", flags)
         return
     m.mount(mnt.destination, "tmpfs", "tmpfs", flags & ~k.MS_RDONLY, "mode=755,size=64k")
+    # Without a cgroup namespace a hierarchy's root would show the host's whole tree: each mount is then
+    # a bind of the container's own cgroup (as runc's v1 mounts are), taken from the hierarchy mounted
+    # for a moment on a scratch dir of the tmpfs.
+    own = {} if a.config.linux.namespace("cgroup") is not None else _own_cgroups()
     for fstype, sub, opts in a.cgroup_mounts:
-        m.mount(f"{mnt.destination}/{sub}", "cgroup", fstype, flags, opts)
+        target = f"{mnt.destination}/{sub}"
+        path = own.get(opts, "/").strip("/")
+        if not path:
+            m.mount(target, "cgroup", fstype, flags, opts)
+        else:
+            scratch = f"{mnt.destination}/.{sub}"
+            m.mount(scratch, "cgroup", fstype, flags, opts)
+            src = m.open(f"{scratch}/{path}")
+            try:
+                m.mount(target, f"/proc/self/fd/{src}", None, k.MS_BIND)
+            finally:
+                os.close(src)
+            m.mount(target, None, None, k.MS_REMOUNT | k.MS_BIND | flags)
+            whole = m.open(scratch)
+            try:
+                k.umount(f"/proc/self/fd/{whole}", k.MNT_DETACH)
+            finally:
+                os.close(whole)
+            parent = m.open(mnt.destination)
+            try:
+                os.rmdir(f".{sub}", dir_fd=parent)
+            finally:
+                os.close(parent)
         if "," in sub:
             cg = m.open(mnt.destination)
             for part in sub.split(","):
@@ -475,6 +501,12 @@ def _mount_cgroup(a: InitArgs, m: _Mounter, mnt: ocispec.Mount) -> None:
             os.close(cg)
     if flags & k.MS_RDONLY:
         m.remount_ro(mnt.destination, flags & ~k.MS_RDONLY)
+
+
+def _own_cgroups() -> dict[str, str]:
+    """This process's cgroup per hierarchy ("memory", "cpu,cpuacct", "name=systemd"; "" for cgroup2)."""
+    with open("/proc/self/cgroup") as f:
+        return {ctrls: path for _, ctrls, path in (line.rstrip("\n").split(":", 2) for line in f if line.count(":") >= 2)}
 
 
 def _devices(a: InitArgs, k: ModuleType, m: _Mounter) -> None:
@@ -485,6 +517,8 @@ def _devices(a: InitArgs, k: ModuleType, m: _Mounter) -> None:
             with contextlib.suppress(FileExistsError):
                 k.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
         for name, target in DEV_LINKS:
+            if name == "core" and not os.path.exists("/proc/kcore"):
+                continue  # runc links /dev/core only where the host has a /proc/kcore
             with contextlib.suppress(FileExistsError):
                 k.symlink(target, name, dir_fd=dev)
     finally:

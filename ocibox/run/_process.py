@@ -179,6 +179,7 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
         if fifo:
             os.mkfifo(fifo, 0o622)
+            os.chmod(fifo, 0o622)  # not the umask's: PID 1 opens it for writing as the container's user
             gate_r = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
         else:
             gate_r, ctr._gate = os.pipe2(os.O_CLOEXEC)

@@ -41,15 +41,15 @@ def _cgroup_for(config: ocispec.Spec, cid: str) -> Any:
         raise UsageError(f"config.json: cgroupsPath {path!r} is a systemd slice path; ocibox uses cgroupfs paths")
     if path.startswith("/"):
         parent, _, name = path.rpartition("/")
-        return open_cgroup(name, limits, parent=parent or "/", devices=rules)
+        return open_cgroup(name, limits, parent=parent or "/", devices=rules, every=True)
     if path:
         from ocibox.linux import proc
 
         own = proc.cgroup()
         base = own.unified if own.unified is not None and not own.paths else (own.paths.get("memory") or "/")
         parent, _, name = f"{base.rstrip('/')}/{path}".rpartition("/")
-        return open_cgroup(name, limits, parent=parent or "/", devices=rules)
-    return open_cgroup(cid, limits, devices=rules)
+        return open_cgroup(name, limits, parent=parent or "/", devices=rules, every=True)
+    return open_cgroup(cid, limits, devices=rules, every=True)
 
 
 def _hooks(state: State, hooks: tuple[ocispec.Hook, ...], what: str, status: str = "") -> None:
@@ -178,18 +178,21 @@ def run(root: str, argv: list[str], log: Log) -> int:
     ns = _parse("run", (*CREATE, (("-d", "--detach"), "bool", "", "do not wait (the container is left running)")),
                 ID, argv)
     state, ctr = _create(root, ns, log)
-    from ocibox.run import start_fifo
+    from ocibox.run import exit_status, start_fifo
 
-    start_fifo(state.fifo)
-    if ns["detach"]:
-        return 0
-    from ocibox.run import exit_status
-
-    _, status = os.waitpid(ctr.pid, 0)
-    code = exit_status(status)
-    with contextlib.suppress(OciboxError):
-        _delete(state, force=True, log=log)
-    return code
+    try:
+        start_fifo(state.fifo)
+        if ns["detach"]:
+            return 0
+        _, status = os.waitpid(ctr.pid, 0)
+        return exit_status(status)
+    except BaseException:
+        ns["detach"] = False
+        raise
+    finally:
+        if not ns["detach"]:
+            with contextlib.suppress(OciboxError):
+                _delete(state, force=True, log=log)
 
 
 # ----------------------------------------------------------------------------- state, list, ps
