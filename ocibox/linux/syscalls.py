@@ -164,6 +164,11 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 CLONE_NEWUSER = 0x10000000
 
 
+def personality(persona: int) -> int:
+    """personality(2): the execution domain of this process and what it execs."""
+    return _check(_libc().personality(ctypes.c_ulong(persona)), f"personality({persona:#x})")
+
+
 def unshare(flags: int) -> None:
     """unshare(2) (``os.unshare`` only exists from Python 3.12)."""
     _check(_libc().unshare(ctypes.c_int(flags)), f"unshare({flags:#x})")

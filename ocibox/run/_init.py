@@ -287,6 +287,8 @@ def init(a: InitArgs) -> None:  # pragma: no cover - runs as PID 1 (the order is
         run_hooks(cfg.hooks.start_container, with_status(state, "created"), "startContainer")
 
     # 13. Last, the seccomp filter (nothing but exec may follow it), then exec.
+    if cfg.linux.personality:
+        k.personality(_persona(cfg.linux.personality))
     if a.seccomp is not None:
         a.seccomp.load()
     if a.reaper:
@@ -501,6 +503,14 @@ def _mount_cgroup(a: InitArgs, m: _Mounter, mnt: ocispec.Mount) -> None:
             os.close(cg)
     if flags & k.MS_RDONLY:
         m.remount_ro(mnt.destination, flags & ~k.MS_RDONLY)
+
+
+def _persona(p: dict[str, object]) -> int:
+    """linux.personality's execution domain (the spec's LINUX or LINUX32; flags are not defined yet)."""
+    domains = {"LINUX": 0x0000, "LINUX32": 0x0008}
+    if p.get("domain") not in domains or p.get("flags"):
+        raise errors.RuntimeSetupError(f"linux.personality {p!r}: the domain must be LINUX or LINUX32, without flags")
+    return domains[str(p["domain"])]
 
 
 def _own_cgroups() -> dict[str, str]:
