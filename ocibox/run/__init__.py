@@ -29,11 +29,12 @@ if TYPE_CHECKING:
     from ocibox.run._detach import ATTACH, DEFAULT_SETTINGS, EXIT, LOG, monitored, start_detached
     from ocibox.run._devices import config_rules
     from ocibox.run._exec import Exec, exec_process
+    from ocibox.run._fifo import start_fifo
     from ocibox.run._flags import parse_env, parse_run_args
     from ocibox.run._hardening import all_capabilities
     from ocibox.run._hooks import HookError, run_hooks
     from ocibox.run._init import exit_status
-    from ocibox.run._process import Container, create, run_container, start_fifo
+    from ocibox.run._process import Container, create, run_container
     from ocibox.run._seccomp import SECCOMP_ACTIONS, SECCOMP_OPS, seccomp_filter_of
     from ocibox.run._spec import CAPS, Mount, RunFlags, RunSpec, check_name, merge_env, parse_signal
     from ocibox.settings import Settings
@@ -95,7 +96,7 @@ _LAZY = {
     "run_container": "ocibox.run._process",
     **dict.fromkeys(("ATTACH", "DEFAULT_SETTINGS", "EXIT", "LOG", "monitored", "start_detached"), "ocibox.run._detach"),
     "Exec": "ocibox.run._exec", "exec_process": "ocibox.run._exec", "check_name": "ocibox.run._spec",
-    "merge_env": "ocibox.run._spec", "parse_env": "ocibox.run._flags", "start_fifo": "ocibox.run._process",
+    "merge_env": "ocibox.run._spec", "parse_env": "ocibox.run._flags", "start_fifo": "ocibox.run._fifo",
     "exit_status": "ocibox.run._init", "CAPS": "ocibox.run._spec", "DEFAULT_MOUNTS": "ocibox.run._config",
     "MASKED_PATHS": "ocibox.run._config", "READONLY_PATHS": "ocibox.run._config",
     "SECCOMP_ACTIONS": "ocibox.run._seccomp", "config_rules": "ocibox.run._devices", "SECCOMP_OPS": "ocibox.run._seccomp", "all_capabilities": "ocibox.run._hardening",

@@ -31,6 +31,7 @@ from pathlib import Path
 from ocibox import errors, ocispec
 from ocibox.linux import syscalls
 from ocibox.run._config import INIT_ANNOTATION, USER_ANNOTATION
+from ocibox.run._fifo import start_fifo  # noqa: F401 - re-exported (it lived here)
 from ocibox.run._init import FORWARDED_SIGNALS, InitArgs, exit_status
 from ocibox.run._intermediate import intermediate
 from ocibox.run._spec import RunSpec
@@ -236,37 +237,6 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
         for fd in (console, theirs):
             if fd >= 0:
                 os.close(fd)
-
-
-def start_fifo(fifo: str) -> None:
-    """Start a container created with ``fifo`` (from any process): opening the fifo for reading lets
-    its PID 1's blocked open for writing go on; it writes one byte and execs."""
-    import select
-
-    try:
-        # Non-blocking: an open for reading must not hang on a PID 1 that died meanwhile.
-        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise errors.UsageError("the container is not in the created state (it was started already)") from None
-    try:
-        import time
-
-        deadline = time.monotonic() + 10.0
-        while True:
-            # Until PID 1's open for writing returns there is no writer, and a read says EOF: retry.
-            select.select([fd], [], [], max(deadline - time.monotonic(), 0))
-            try:
-                if os.read(fd, 1):
-                    break
-            except BlockingIOError:
-                pass
-            if time.monotonic() > deadline:
-                raise errors.RuntimeSetupError("the container's init did not take the start (it is gone)")
-            time.sleep(0.001)
-    finally:
-        os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(fifo)
 
 
 def _refuse_unsupported(config: ocispec.Spec) -> None:

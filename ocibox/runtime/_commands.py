@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 
-from ocibox import ocispec
 from ocibox.errors import OciboxError, UsageError
 from ocibox.options import Parser
 from ocibox.runtime import _state
@@ -19,6 +18,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from ocibox import ocispec
     from ocibox.runtime import Log
 
 ID = (("id", "CONTAINER_ID", ""),)
@@ -96,6 +96,7 @@ CREATE = (
 
 
 def _create(root: str, ns: dict[str, Any], log: Log) -> tuple[State, Any]:
+    from ocibox import ocispec
     from ocibox.run import create
 
     bundle = os.path.abspath(ns["bundle"] or ".")
@@ -110,7 +111,9 @@ def _create(root: str, ns: dict[str, Any], log: Log) -> tuple[State, Any]:
     state = _state.new(root, ns["id"])
     try:
         cgroup = _cgroup_for(config, ns["id"])
-        state.data.update({"bundle": bundle, "rootfs": rootfs, "annotations": config.annotations})
+        state.data.update({"bundle": bundle, "rootfs": rootfs, "annotations": config.annotations,
+                           # which of the runtime's own hooks exist: start and delete parse config.json only then
+                           "hooks": [k for k in ("poststart", "poststop") if getattr(config.hooks, k)]})
         # prestart, createRuntime and createContainer hooks run inside create, before pivot_root
         ctr = create(config, rootfs=rootfs, cgroup=cgroup, bundle=bundle, fifo=state.fifo, no_pivot=ns["no_pivot"],
                      preserve_fds=ns["preserve_fds"], seccomp_cache=os.path.join(root, ".seccomp"),
@@ -155,7 +158,7 @@ def start(root: str, argv: list[str], log: Log) -> int:
     if status != "created":
         raise UsageError(f"cannot start a container that is {status}: {ns['id']}")
     start_fifo(state.fifo)
-    config = _config(state)
+    config = _config(state) if "poststart" in state.data.get("hooks", ["poststart"]) else None
     if config is not None and config.hooks.poststart:
         try:
             _hooks(state, config.hooks.poststart, "poststart")
@@ -168,6 +171,8 @@ def start(root: str, argv: list[str], log: Log) -> int:
 
 
 def _config(state: State) -> ocispec.Spec | None:
+    from ocibox import ocispec
+
     with contextlib.suppress(OciboxError):
         return ocispec.load(os.path.join(str(state.data.get("bundle", "")), "config.json"))
     return None
@@ -284,7 +289,7 @@ def _delete(st: State, *, force: bool, log: Log, hooks: bool = True) -> None:
     if cg is not None:
         for problem in cg.destroy():
             log.write("warning", problem)
-    config = _config(st)
+    config = _config(st) if hooks and "poststop" in st.data.get("hooks", ["poststop"]) else None
     import shutil
 
     shutil.rmtree(st.dir, ignore_errors=True)
@@ -412,6 +417,7 @@ class ExecError(OciboxError):
 def exec_(root: str, argv: list[str], log: Log) -> int:
     ns = Parser("ocibox-runtime exec", EXEC, (("id", "CONTAINER_ID", ""), ("command", "[COMMAND] [ARG...]", "")),
                 interspersed=False).parse(argv)
+    from ocibox import ocispec
     from ocibox.run import exec_process, seccomp_filter_of
 
     st = _state.load(root, ns["id"])
@@ -468,6 +474,7 @@ def spec(root: str, argv: list[str], log: Log) -> int:
     """A default config.json in the bundle (runc spec's: sh on a terminal, docker's hardening)."""
     ns = _parse("spec", ((("-b", "--bundle"), "str", "DIR", "where to write config.json (default: .)"),
                          (("--rootless",), "bool", "", "(accepted: the same config)")), (), argv)
+    from ocibox import ocispec
     from ocibox.run import DEFAULT_MOUNTS, MASKED_PATHS, READONLY_PATHS
 
     path = os.path.join(ns["bundle"] or ".", "config.json")
