@@ -64,6 +64,9 @@ class Containerd:
             cri = (f'[plugins."io.containerd.grpc.v1.cri"]\n  sandbox_image = "{PAUSE}"\n'
                    '  restrict_oom_score_adj = true\n  disable_apparmor = true\n'
                    f'[plugins."io.containerd.grpc.v1.cri".cni]\n  conf_dir = "{base}/cni"\n  bin_dir = "{base}/cni"\n')
+            # naming the runtimes replaces the default table: the default must be one of them
+            cri += (f'[plugins."io.containerd.grpc.v1.cri".containerd]\n'
+                    f'  default_runtime_name = "{next(iter(cri_runtimes))}"\n')
             for name, binary in cri_runtimes.items():
                 key = f'[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{name}'
                 cri += (f'{key}]\n  runtime_type = "io.containerd.runc.v2"\n'

@@ -370,3 +370,17 @@ def test_delete_force_of_a_gone_id_is_harmless(env: Env) -> None:
     r = subprocess.run([str(env.binary), "--root", str(env.c.runc_root / NS), "--log-format", "json",
                         "delete", "--force", "never-was"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
+
+
+def test_runtimeclass_handler_config_is_accepted(tmp_path: Path) -> None:
+    """A node's RuntimeClass handler (runtime_type io.containerd.runc.v2, options.BinaryName = ocibox-runtime)
+    loads in containerd's CRI plugin. Pods themselves are not driven here: that takes a CRI client
+    (crictl), which Debian 12 does not package; ctr's --runc-binary above exercises the same shim calls."""
+    binary = ctd.wrapper(tmp_path / "ocibox-runtime")
+    c = ctd.Containerd(tmp_path, "k8s.io", cri_runtimes={"ocibox": str(binary)}).start()
+    try:
+        cri = [line.split() for line in c.ctr("plugins", "ls").stdout.splitlines() if " cri " in f" {line} "]
+        assert cri and cri[0][-1] == "ok", cri
+        assert 'BinaryName = "' + str(binary) in c.config.read_text()
+    finally:
+        c.stop()
