@@ -55,8 +55,8 @@ def main() -> int:
     b = bundle.make(work / "io", rootfs, ["sleep", "100"],
                     **{"linux.cgroupsPath": "/ocibox-rt/io", "linux.resources": res})
     r = bundle.run(rt, work / "state", "create", "--bundle", str(b), "io", timeout=600)
-    io_max = (CG / "ocibox-rt" / "io" / "io.max").read_text() if r.returncode == 0 else "create failed: " + r.stderr
     if blocks:
+        io_max = (CG / "ocibox-rt" / "io" / "io.max").read_text() if r.returncode == 0 else "create failed: " + r.stderr
         check("blockIO throttle as io.max", r.returncode == 0 and f"rbps={1 << 20}" in io_max, io_max)
     else:
         print("skip blockIO throttle: the VM has no block device", flush=True)
