@@ -132,6 +132,9 @@ def main() -> int:
             ctr_ratios = [o / r for o, r in zip(runs["ocibox"], runs["runc"], strict=True)]
         finally:
             c.stop()
+            for hier in Path("/sys/fs/cgroup").iterdir():  # the namespace's parent cgroup, made by the runtimes
+                if (hier / "bench").is_dir():
+                    subprocess.run(["rmdir", str(hier / "bench")], check=False, capture_output=True)
 
         rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True).stdout.strip()
