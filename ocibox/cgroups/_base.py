@@ -29,6 +29,10 @@ class Limits:
     cpu_shares: int = 0
     pids: int = 0  # -1 unlimited
     cpuset: str = ""
+    # the rest of the runtime spec's linux.resources, as (what, value) pairs that each manager writes to
+    # its own files ("memory.reservation", "blkio.weight", "blkio.throttle.read_bps_device" with
+    # "MAJ:MIN RATE", "hugetlb.2MB", "unified:<file>", ...): see ocibox.cgroups._resources
+    extra: tuple[tuple[str, str], ...] = ()
 
 
 def needs(controller: str, lim: Limits) -> bool:

@@ -58,15 +58,40 @@ def _v1_pids(w: Writer, d: Path, lim: Limits) -> None:
 
 
 def _v1_cpuset(w: Writer, d: Path, lim: Limits) -> None:
-    # A new v1 cpuset has empty cpus and mems: nothing can join it until both are set.
+    # A new v1 cpuset has empty cpus and mems: nothing can join it until both are set, and a parent made
+    # for the cgroupsPath is as empty: fill them top-down from the nearest ancestor that has them (runc's).
     for f in ("cpuset.mems", "cpuset.cpus"):
-        if not (d / f).read_text().strip():
-            w(d / f, (d.parent / f).read_text().strip() or "0")
+        chain = [d]
+        while not (chain[-1] / f).read_text().strip() and (chain[-1].parent / f).exists():
+            chain.append(chain[-1].parent)
+        value = (chain[-1] / f).read_text().strip() or "0"
+        for x in reversed(chain[:-1]):
+            w(x / f, value)
     if lim.cpuset:
         w(d / "cpuset.cpus", lim.cpuset, "--cpuset-cpus")
 
 
 _V1 = {"memory": _v1_memory, "cpu": _v1_cpu, "pids": _v1_pids, "cpuset": _v1_cpuset}
+
+_V1_EXTRA = {
+    "memory.reservation": ("memory", "memory.soft_limit_in_bytes"), "memory.swappiness": ("memory", "memory.swappiness"),
+    "memory.disable_oom_killer": ("memory", "memory.oom_control"), "cpu.rt_runtime": ("cpu", "cpu.rt_runtime_us"),
+    "cpu.rt_period": ("cpu", "cpu.rt_period_us"), "cpu.burst": ("cpu", "cpu.cfs_burst_us"),
+    "cpuset.mems": ("cpuset", "cpuset.mems"), "blkio.weight": ("blkio", "blkio.weight"),
+    "blkio.leaf_weight": ("blkio", "blkio.leaf_weight"), "blkio.weight_device": ("blkio", "blkio.weight_device"),
+}
+
+
+def v1_extra(what: str) -> tuple[str, str]:
+    """(controller, file) of one of Limits.extra's keys on cgroup v1; CgroupError if v1 has none."""
+    if what in _V1_EXTRA:
+        return _V1_EXTRA[what]
+    if what.startswith("blkio.throttle."):
+        return "blkio", what
+    if what.startswith("hugetlb."):
+        return "hugetlb", f"{what}.limit_in_bytes"
+    raise CgroupError(f"linux.resources: {what.replace('unified:', 'unified ')} needs cgroup v2; this host "
+                      "runs cgroup v1 (runc refuses it too)")
 
 
 def v1_dir(root: Path, own: proc.CgroupMembership, controller: str, path: str) -> Path:
@@ -85,7 +110,7 @@ class CgroupV1(Cgroup):
 
     def __init__(self, name: str, limits: Limits, *, parent: str = "", root: Path = CGROUP_ROOT,
                  proc_cgroup: str | None = None, echo: Callable[[str], None] | None = None,
-                 devices: Iterable[Device] | None = None) -> None:
+                 devices: Iterable[Device] | None = None, every: bool = False) -> None:
         self.limits = limits
         self.w = Writer(echo)
         self.rules = tuple(devices) if devices is not None else None
@@ -93,6 +118,14 @@ class CgroupV1(Cgroup):
         wanted = ["memory", "cpu", "pids", "freezer"] + (["cpuset"] if limits.cpuset else [])
         if self.rules is not None:
             wanted.append("devices")
+        for what, _ in limits.extra:
+            c = v1_extra(what)[0]
+            if c not in wanted:
+                wanted.append(c)
+        if every:
+            # runc's placement (ocibox-runtime): a cgroup in every hierarchy, named ones included, so
+            # that the container's view and tools that read /proc/PID/cgroup see runc's layout.
+            wanted += [c for c in own.paths if c not in wanted]
         self.dirs: dict[str, Path] = {}
         self.hier: dict[str, str] = {}
         self.created: list[Path] = []
@@ -109,6 +142,9 @@ class CgroupV1(Cgroup):
             self.hier[c] = own.hierarchies[c]
             self.dirs[c] = v1_dir(root, own, c, parent or own_path) / name
             self.path = self.path or "/" + str(Path((parent or own_path).lstrip("/")) / name)
+        if every and own.unified is not None and (root / "unified" / "cgroup.procs").exists():
+            # a hybrid host's cgroup2 mount (no controllers): joined too, as runc does; never mounted inside
+            self.dirs["unified"] = root / "unified" / (parent or own.unified).lstrip("/") / name
 
     def create(self) -> None:
         for d in self.dirs.values():
@@ -125,6 +161,11 @@ class CgroupV1(Cgroup):
                 self._notes.append(f"devices: v1 cgroup {d}: deny a, allow {len(self.rules)} rules")
             elif c in _V1:
                 _V1[c](self.w, d, limits)
+        for what, value in limits.extra:
+            c, name = v1_extra(what)
+            if c not in self.dirs:
+                raise CgroupError(f"linux.resources: {what} needs the {c} cgroup controller, not mounted here")
+            self.w(self.dirs[c] / name, value, f"linux.resources {what}")
 
     def freeze(self, frozen: bool) -> None:
         d = self.dirs.get("freezer")
@@ -166,7 +207,8 @@ class CgroupV1(Cgroup):
         for h in self.hier.values():
             if h not in seen:
                 seen.append(h)
-        return [("cgroup", h, h) for h in seen]
+        # a named hierarchy ("name=systemd") is mounted at its name, as runc does
+        return [("cgroup", h.removeprefix("name="), h) for h in seen]
 
     def oom_kills(self) -> int:
         d = self.dirs.get("memory")
@@ -217,6 +259,33 @@ def _v2_cpuset(w: Writer, d: Path, lim: Limits) -> None:
 
 
 _V2 = {"memory": _v2_memory, "cpu": _v2_cpu, "pids": _v2_pids, "cpuset": _v2_cpuset}
+_IO_MAX = {"read_bps_device": "rbps", "write_bps_device": "wbps", "read_iops_device": "riops",
+           "write_iops_device": "wiops"}
+
+
+def v2_extra(what: str, value: str) -> tuple[str, str, str]:
+    """(controller, file, value) of one of Limits.extra's pairs on cgroup v2 (runc's conversions)."""
+    if what.startswith("unified:"):
+        name = what.removeprefix("unified:")
+        return name.split(".")[0], name, value
+    if what == "memory.reservation":
+        return "memory", "memory.low", value
+    if what == "cpu.idle":
+        return "cpu", "cpu.idle", value
+    if what == "cpu.burst":
+        return "cpu", "cpu.max.burst", value
+    if what == "cpuset.mems":
+        return "cpuset", "cpuset.mems", value
+    if what in ("blkio.weight", "blkio.weight_device"):
+        dev, _, w = value.rpartition(" ")
+        weight = 1 + (int(w) - 10) * 9999 // 990  # blkio's 10..1000 onto io's 1..10000 (runc's)
+        return "io", "io.weight", f"{dev} {weight}".strip() if dev else f"default {weight}"
+    if what.startswith("blkio.throttle."):
+        dev, _, rate = value.partition(" ")
+        return "io", "io.max", f"{dev} {_IO_MAX[what.removeprefix('blkio.throttle.')]}={rate}"
+    if what.startswith("hugetlb."):
+        return "hugetlb", f"{what}.max", value
+    raise CgroupError(f"linux.resources: {what} has no cgroup v2 equivalent (v1 only); remove it")
 
 
 class CgroupV2(Cgroup):
@@ -237,6 +306,10 @@ class CgroupV2(Cgroup):
         self.dir = self.parent / name
         self.path = "/" + str(self.dir.relative_to(root))
         self.controllers = ["memory", "cpu", "pids"] + (["cpuset"] if limits.cpuset else [])
+        for what, value in limits.extra:
+            c = v2_extra(what, value)[0]
+            if c not in self.controllers:
+                self.controllers.append(c)
         self.created = False
         self._notes: list[str] = []
 
@@ -282,7 +355,11 @@ class CgroupV2(Cgroup):
 
     def apply(self, limits: Limits) -> None:
         for c in self.controllers:
-            _V2[c](self.w, self.dir, limits)
+            if c in _V2:
+                _V2[c](self.w, self.dir, limits)
+        for what, value in limits.extra:
+            _, name, text = v2_extra(what, value)
+            self.w(self.dir / name, text, f"linux.resources {what}")
         if self.rules is not None:
             # Before any process is in the cgroup. Where the program cannot be attached, runc and crun
             # fail; ocibox keeps the container held by other means (V2_FALLBACK) and says so.
@@ -342,11 +419,12 @@ class CgroupV2(Cgroup):
 
 
 def open_cgroup(name: str, limits: Limits, *, parent: str = "", echo: Callable[[str], None] | None = None,
-                root: Path = CGROUP_ROOT, devices: Iterable[Device] | None = None) -> Cgroup:
+                root: Path = CGROUP_ROOT, devices: Iterable[Device] | None = None, every: bool = False) -> Cgroup:
     """The manager for this host's cgroup version. ``devices``: the allow list to enforce (None: no
-    device rules, e.g. --privileged)."""
-    cls = CgroupV2 if detect(root) == 2 else CgroupV1
-    return cls(name, limits, parent=parent, root=root, echo=echo, devices=devices)
+    device rules, e.g. --privileged). ``every`` (v1): a cgroup in every hierarchy, as runc makes."""
+    if detect(root) == 2:
+        return CgroupV2(name, limits, parent=parent, root=root, echo=echo, devices=devices)
+    return CgroupV1(name, limits, parent=parent, root=root, echo=echo, devices=devices, every=every)
 
 
 def _read_int(path: Path) -> int:

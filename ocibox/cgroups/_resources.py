@@ -73,28 +73,76 @@ def limits_from_resources(res: dict[str, Any]) -> tuple[Limits, tuple[Device, ..
     for name, obj in (("memory", mem), ("cpu", cpu), ("pids", pids)):
         if not isinstance(obj, dict):
             raise UsageError(f"config.json: linux.resources.{name} must be an object")
-    for key in ("reservation", "swappiness", "disableOOMKiller"):  # kernel and kernelTCP: obsolete, ignored
-        if mem.get(key) not in (None, 0, False):
-            raise UsageError(f"config.json: linux.resources.memory.{key} is not supported by ocibox yet")
-    for key in ("realtimeRuntime", "realtimePeriod", "mems", "idle", "burst"):
-        if cpu.get(key) not in (None, 0, ""):
-            raise UsageError(f"config.json: linux.resources.cpu.{key} is not supported by ocibox yet")
-    for key in ("blockIO", "hugepageLimits", "unified", "rdma"):
+    extra: list[tuple[str, str]] = []
+    for key, what in (("reservation", "memory.reservation"), ("swappiness", "memory.swappiness")):
+        if mem.get(key) not in (None, -1) and not (key == "reservation" and mem.get(key) == 0):
+            extra.append((what, str(_int(mem, key, "linux.resources.memory"))))
+    if mem.get("disableOOMKiller"):
+        extra.append(("memory.disable_oom_killer", "1"))
+    # memory.kernel and kernelTCP: deprecated by the spec and gone from the kernel (5.16+): ignored, as runc
+    for key, what in (("realtimeRuntime", "cpu.rt_runtime"), ("realtimePeriod", "cpu.rt_period"),
+                      ("idle", "cpu.idle"), ("burst", "cpu.burst")):
+        if cpu.get(key) not in (None, 0):
+            extra.append((what, str(_int(cpu, key, "linux.resources.cpu"))))
+    if cpu.get("mems"):
+        if not isinstance(cpu["mems"], str):
+            raise UsageError("config.json: linux.resources.cpu.mems must be a string like \"0\"")
+        extra.append(("cpuset.mems", cpu["mems"]))
+    extra += _block_io(res.get("blockIO") or {})
+    for i, h in enumerate(res.get("hugepageLimits") or []):
+        if not isinstance(h, dict) or not isinstance(h.get("pageSize"), str):
+            raise UsageError(f"config.json: linux.resources.hugepageLimits[{i}] needs pageSize (\"2MB\") and limit")
+        extra.append((f"hugetlb.{h['pageSize']}", str(_int(h, "limit", f"linux.resources.hugepageLimits[{i}]"))))
+    unified = res.get("unified") or {}
+    if not isinstance(unified, dict) or not all(isinstance(v, str) for v in unified.values()):
+        raise UsageError("config.json: linux.resources.unified must map cgroup v2 file names to strings")
+    for name, value in unified.items():
+        if "/" in name or name.startswith("."):
+            raise UsageError(f"config.json: linux.resources.unified: {name!r} is not a cgroup file name")
+        extra.append((f"unified:{name}", value))
+    for key in ("rdma", "network"):
         if res.get(key):
-            raise UsageError(f"config.json: linux.resources.{key} is not supported by ocibox yet")
+            raise UsageError(f"config.json: linux.resources.{key} is not supported by ocibox (no such controller "
+                             "is managed here); remove it")
     cpus = cpu.get("cpus") or ""
     if not isinstance(cpus, str):
         raise UsageError("config.json: linux.resources.cpu.cpus must be a string like \"0-1\"")
     limits = Limits(
         memory=max(_int(mem, "limit", "linux.resources.memory"), 0),
-        memory_swap=_int(mem, "swap", "linux.resources.memory"),
+        # no swap given: runc leaves memory+swap unlimited (docker's "twice the memory" is ocibox run's)
+        memory_swap=_int(mem, "swap", "linux.resources.memory") if mem.get("swap") is not None
+        else (-1 if mem.get("limit") else 0),
         cpu_quota=max(_int(cpu, "quota", "linux.resources.cpu"), 0),
         cpu_period=_int(cpu, "period", "linux.resources.cpu") or 100_000,
         cpu_shares=_int(cpu, "shares", "linux.resources.cpu"),
         pids=_int(pids, "limit", "linux.resources.pids"),
         cpuset=cpus,
+        extra=tuple(extra),
     )
     return limits, _device_rules(res.get("devices") or [])
+
+
+def _block_io(b: object) -> list[tuple[str, str]]:
+    """linux.resources.blockIO as (what, value) pairs: weight, leafWeight, per-device weights and the four
+    throttles ("MAJ:MIN VALUE")."""
+    if not isinstance(b, dict):
+        raise UsageError("config.json: linux.resources.blockIO must be an object")
+    out: list[tuple[str, str]] = []
+    for key, what in (("weight", "blkio.weight"), ("leafWeight", "blkio.leaf_weight")):
+        if b.get(key):
+            out.append((what, str(_int(b, key, "linux.resources.blockIO"))))
+    for i, d in enumerate(b.get("weightDevice") or []):
+        where = f"linux.resources.blockIO.weightDevice[{i}]"
+        dev = f"{_int(d, 'major', where)}:{_int(d, 'minor', where)}"
+        if d.get("weight"):
+            out.append(("blkio.weight_device", f"{dev} {_int(d, 'weight', where)}"))
+    for key, what in (("throttleReadBpsDevice", "read_bps_device"), ("throttleWriteBpsDevice", "write_bps_device"),
+                      ("throttleReadIOPSDevice", "read_iops_device"), ("throttleWriteIOPSDevice", "write_iops_device")):
+        for i, d in enumerate(b.get(key) or []):
+            where = f"linux.resources.blockIO.{key}[{i}]"
+            out.append((f"blkio.throttle.{what}",
+                        f"{_int(d, 'major', where)}:{_int(d, 'minor', where)} {_int(d, 'rate', where)}"))
+    return out
 
 
 def _device_rules(items: object) -> tuple[Device, ...] | None:

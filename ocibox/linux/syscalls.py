@@ -90,6 +90,11 @@ def sethostname(name: str) -> None:
     _check(_libc().sethostname(b, len(b)), f"sethostname {name}")
 
 
+def setdomainname(name: str) -> None:
+    b = name.encode()
+    _check(_libc().setdomainname(b, len(b)), f"setdomainname {name}")
+
+
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     libc = _libc()
     return _check(
@@ -157,6 +162,11 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 
 CLONE_NEWUSER = 0x10000000
+
+
+def personality(persona: int) -> int:
+    """personality(2): the execution domain of this process and what it execs."""
+    return _check(_libc().personality(ctypes.c_ulong(persona)), f"personality({persona:#x})")
 
 
 def unshare(flags: int) -> None:

@@ -13,6 +13,8 @@ when used. Public surface::
     exec_process(pid1, start, process, ...) -> Exec    a new process in a running container
     check_name(name) / parse_signal(text)              docker's container name rule, signal names
     parse_env / merge_env / all_capabilities / seccomp_filter_of   exec's share of the run flags' rules
+    run_hooks(hooks, state, kind) / HookError          OCI hooks with the state on stdin (ocibox-runtime's
+                                                       poststart and poststop; the rest run inside create)
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ if TYPE_CHECKING:
     from ocibox.run._detach import ATTACH, DEFAULT_SETTINGS, EXIT, LOG, monitored, start_detached
     from ocibox.run._devices import config_rules
     from ocibox.run._exec import Exec, exec_process
+    from ocibox.run._fifo import start_fifo
     from ocibox.run._flags import parse_env, parse_run_args
     from ocibox.run._hardening import all_capabilities
+    from ocibox.run._hooks import HookError, run_hooks
     from ocibox.run._init import exit_status
     from ocibox.run._plain import NetFlags, check_name, parse_signal
-    from ocibox.run._process import Container, create, run_container, start_fifo
+    from ocibox.run._process import Container, create, run_container
     from ocibox.run._seccomp import SECCOMP_ACTIONS, SECCOMP_OPS, seccomp_filter_of
     from ocibox.run._spec import CAPS, Mount, RunFlags, RunSpec, merge_env
     from ocibox.settings import Settings
@@ -49,6 +53,7 @@ __all__ = [
     "SECCOMP_OPS",
     "Container",
     "Exec",
+    "HookError",
     "Mount",
     "NetFlags",
     "RunFlags",
@@ -65,6 +70,7 @@ __all__ = [
     "parse_run_args",
     "parse_signal",
     "run_container",
+    "run_hooks",
     "run_main",
     "seccomp_filter_of",
     "start_detached",
@@ -92,11 +98,12 @@ _LAZY = {
     "run_container": "ocibox.run._process",
     **dict.fromkeys(("ATTACH", "DEFAULT_SETTINGS", "EXIT", "LOG", "monitored", "start_detached"), "ocibox.run._detach"),
     "Exec": "ocibox.run._exec", "exec_process": "ocibox.run._exec", "check_name": "ocibox.run._plain", "NetFlags": "ocibox.run._plain",
-    "merge_env": "ocibox.run._spec", "parse_env": "ocibox.run._flags", "start_fifo": "ocibox.run._process",
+    "merge_env": "ocibox.run._spec", "parse_env": "ocibox.run._flags", "start_fifo": "ocibox.run._fifo",
     "exit_status": "ocibox.run._init", "CAPS": "ocibox.run._spec", "DEFAULT_MOUNTS": "ocibox.run._config",
     "MASKED_PATHS": "ocibox.run._config", "READONLY_PATHS": "ocibox.run._config",
     "SECCOMP_ACTIONS": "ocibox.run._seccomp", "config_rules": "ocibox.run._devices", "SECCOMP_OPS": "ocibox.run._seccomp", "all_capabilities": "ocibox.run._hardening",
     "seccomp_filter_of": "ocibox.run._seccomp", "parse_signal": "ocibox.run._plain",
+    "run_hooks": "ocibox.run._hooks", "HookError": "ocibox.run._hooks",
 }
 
 

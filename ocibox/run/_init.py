@@ -69,6 +69,7 @@ class InitArgs:
     reaper: bool = False  # --init: stay PID 1 as a reaper, the command as its child
     preserve_fds: int = 0  # fds 3.. 3+N-1 passed to the command (runc's --preserve-fds)
     no_pivot: bool = False  # chroot instead of pivot_root (runc's --no-pivot: only for ramfs roots)
+    hooks: int = -1  # pipe read end: the state JSON once the creator ran createRuntime hooks (-1: no hooks)
 
 
 def init(a: InitArgs) -> None:  # pragma: no cover - runs as PID 1 (the order is unit-tested with a double)
@@ -147,6 +148,7 @@ def init(a: InitArgs) -> None:  # pragma: no cover - runs as PID 1 (the order is
         _console(a, k, m)
     with _naming(f"working directory {proc.cwd}", "use -w with a directory inside the image"):
         os.close(m.open(proc.cwd, "dir"))
+    state = _hook_point(a) if a.hooks >= 0 else b""
 
     # 5. pivot_root, never chroot: chroot leaves the host's mounts reachable (runc's pivot_root(".", ".")
     # then a lazy unmount of the old root stacked on top).
@@ -278,8 +280,15 @@ def init(a: InitArgs) -> None:  # pragma: no cover - runs as PID 1 (the order is
     elif os.read(a.gate, 1) != b"S":
         os._exit(125)  # deleted before it started
     os.close(a.gate)
+    if cfg.hooks.start_container:
+        # startContainer hooks: in the container, after start, with this process's own credentials (runc's).
+        from ocibox.run._hooks import run_hooks, with_status
+
+        run_hooks(cfg.hooks.start_container, with_status(state, "created"), "startContainer")
 
     # 13. Last, the seccomp filter (nothing but exec may follow it), then exec.
+    if cfg.linux.personality:
+        k.personality(_persona(cfg.linux.personality))
     if a.seccomp is not None:
         a.seccomp.load()
     if a.reaper:
@@ -404,6 +413,25 @@ class _Mounter:
                                            "elsewhere could steer the container's kernel mounts: refusing to run it")
 
 
+def _hook_point(a: InitArgs) -> bytes:
+    """The runtime spec's hook point of create: the namespaces and mounts exist, pivot_root has not
+    happened. Ask the creator to run prestart/createRuntime hooks (in the runtime's namespaces) and wait
+    for the state JSON it sends when they succeeded (EOF: one failed, the creator reports it); then run
+    createContainer hooks here, in the container's namespaces, their paths still resolving on the host.
+    Returns the state JSON (for startContainer)."""
+    from ocibox.run._hooks import run_hooks, with_status
+
+    os.write(a.setup, b"H\n")
+    state = b""
+    while chunk := os.read(a.hooks, 65536):
+        state += chunk
+    os.close(a.hooks)
+    if not state.strip():
+        os._exit(125)
+    run_hooks(a.config.hooks.create_container, with_status(state, "creating"), "createContainer")
+    return state
+
+
 def _join(a: InitArgs, k: ModuleType, joined: bool) -> bool:
     """Wait (once) until the creator moved this process into its cgroups; then, if the config asks
     for a new cgroup namespace, make it: it is rooted at the cgroup the process is in when it unshares."""
@@ -440,8 +468,34 @@ def _mount_cgroup(a: InitArgs, m: _Mounter, mnt: ocispec.Mount) -> None:
         m.mount(mnt.destination, "cgroup2", "cgroup2", flags)
         return
     m.mount(mnt.destination, "tmpfs", "tmpfs", flags & ~k.MS_RDONLY, "mode=755,size=64k")
+    # Without a cgroup namespace a hierarchy's root would show the host's whole tree: each mount is then
+    # a bind of the container's own cgroup (as runc's v1 mounts are), taken from the hierarchy mounted
+    # for a moment on a scratch dir of the tmpfs.
+    own = {} if a.config.linux.namespace("cgroup") is not None else _own_cgroups()
     for fstype, sub, opts in a.cgroup_mounts:
-        m.mount(f"{mnt.destination}/{sub}", "cgroup", fstype, flags, opts)
+        target = f"{mnt.destination}/{sub}"
+        path = own.get(opts, "/").strip("/")
+        if not path:
+            m.mount(target, "cgroup", fstype, flags, opts)
+        else:
+            scratch = f"{mnt.destination}/.{sub}"
+            m.mount(scratch, "cgroup", fstype, flags, opts)
+            src = m.open(f"{scratch}/{path}")
+            try:
+                m.mount(target, f"/proc/self/fd/{src}", None, k.MS_BIND)
+            finally:
+                os.close(src)
+            m.mount(target, None, None, k.MS_REMOUNT | k.MS_BIND | flags)
+            whole = m.open(scratch)
+            try:
+                k.umount(f"/proc/self/fd/{whole}", k.MNT_DETACH)
+            finally:
+                os.close(whole)
+            parent = m.open(mnt.destination)
+            try:
+                os.rmdir(f".{sub}", dir_fd=parent)
+            finally:
+                os.close(parent)
         if "," in sub:
             cg = m.open(mnt.destination)
             for part in sub.split(","):
@@ -449,6 +503,20 @@ def _mount_cgroup(a: InitArgs, m: _Mounter, mnt: ocispec.Mount) -> None:
             os.close(cg)
     if flags & k.MS_RDONLY:
         m.remount_ro(mnt.destination, flags & ~k.MS_RDONLY)
+
+
+def _persona(p: dict[str, object]) -> int:
+    """linux.personality's execution domain (the spec's LINUX or LINUX32; flags are not defined yet)."""
+    domains = {"LINUX": 0x0000, "LINUX32": 0x0008}
+    if p.get("domain") not in domains or p.get("flags"):
+        raise errors.RuntimeSetupError(f"linux.personality {p!r}: the domain must be LINUX or LINUX32, without flags")
+    return domains[str(p["domain"])]
+
+
+def _own_cgroups() -> dict[str, str]:
+    """This process's cgroup per hierarchy ("memory", "cpu,cpuacct", "name=systemd"; "" for cgroup2)."""
+    with open("/proc/self/cgroup") as f:
+        return {ctrls: path for _, ctrls, path in (line.rstrip("\n").split(":", 2) for line in f if line.count(":") >= 2)}
 
 
 def _devices(a: InitArgs, k: ModuleType, m: _Mounter) -> None:
@@ -459,6 +527,8 @@ def _devices(a: InitArgs, k: ModuleType, m: _Mounter) -> None:
             with contextlib.suppress(FileExistsError):
                 k.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
         for name, target in DEV_LINKS:
+            if name == "core" and not os.path.exists("/proc/kcore"):
+                continue  # runc links /dev/core only where the host has a /proc/kcore
             with contextlib.suppress(FileExistsError):
                 k.symlink(target, name, dir_fd=dev)
     finally:

@@ -52,6 +52,18 @@ def enter_namespaces(args: InitArgs) -> None:
             flags |= NS_FLAGS[kind]
     if flags:
         k.unshare(flags)
+    offsets = args.config.linux.time_offsets
+    if offsets:
+        # A new time namespace takes its clock offsets before its first process (our child) exists.
+        if "time" not in by_type or by_type["time"].path:
+            raise errors.RuntimeSetupError("linux.timeOffsets needs a new time namespace (linux.namespaces type time)")
+        lines = []
+        for clock in ("monotonic", "boottime"):
+            o = offsets.get(clock)
+            if o:
+                lines.append(f"{clock} {int(o.get('secs', 0))} {int(o.get('nanosecs', 0))}\n")
+        with open("/proc/self/timens_offsets", "w") as f:
+            f.write("".join(lines))
 
 
 def intermediate(args: InitArgs) -> None:  # pragma: no cover - runs in the forked child

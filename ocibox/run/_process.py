@@ -31,6 +31,7 @@ from pathlib import Path
 from ocibox import errors, ocispec
 from ocibox.linux import syscalls
 from ocibox.run._config import INIT_ANNOTATION, USER_ANNOTATION
+from ocibox.run._fifo import start_fifo  # noqa: F401 - re-exported (it lived here)
 from ocibox.run._init import FORWARDED_SIGNALS, InitArgs, exit_status
 from ocibox.run._intermediate import intermediate
 from ocibox.run._spec import RunSpec
@@ -135,7 +136,8 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
            etc_dir: str = "", etc: dict[str, str] | None = None, stdin_null: bool = False, bundle: str = "",
            on_pid: Callable[[int], None] | None = None, seccomp_cache: str | None = None, fifo: str = "",
            no_pivot: bool = False, preserve_fds: int = 0,
-           late_etc: Callable[[], dict[str, str]] | None = None) -> Container:
+           late_etc: Callable[[], dict[str, str]] | None = None,
+           state_of: Callable[[int], dict[str, object]] | None = None) -> Container:
     """Create the container ``config`` describes: cgroup with its limits, namespaces, rootfs, mounts,
     pivot_root, privileges dropped; its PID 1 is left waiting at the gate. On any failure everything
     made is removed and the error raised (125; 126/127 when the command cannot be executed).
@@ -147,7 +149,9 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
     path (runc's exec.fifo), for a start from another process (``start_fifo``); ``no_pivot`` and
     ``preserve_fds`` are runc's --no-pivot and --preserve-fds. ``late_etc`` gives /etc files known only
     once the container's namespaces exist (the network's addresses): called while PID 1 mounts, its
-    result reaches PID 1 with the go-ahead; its error stops the container before anything runs in it."""
+    result reaches PID 1 with the go-ahead; its error stops the container before anything runs in it.
+    ``state_of(pid)``: the OCI state document the config's hooks get on stdin (see ocibox.run._hooks:
+    prestart and createRuntime hooks run here, createContainer and startContainer in PID 1)."""
     proc = config.process
     if proc is None:
         raise ocispec.SpecError("config.json: process is required to create a container")
@@ -176,10 +180,15 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
         if fifo:
             os.mkfifo(fifo, 0o622)
+            os.chmod(fifo, 0o622)  # not the umask's: PID 1 opens it for writing as the container's user
             gate_r = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
         else:
             gate_r, ctr._gate = os.pipe2(os.O_CLOEXEC)
         ctr._setup = _SetupPipe(setup_r)
+        hooks = config.hooks
+        hook_r = hook_w = -1
+        if hooks.prestart or hooks.create_runtime or hooks.create_container or hooks.start_container:
+            hook_r, hook_w = os.pipe2(os.O_CLOEXEC)
         ann = config.annotations
         args = InitArgs(config=config, rootfs=rootfs, setup=setup_w, go=go_r, gate=gate_r, kernel=syscalls,
                         bundle=bundle, mount_rootfs=mount_rootfs, etc_dir=etc_dir, etc=etc or {},
@@ -188,7 +197,7 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
                         console_socket=theirs, stdin_null=stdin_null and theirs < 0,
                         seccomp=seccomp,  # type: ignore[arg-type]
                         user=ann.get(USER_ANNOTATION), reaper=ann.get(INIT_ANNOTATION) == "true",
-                        gate_fifo=bool(fifo), no_pivot=no_pivot, preserve_fds=preserve_fds)
+                        gate_fifo=bool(fifo), no_pivot=no_pivot, preserve_fds=preserve_fds, hooks=hook_r)
         c1 = os.fork()
         if c1 == 0:  # pragma: no cover - the intermediate
             os.close(setup_r)
@@ -197,17 +206,23 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
                 os.close(ctr._gate)
             if console >= 0:
                 os.close(console)
+            if hook_w >= 0:
+                os.close(hook_w)
             intermediate(args)
-        for fd in (setup_w, go_r, gate_r):
-            os.close(fd)
+        for fd in (setup_w, go_r, gate_r, hook_r):
+            if fd >= 0:
+                os.close(fd)
         if theirs >= 0:
             os.close(theirs)
             theirs = -1
+        hook_point = _Hooks(config, bundle, state_of, hook_w)
         try:
-            _created(ctr, c1, go_w, on_pid, late_etc)
+            _created(ctr, c1, go_w, on_pid, late_etc, hook_point)
         finally:
             with contextlib.suppress(OSError):
                 os.close(go_w)
+            if hook_point.fd >= 0:
+                os.close(hook_point.fd)
         if console >= 0:
             from ocibox.linux.pty import recv_fd
 
@@ -222,37 +237,6 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
         for fd in (console, theirs):
             if fd >= 0:
                 os.close(fd)
-
-
-def start_fifo(fifo: str) -> None:
-    """Start a container created with ``fifo`` (from any process): opening the fifo for reading lets
-    its PID 1's blocked open for writing go on; it writes one byte and execs."""
-    import select
-
-    try:
-        # Non-blocking: an open for reading must not hang on a PID 1 that died meanwhile.
-        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise errors.UsageError("the container is not in the created state (it was started already)") from None
-    try:
-        import time
-
-        deadline = time.monotonic() + 10.0
-        while True:
-            # Until PID 1's open for writing returns there is no writer, and a read says EOF: retry.
-            select.select([fd], [], [], max(deadline - time.monotonic(), 0))
-            try:
-                if os.read(fd, 1):
-                    break
-            except BlockingIOError:
-                pass
-            if time.monotonic() > deadline:
-                raise errors.RuntimeSetupError("the container's init did not take the start (it is gone)")
-            time.sleep(0.001)
-    finally:
-        os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(fifo)
 
 
 def _refuse_unsupported(config: ocispec.Spec) -> None:
@@ -270,8 +254,36 @@ def _refuse_unsupported(config: ocispec.Spec) -> None:
                                 "AppArmor nor SELinux for ocibox; remove them")
 
 
+class _Hooks:
+    """The creator's part of the hooks: at PID 1's hook point (b"H"), prestart and createRuntime hooks
+    in the runtime's namespaces, then the state JSON to PID 1 (which runs createContainer and
+    startContainer hooks with it); a failing hook closes the pipe instead, and PID 1 gives up."""
+
+    def __init__(self, config: ocispec.Spec, bundle: str, state_of: Callable[[int], dict[str, object]] | None,
+                 fd: int) -> None:
+        self.config, self.bundle, self.state_of, self.fd = config, bundle, state_of, fd
+
+    def run(self, pid: int) -> None:
+        import json
+
+        from ocibox.run._hooks import run_hooks
+
+        try:
+            doc = dict(self.state_of(pid)) if self.state_of is not None else {
+                "ociVersion": self.config.oci_version, "id": "", "pid": pid, "bundle": self.bundle,
+                "annotations": dict(self.config.annotations)}
+            doc["status"] = "creating"
+            state = json.dumps(doc).encode()
+            run_hooks(self.config.hooks.prestart, state, "prestart")
+            run_hooks(self.config.hooks.create_runtime, state, "createRuntime")
+            _write_all(self.fd, state + b"\n")
+        finally:
+            os.close(self.fd)
+            self.fd = -1
+
+
 def _created(ctr: Container, c1: int, go_w: int, on_pid: Callable[[int], None] | None,
-             late_etc: Callable[[], dict[str, str]] | None = None) -> None:
+             late_etc: Callable[[], dict[str, str]] | None = None, hooks: _Hooks | None = None) -> None:
     """Read PID 1's pid, move it into its cgroups (and wait for ``late_etc``), let it go on; then wait
     until it is created."""
     assert ctr._setup is not None
@@ -302,6 +314,13 @@ def _created(ctr: Container, c1: int, go_w: int, on_pid: Callable[[int], None] |
             on_pid(ctr.pid)
     os.close(go_w)
     line = ctr._setup.line()
+    if line == b"H" and join_error is None and hooks is not None:
+        try:
+            hooks.run(ctr.pid)
+        except BaseException:
+            ctr.reap()  # PID 1 saw EOF on its hooks pipe and exits
+            raise
+        line = ctr._setup.line()
     if line == b"R" and join_error is None:
         return
     error = errors.from_wire(line, errors.RuntimeSetupError)

@@ -107,5 +107,14 @@ def main(argv: list[str] | None = None) -> NoReturn:
         code = getattr(e, "runtime_code", 1)
     except KeyboardInterrupt:
         code = 130
+    except OSError as e:  # a step that failed outside the executor's own error handling: still one line
+        log.error(f"{str(e.filename) + ': ' if e.filename else ''}{e.strerror or e}")
+        code = 1
+    except Exception as e:  # a bug: the caller (containerd) still gets one error line, --debug the trace
+        import traceback
+
+        log.debug(traceback.format_exc())
+        log.error(f"internal error: {type(e).__name__}: {e}")
+        code = 1
     sys.stdout.flush()
     sys.exit(code)

@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 
-from ocibox import ocispec
 from ocibox.errors import OciboxError, UsageError
 from ocibox.options import Parser
 from ocibox.runtime import _state
@@ -19,6 +18,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from ocibox import ocispec
     from ocibox.runtime import Log
 
 ID = (("id", "CONTAINER_ID", ""),)
@@ -41,35 +41,37 @@ def _cgroup_for(config: ocispec.Spec, cid: str) -> Any:
         raise UsageError(f"config.json: cgroupsPath {path!r} is a systemd slice path; ocibox uses cgroupfs paths")
     if path.startswith("/"):
         parent, _, name = path.rpartition("/")
-        return open_cgroup(name, limits, parent=parent or "/", devices=rules)
+        return open_cgroup(name, limits, parent=parent or "/", devices=rules, every=True)
     if path:
         from ocibox.linux import proc
 
         own = proc.cgroup()
         base = own.unified if own.unified is not None and not own.paths else (own.paths.get("memory") or "/")
         parent, _, name = f"{base.rstrip('/')}/{path}".rpartition("/")
-        return open_cgroup(name, limits, parent=parent or "/", devices=rules)
-    return open_cgroup(cid, limits, devices=rules)
+        return open_cgroup(name, limits, parent=parent or "/", devices=rules, every=True)
+    return open_cgroup(cid, limits, devices=rules, every=True)
 
 
-def _hooks(state: State, hooks: tuple[ocispec.Hook, ...], what: str, log: Log) -> None:
-    """Run OCI hooks in the runtime's namespace with the state on stdin; a failing one fails the step."""
-    import subprocess
+def _hooks(state: State, hooks: tuple[ocispec.Hook, ...], what: str, status: str = "") -> None:
+    """Hooks the runtime itself runs (poststart, poststop), in its own namespaces, the state on stdin."""
+    from ocibox.run import run_hooks
 
-    doc = json.dumps(state.oci()).encode()
-    for h in hooks:
-        env = dict(e.partition("=")[::2] for e in h.env) if h.env else {}
-        try:
-            r = subprocess.run(list(h.args) or [h.path], executable=h.path, input=doc, env=env,
-                               capture_output=True, timeout=h.timeout)
-        except subprocess.TimeoutExpired:
-            raise OciboxError(f"{what} hook {h.path} did not finish in {h.timeout} s") from None
-        except OSError as e:
-            raise OciboxError(f"{what} hook {h.path}: {e.strerror}") from None
-        if r.returncode != 0:
-            raise OciboxError(f"{what} hook {h.path} failed (exit {r.returncode}): "
-                              f"{r.stderr.decode(errors='replace').strip()[-300:]}")
-        log.debug(f"{what} hook {h.path}: ok")
+    run_hooks(hooks, json.dumps(state.oci(status)).encode(), what)
+
+
+def _remove_dir(path: str) -> None:
+    """A container's state dir (state.json, exec.fifo: flat), without importing shutil (2 ms a call)."""
+    try:
+        for name in os.listdir(path):
+            try:
+                os.unlink(os.path.join(path, name))
+            except IsADirectoryError:
+                import shutil
+
+                shutil.rmtree(os.path.join(path, name), ignore_errors=True)
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
 
 
 def _write_pid(path: str, pid: int) -> None:
@@ -81,14 +83,18 @@ def _write_pid(path: str, pid: int) -> None:
 
 
 def _send_console(socket_path: str, master: int) -> None:
+    import fcntl
     import socket
+    import struct
 
-    from ocibox.linux.pty import send_fd
+    from ocibox.linux.pty import TIOCGPTN, send_fd
 
+    # The message is the pty's name as the container sees it (runc's): the master's number in its devpts.
+    number = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0" * 4))[0]
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.connect(socket_path)
-        send_fd(s.fileno(), master, os.ttyname(master) if os.isatty(master) else "/dev/ptmx")
+        send_fd(s.fileno(), master, f"/dev/pts/{number}")
     finally:
         s.close()
 
@@ -105,6 +111,7 @@ CREATE = (
 
 
 def _create(root: str, ns: dict[str, Any], log: Log) -> tuple[State, Any]:
+    from ocibox import ocispec
     from ocibox.run import create
 
     bundle = os.path.abspath(ns["bundle"] or ".")
@@ -119,12 +126,15 @@ def _create(root: str, ns: dict[str, Any], log: Log) -> tuple[State, Any]:
     state = _state.new(root, ns["id"])
     try:
         cgroup = _cgroup_for(config, ns["id"])
-        state.data.update({"bundle": bundle, "rootfs": rootfs, "annotations": config.annotations})
+        state.data.update({"bundle": bundle, "rootfs": rootfs, "annotations": config.annotations,
+                           # which of the runtime's own hooks exist: start and delete parse config.json only then
+                           "hooks": [k for k in ("poststart", "poststop") if getattr(config.hooks, k)]})
+        # prestart, createRuntime and createContainer hooks run inside create, before pivot_root
         ctr = create(config, rootfs=rootfs, cgroup=cgroup, bundle=bundle, fifo=state.fifo, no_pivot=ns["no_pivot"],
-                     preserve_fds=ns["preserve_fds"], seccomp_cache=os.path.join(root, ".seccomp"))
+                     preserve_fds=ns["preserve_fds"], seccomp_cache=os.path.join(root, ".seccomp"),
+                     state_of=lambda pid: state.oci("creating", pid))
         state.data.update({"pid": ctr.pid, "pid_start": _pid_start(ctr.pid), "cgroup": cgroup.state()})
         state.save()
-        _hooks(state, config.hooks.prestart + config.hooks.create_runtime, "createRuntime", log)
         if ctr.master >= 0:
             _send_console(ns["console_socket"], ctr.master)
             os.close(ctr.master)
@@ -135,9 +145,7 @@ def _create(root: str, ns: dict[str, Any], log: Log) -> tuple[State, Any]:
         with contextlib.suppress(Exception):
             if "ctr" in locals():
                 ctr.close()
-        import shutil
-
-        shutil.rmtree(state.dir, ignore_errors=True)
+        _remove_dir(state.dir)
         raise
     return state, ctr
 
@@ -150,7 +158,14 @@ def _pid_start(pid: int) -> int:
 
 def create(root: str, argv: list[str], log: Log) -> int:
     ns = _parse("create", CREATE, ID, argv)
-    _create(root, ns, log)
+    from ocibox.cgroups import MigrationWarmup
+
+    # the cgroup join's RCU grace period paid while config.json is read and the executor imported
+    warmup = MigrationWarmup().start()
+    try:
+        _create(root, ns, log)
+    finally:
+        warmup.stop()
     return 0  # PID 1 waits at the fifo; this process exits and it is reparented to our caller
 
 
@@ -163,13 +178,21 @@ def start(root: str, argv: list[str], log: Log) -> int:
     if status != "created":
         raise UsageError(f"cannot start a container that is {status}: {ns['id']}")
     start_fifo(state.fifo)
-    config = _config(state)
-    if config is not None:
-        _hooks(state, config.hooks.poststart, "poststart", log)
+    config = _config(state) if "poststart" in state.data.get("hooks", ["poststart"]) else None
+    if config is not None and config.hooks.poststart:
+        try:
+            _hooks(state, config.hooks.poststart, "poststart")
+        except OciboxError:
+            # runc: a failing poststart hook fails start and the container with it
+            with contextlib.suppress(OciboxError):
+                _delete(state, force=True, log=log, hooks=False)
+            raise
     return 0
 
 
 def _config(state: State) -> ocispec.Spec | None:
+    from ocibox import ocispec
+
     with contextlib.suppress(OciboxError):
         return ocispec.load(os.path.join(str(state.data.get("bundle", "")), "config.json"))
     return None
@@ -180,18 +203,21 @@ def run(root: str, argv: list[str], log: Log) -> int:
     ns = _parse("run", (*CREATE, (("-d", "--detach"), "bool", "", "do not wait (the container is left running)")),
                 ID, argv)
     state, ctr = _create(root, ns, log)
-    from ocibox.run import start_fifo
+    from ocibox.run import exit_status, start_fifo
 
-    start_fifo(state.fifo)
-    if ns["detach"]:
-        return 0
-    from ocibox.run import exit_status
-
-    _, status = os.waitpid(ctr.pid, 0)
-    code = exit_status(status)
-    with contextlib.suppress(OciboxError):
-        _delete(state, force=True, log=log)
-    return code
+    try:
+        start_fifo(state.fifo)
+        if ns["detach"]:
+            return 0
+        _, status = os.waitpid(ctr.pid, 0)
+        return exit_status(status)
+    except BaseException:
+        ns["detach"] = False
+        raise
+    finally:
+        if not ns["detach"]:
+            with contextlib.suppress(OciboxError):
+                _delete(state, force=True, log=log)
 
 
 # ----------------------------------------------------------------------------- state, list, ps
@@ -267,7 +293,7 @@ def kill(root: str, argv: list[str], log: Log) -> int:
     return 0
 
 
-def _delete(st: State, *, force: bool, log: Log) -> None:
+def _delete(st: State, *, force: bool, log: Log, hooks: bool = True) -> None:
     status = st.status()
     if status not in ("stopped", "created") and not force:
         raise UsageError(f"cannot delete container {st.id} that is not stopped: {status}")
@@ -283,13 +309,13 @@ def _delete(st: State, *, force: bool, log: Log) -> None:
     if cg is not None:
         for problem in cg.destroy():
             log.write("warning", problem)
-    config = _config(st)
-    import shutil
-
-    shutil.rmtree(st.dir, ignore_errors=True)
-    if config is not None:
-        with contextlib.suppress(OciboxError):
-            _hooks(st, config.hooks.poststop, "poststop", log)
+    config = _config(st) if hooks and "poststop" in st.data.get("hooks", ["poststop"]) else None
+    _remove_dir(st.dir)
+    if config is not None and hooks and config.hooks.poststop:
+        try:
+            _hooks(st, config.hooks.poststop, "poststop", "stopped")
+        except OciboxError as e:  # the spec: a failing poststop hook is a warning; delete goes on
+            log.write("warning", str(e))
 
 
 def _wait_gone(st: State, timeout: float = 10.0) -> None:
@@ -409,6 +435,7 @@ class ExecError(OciboxError):
 def exec_(root: str, argv: list[str], log: Log) -> int:
     ns = Parser("ocibox-runtime exec", EXEC, (("id", "CONTAINER_ID", ""), ("command", "[COMMAND] [ARG...]", "")),
                 interspersed=False).parse(argv)
+    from ocibox import ocispec
     from ocibox.run import exec_process, seccomp_filter_of
 
     st = _state.load(root, ns["id"])
@@ -465,6 +492,7 @@ def spec(root: str, argv: list[str], log: Log) -> int:
     """A default config.json in the bundle (runc spec's: sh on a terminal, docker's hardening)."""
     ns = _parse("spec", ((("-b", "--bundle"), "str", "DIR", "where to write config.json (default: .)"),
                          (("--rootless",), "bool", "", "(accepted: the same config)")), (), argv)
+    from ocibox import ocispec
     from ocibox.run import DEFAULT_MOUNTS, MASKED_PATHS, READONLY_PATHS
 
     path = os.path.join(ns["bundle"] or ".", "config.json")

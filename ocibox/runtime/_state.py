@@ -75,13 +75,14 @@ class State:
         state = self.data.get("cgroup")
         return reopen(state) if state else None
 
-    def oci(self) -> dict[str, Any]:
-        """The OCI state document (what ``state`` prints, and what hooks get on stdin)."""
-        status = self.status()
-        return {"ociVersion": "1.1.0", "id": self.id, "status": status,
-                "pid": self.pid if status != "stopped" else 0, "bundle": self.data.get("bundle", ""),
-                "rootfs": self.data.get("rootfs", ""), "created": self.data.get("created", ""),
-                "owner": "", "annotations": self.data.get("annotations", {})}
+    def oci(self, status: str = "", pid: int = 0) -> dict[str, Any]:
+        """The OCI state document (what ``state`` prints, and what hooks get on stdin); ``status`` and
+        ``pid`` given for the hooks of create (status creating) and of delete (stopped)."""
+        status = status or self.status()
+        pid = pid or (self.pid if status != "stopped" else 0)
+        return {"ociVersion": "1.1.0", "id": self.id, "status": status, "pid": pid,
+                "bundle": self.data.get("bundle", ""), "rootfs": self.data.get("rootfs", ""),
+                "created": self.data.get("created", ""), "owner": "", "annotations": self.data.get("annotations", {})}
 
     def save(self) -> None:
         tmp = os.path.join(self.dir, STATE + ".tmp")

@@ -28,3 +28,19 @@ def test_cgroup_v2_in_vm() -> None:
     print(r.stdout)
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
     assert "FAIL" not in r.stdout and r.stdout.count("ok  ") == 7
+
+
+@pytest.mark.privileged
+@pytest.mark.v2vm
+def test_runtime_on_cgroup_v2_in_vm() -> None:
+    """ocibox-runtime's cgroup v2 checks (tests/v2/runtime_checks.py) inside the same VM."""
+    if os.environ.get("V2VM") == "1":
+        pytest.skip("already inside the v2 VM: run tests/v2/runtime_checks.py directly")
+    if not SCRIPT.is_file():
+        pytest.skip(f"cgroup v2 tests NOT RUN: {SCRIPT} is missing (set OCIBOX_V2VM to run-in-v2vm.sh)")
+    r = subprocess.run([str(SCRIPT), sys.executable, str(Path(__file__).with_name("runtime_checks.py"))],
+                       cwd=REPO, capture_output=True, text=True, timeout=900,
+                       env=dict(os.environ, V2VM_RW=str(REPO), V2VM_MEM="2G"))
+    print(r.stdout)
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    assert "FAIL" not in r.stdout and r.stdout.count("ok  ") >= 10

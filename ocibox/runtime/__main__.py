@@ -1,0 +1,5 @@
+"""``python -m ocibox.runtime``: the same as the ``ocibox-runtime`` console script."""
+
+from ocibox.runtime import main
+
+main()
