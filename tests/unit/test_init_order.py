@@ -73,7 +73,8 @@ def run_init(tmp_path: Path, *flags: str) -> tuple[list[list[object]], bytes]:
     if pid == 0:  # the init, in a child of its own
         log: list[list[object]] = []
         try:
-            os.close(out_r)
+            for fd in (out_r, go_w, gate_w, setup_r):  # the ends the init never holds (EOF on go ends its wait)
+                os.close(fd)
             k = recording_kernel(log, str(rootfs))
             config = build(spec, rootfs=str(rootfs), etc_dir=str(tmp_path / "etc"), cgroups_path="/c", seccomp=None)
             init(InitArgs(config=config, rootfs=str(rootfs), etc_dir=str(tmp_path / "etc"),
