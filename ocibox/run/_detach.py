@@ -223,7 +223,24 @@ def start_detached(settings: Settings, store: Store, rec: ContainerRecord, *, lo
 
     hostname = str(conf["hostname"]) or rec.id[:12]
     net = None
+    fuse = None
+    rootfs_mount: Callable[[], None] | None = lambda: mount_rootfs(store, image, merged, upper=upper, work=work)
     try:
+        if config.linux.uid_mappings:  # without root: where the kernel refuses overlayfs, fuse-overlayfs
+            from ocibox.layers import FuseRootfs, rootless_overlay
+
+            if rootless_overlay(store) == "fuse":
+                fuse = FuseRootfs(store, image, merged, upper, work)
+                fuse.start()
+                config = _joined(config, fuse.joined)
+                rootfs_mount = None
+                plain_started = started
+
+                def started(pid: int) -> None:
+                    assert fuse is not None
+                    fuse.attach(pid)
+                    plain_started(pid)
+
         with contextlib.suppress(FileNotFoundError):
             os.unlink(cdir / EXIT)
         net_flags = NetFlags.from_json(conf["net"]) if isinstance(conf["net"], dict) else NetFlags()
@@ -236,7 +253,7 @@ def start_detached(settings: Settings, store: Store, rec: ContainerRecord, *, lo
             config = _net.with_netns(config, net.netns)
         etc = {**etc_files(hostname, str(conf["network"])), **(net.etc if net is not None else {})}
         pid = spawn(config, cdir, rootfs=str(merged), cgroup=cgroup, seccomp=seccomp,
-                    mount_rootfs=lambda: mount_rootfs(store, image, merged, upper=upper, work=work),
+                    mount_rootfs=rootfs_mount,
                     etc_dir=str(cdir / "etc"), etc=etc, interactive=bool(conf["interactive"]),
                     log_max_size=int(log.get("max_size", 0)), log_max_files=int(log.get("max_file", 1)),
                     exit_command=exit_command, lock_fd=taken, on_started=started,
@@ -250,5 +267,17 @@ def start_detached(settings: Settings, store: Store, rec: ContainerRecord, *, lo
             net.finish(settings, rec.id, background=False)
         raise
     finally:
+        if fuse is not None:
+            fuse.close()
         if lock_fd is None:
             os.close(taken)  # the monitor has its own copy of the lock (or nothing runs: released)
+
+
+def _joined(config: ocispec.Spec, joined: dict[str, str]) -> ocispec.Spec:
+    """``config`` with the namespaces of ``joined`` joined by path (and no id maps: the user namespace
+    joined has its own)."""
+    from ocibox import ocispec as spec
+    from ocibox._record import replace
+
+    spaces = tuple(spec.Namespace(n.type, joined.get(n.type, n.path)) for n in config.linux.namespaces)
+    return replace(config, linux=replace(config.linux, namespaces=spaces, uid_mappings=(), gid_mappings=()))

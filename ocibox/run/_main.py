@@ -21,6 +21,9 @@ from ocibox.run._spec import RunFlags, RunSpec
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (5 ms of ocibox run)
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ocibox.layers import FuseRootfs
     from ocibox.ocispec import IdMapping
     from ocibox.settings import Settings
 
@@ -121,6 +124,7 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
 
     upper, work, merged = cdir / "upper", cdir / "work", cdir / "merged"
     status: int | None = None
+    fuse = None
     try:
         # seccomp program built while libseccomp is reachable, --ulimit checked
         prepared = _hardening.prepare(spec.hardening, spec.caps, cache_dir=str(settings.root / "seccomp"),
@@ -128,6 +132,8 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
         st.touch_image(store, record.id)
         for d in (upper, work, merged):
             d.mkdir(parents=True)
+        if id_maps is not None:
+            fuse = _fuse_rootfs(store, record, merged, upper, work)
         if warmup is not None:
             # Stopped before the fork: a fork waits for a cgroup migration in progress (both take the
             # kernel's cgroup_threadgroup_rwsem), and the join comes within the grace period anyway.
@@ -136,22 +142,38 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
             spec,
             merged,
             cdir,
-            mount_rootfs=lambda: mount_rootfs(store, record, merged, upper=upper, work=work, warn=echo),
+            mount_rootfs=None if fuse is not None else
+            lambda: mount_rootfs(store, record, merged, upper=upper, work=work, warn=echo),
             cgroup=cgroup,
-            on_start=started,
+            on_start=started if fuse is None else lambda pid: (fuse.attach(pid), started(pid)),  # type: ignore[union-attr, func-returns-value]
             prepared=prepared,
             netns=net.netns if net is not None else "",
             etc=net.etc if net is not None else None,
             late_etc=net.late_etc if net is not None else None,
             on_namespaces=net.on_namespaces if net is not None else None,
             id_maps=id_maps,
+            joined=fuse.joined if fuse is not None else None,
         )
         return status
     finally:
+        if fuse is not None:
+            fuse.close()
         if net is not None:
             net.finish(settings, cid)  # CNI DEL in the background: the exit status is not kept waiting
         st.remove_tree(cdir)
         st.finish_container(store, cid, status, remove=flags.rm)
+
+
+def _fuse_rootfs(store: st.Store, record: st.ImageRecord, merged: Path, upper: Path, work: Path) -> FuseRootfs | None:
+    """Without root where the kernel refuses overlayfs in a user namespace: the rootfs by fuse-overlayfs,
+    held outside the container (ocibox.layers.FuseRootfs, started); None where the kernel's works."""
+    from ocibox.layers import FuseRootfs, rootless_overlay
+
+    if rootless_overlay(store) != "fuse":
+        return None
+    fuse = FuseRootfs(store, record, merged, upper, work)
+    fuse.start()
+    return fuse
 
 
 def _id_maps(settings: Settings) -> tuple[tuple[IdMapping, ...], tuple[IdMapping, ...]] | None:

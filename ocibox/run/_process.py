@@ -377,7 +377,7 @@ def run_container(spec: RunSpec, rootfs: Path, state_dir: Path, *, mount_rootfs:
                   prepared: Prepared | None = None, netns: str = "", etc: dict[str, str] | None = None,
                   late_etc: Callable[[], dict[str, str]] | None = None,
                   id_maps: tuple[tuple[ocispec.IdMapping, ...], tuple[ocispec.IdMapping, ...]] | None = None,
-                  on_namespaces: Callable[[int], None] | None = None) -> int:
+                  on_namespaces: Callable[[int], None] | None = None, joined: dict[str, str] | None = None) -> int:
     """The foreground face: ``spec`` as a config, then create, start, wait and tear down; the exit
     status (docker's convention).
 
@@ -386,7 +386,7 @@ def run_container(spec: RunSpec, rootfs: Path, state_dir: Path, *, mount_rootfs:
     ``state_dir/etc`` gets a tmpfs, in the container's mount namespace only, holding its hostname,
     hosts and resolv.conf (``etc`` replaces some of the defaults; ``late_etc``: see ``create``).
     ``netns``: the network namespace to join by path (the network room's), "" for a new one. ``id_maps``:
-    a new user namespace with these maps (rootless)."""
+    a new user namespace with these maps (rootless); ``joined``: namespaces joined by path (see build)."""
     from ocibox.run._config import build
     from ocibox.run._etc import etc_files
 
@@ -401,7 +401,7 @@ def run_container(spec: RunSpec, rootfs: Path, state_dir: Path, *, mount_rootfs:
                    cgroups_path=cgroup.path if cgroup is not None else "",
                    seccomp=prepared.profile if prepared is not None else None,
                    nodes=prepared.nodes if prepared is not None else (), resources=resources, netns=netns,
-                   id_maps=id_maps)
+                   id_maps=id_maps, joined=joined)
     import json
 
     with open(state_dir / "config.json", "w") as f:  # for 'ocibox exec' into it

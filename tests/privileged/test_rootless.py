@@ -520,3 +520,27 @@ def test_hostile_corpus_as_the_user(env: Env, tmp_path: Path) -> None:
     assert not [p for p in owned_by(u.home, set(range(u.subid[0], u.subid[0] + u.subid[1])))
                 if "/hostile-store/" not in p and "/.local/share/ocibox/" not in p]
     u.ok("--root", str(u.home / "hostile-store"), "prune")
+
+
+# ----------------------------------------------------------------------------- fuse-overlayfs
+def test_fuse_overlayfs_fallback(pulled: Env) -> None:
+    """Where the kernel refuses overlayfs in a user namespace, fuse-overlayfs (forced here: this kernel
+    takes overlayfs) mounts the rootfs, outside the container's processes, for run and run -d."""
+    u = pulled.ranged
+    env = u.env(OCIBOX_ROOTLESS_OVERLAY="fuse")
+    r = u.ocibox("run", "--rm", "--network", "none", pulled.refs["owners"], "sh", "-c",
+                 "mount | head -1; ls /; ls /opq; echo x > /new && cat /new; stat -c %u /srv/www; ps -o comm", env=env)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "fuse-overlayfs on / type fuse.fuse-overlayfs" in lines[0], r.stdout
+    assert "gone" not in lines and "new" in lines and "x" in lines and "33" in lines
+    assert "fuse-overlayfs" not in lines[1:]  # its daemon is no process of the container
+    cid = u.ok("run", "-d", "--network", "none", pulled.refs["busybox"], "sleep", "30", env=env).strip()
+    assert u.ok("exec", cid, "sh", "-c", "mount | head -1", env=env).startswith("fuse-overlayfs on /")
+    u.ok("rm", "-f", cid, env=env)
+    for _ in range(50):
+        if not [p for p in u.pids() if _comm(p) == "fuse-overlayfs" and "Z" not in _state(p)]:
+            break
+        time.sleep(0.1)
+    assert not [p for p in u.pids() if _comm(p) == "fuse-overlayfs" and "Z" not in _state(p)]
+    assert (u.store / "overlay-rootless.json").exists()  # the probe's answer, kept for this kernel
