@@ -462,7 +462,7 @@ def delegated_root(root: Path = CGROUP_ROOT, proc_cgroup: str | None = None) -> 
 
 
 def rootless_cgroup(name: str, limits: Limits, *, parent: str = "", echo: Callable[[str], None] | None = None,
-                    root: Path = CGROUP_ROOT) -> Cgroup:
+                    root: Path = CGROUP_ROOT, proc_cgroup: str | None = None) -> Cgroup:
     """The cgroup of a container of a user without root: on cgroup v2, below the cgroup delegated to
     the user (``--cgroup-parent``, else the delegated subtree this process is in) with the limits
     applied as for root; without one (cgroup v1 as on hybrid hosts, v2 without delegation) none at all
@@ -487,13 +487,13 @@ def rootless_cgroup(name: str, limits: Limits, *, parent: str = "", echo: Callab
             return NoCgroup(limits)
         rel = "/" + str(top.relative_to(root))
     else:
-        found = delegated_root(root)
+        found = delegated_root(root, proc_cgroup)
         if found is None:
             if asked:
                 raise RootlessError(f"this process is in no cgroup v2 subtree delegated to you: {NO_DELEGATION}")
             return NoCgroup(limits)
         rel = "/" + str(found.relative_to(root))
-    return CgroupV2(name, limits, parent=rel, root=root, echo=echo, devices=None)
+    return CgroupV2(name, limits, parent=rel, root=root, echo=echo, devices=None, proc_cgroup=proc_cgroup)
 
 
 def _read_int(path: Path) -> int:

@@ -27,6 +27,10 @@ from pathlib import Path
 from ocibox.errors import RootlessError
 from ocibox.store import ImageRecord, Store
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 FUSE = "fuse-overlayfs"
 STATE = "overlay-rootless.json"
 _MOUNT_TIMEOUT = 10.0
@@ -91,10 +95,7 @@ def rootless_overlay(store: Store) -> str:
     try:
         with open(path) as f:
             known = json.load(f)
-        if known.get("kernel") == release:
-            mode = str(known["mode"])
-        else:
-            mode = ""
+        mode = str(known["mode"]) if known.get("kernel") == release else ""
     except (OSError, ValueError, KeyError):
         mode = ""
     if not mode:
@@ -253,6 +254,13 @@ class FuseRootfs:
                 os.write(self._ctl, f"P{pid1}".encode())
             os.close(self._ctl)
             self._ctl = -1
+
+    def then(self, started: Callable[[int], None]) -> Callable[[int], None]:
+        """``started`` after ``attach``: the on-start callback of a container on this rootfs."""
+        def both(pid1: int) -> None:
+            self.attach(pid1)
+            started(pid1)
+        return both
 
     def close(self) -> None:
         """Let H go (if not attached: now) and reap it when it has gone."""

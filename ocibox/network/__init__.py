@@ -56,7 +56,6 @@ if TYPE_CHECKING:
         PortMapping,
     )
     from ocibox.network._netns import remove_netns
-    from ocibox.network._usernet import DEFAULT_USER_MODE, UserNet, stop_usernet, usernet_ports
     from ocibox.network._networks import (
         containers_on,
         create,
@@ -77,6 +76,7 @@ if TYPE_CHECKING:
     )
     from ocibox.network._paths import config_dir
     from ocibox.network._text import hosts, resolv_conf
+    from ocibox.network._usernet import DEFAULT_USER_MODE, UserNet, stop_usernet, usernet_ports
 
 _TABLE = {
     **dict.fromkeys(("attach", "attachments", "check", "cni_check", "detach", "new_netns", "ports", "repair"),
@@ -97,15 +97,13 @@ __getattr__ = lazy_getattr(__name__, _TABLE)
 __all__ = [
     "DEFAULT_NETWORK",
     "DEFAULT_USER_MODE",
-    "UserNet",
-    "stop_usernet",
-    "usernet_ports",
     "USER_MODES",
     "Attachments",
     "Endpoint",
     "Network",
     "NetworkRequest",
     "PortMapping",
+    "UserNet",
     "attach",
     "attachments",
     "build_request",
@@ -132,4 +130,6 @@ __all__ = [
     "repair",
     "resolv_conf",
     "rm",
+    "stop_usernet",
+    "usernet_ports",
 ]

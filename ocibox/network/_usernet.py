@@ -239,22 +239,21 @@ class UserNet:
                                       f"slirp4netns refused it: {desc}")
 
     def _resolv_conf(self) -> str:
+        from ocibox._record import replace
         from ocibox.network._text import build_resolv_conf
 
         if self.kind == "slirp4netns":
             servers = [SLIRP_DNS]
         else:
-            host = _host_nameservers()
-            servers = [a for a in host if not _loopback(a)] + ([PASTA_DNS] if any(_loopback(a) for a in host) else [])
-        from ocibox._record import replace
-
+            hosts = _host_nameservers()
+            servers = [a for a in hosts if not _loopback(a)] + ([PASTA_DNS] if any(map(_loopback, hosts)) else [])
         try:
             with open("/etc/resolv.conf") as f:
-                host = f.read()
+                text = f.read()  # its search and options
         except OSError:
-            host = ""
+            text = ""
         req = replace(self.request, dns=self.request.dns or tuple(servers))
-        return build_resolv_conf(req, {}, host, "")
+        return build_resolv_conf(req, {}, text, "")
 
     @property
     def ports(self) -> tuple[PortMapping, ...]:

@@ -37,7 +37,14 @@ if TYPE_CHECKING:
         parse_subids,
     )
     from ocibox.rootless._paths import config_file, config_home, runtime_dir
-    from ocibox.rootless._userns import enter, in_userns, in_userns_call, is_rootless, namespace_maps, write_maps
+    from ocibox.rootless._userns import (
+        enter,
+        in_userns,
+        in_userns_call,
+        is_rootless,
+        namespace_maps,
+        write_maps,
+    )
     from ocibox.rootless._warn import howto, warn_single
 
 _TABLE = {

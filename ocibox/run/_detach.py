@@ -224,7 +224,12 @@ def start_detached(settings: Settings, store: Store, rec: ContainerRecord, *, lo
     hostname = str(conf["hostname"]) or rec.id[:12]
     net = None
     fuse = None
-    rootfs_mount: Callable[[], None] | None = lambda: mount_rootfs(store, image, merged, upper=upper, work=work)
+
+    def kernel_overlay() -> None:
+        mount_rootfs(store, image, merged, upper=upper, work=work)
+
+    rootfs_mount: Callable[[], None] | None = kernel_overlay
+    on_started: Callable[[int], None] = started
     try:
         if config.linux.uid_mappings:  # without root: where the kernel refuses overlayfs, fuse-overlayfs
             from ocibox.layers import FuseRootfs, rootless_overlay
@@ -234,12 +239,7 @@ def start_detached(settings: Settings, store: Store, rec: ContainerRecord, *, lo
                 fuse.start()
                 config = _joined(config, fuse.joined)
                 rootfs_mount = None
-                plain_started = started
-
-                def started(pid: int) -> None:
-                    assert fuse is not None
-                    fuse.attach(pid)
-                    plain_started(pid)
+                on_started = fuse.then(started)
 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(cdir / EXIT)
@@ -256,7 +256,7 @@ def start_detached(settings: Settings, store: Store, rec: ContainerRecord, *, lo
                     mount_rootfs=rootfs_mount,
                     etc_dir=str(cdir / "etc"), etc=etc, interactive=bool(conf["interactive"]),
                     log_max_size=int(log.get("max_size", 0)), log_max_files=int(log.get("max_file", 1)),
-                    exit_command=exit_command, lock_fd=taken, on_started=started,
+                    exit_command=exit_command, lock_fd=taken, on_started=on_started,
                     late_etc=net.late_etc if net is not None else None,
                     on_namespaces=net.on_namespaces if net is not None else None)
         if net is not None and net.pending is not None:

@@ -145,7 +145,7 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
             mount_rootfs=None if fuse is not None else
             lambda: mount_rootfs(store, record, merged, upper=upper, work=work, warn=echo),
             cgroup=cgroup,
-            on_start=started if fuse is None else lambda pid: (fuse.attach(pid), started(pid)),  # type: ignore[union-attr, func-returns-value]
+            on_start=started if fuse is None else fuse.then(started),
             prepared=prepared,
             netns=net.netns if net is not None else "",
             etc=net.etc if net is not None else None,
