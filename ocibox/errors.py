@@ -28,6 +28,8 @@ one line: what was wrong and what to do.
     │                                     missing or failing CNI plugin, DNS server
     ├── RuntimeSetupError            125  namespaces, mounts, pivot_root, cgroups failed
     │   └── CgroupError              125  a limit that cannot be applied
+    ├── RootlessError                125  what a user without root cannot have here, and what to do
+    │                                     (no subordinate ids, no delegated cgroup, no helper)
     ├── ContainerCommandError        126  cannot execute (permission, not executable)
     │   └── CommandNotFound          127  no such command in the container
     └── InUseError                   125  rmi of an image a running container uses
@@ -132,6 +134,11 @@ class RuntimeSetupError(OciboxError):
 
 class CgroupError(RuntimeSetupError):
     """A cgroup could not be created, or a requested limit cannot be applied."""
+
+
+class RootlessError(OciboxError):
+    """Something a user without root cannot have on this host as it is set up (a subordinate id
+    range, a delegated cgroup, newuidmap): the message says why and what would give it."""
 
 
 class ContainerCommandError(OciboxError):

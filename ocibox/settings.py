@@ -1,9 +1,14 @@
 """Explicit settings, passed down from the CLI: no module-level mutable state.
 
-The config file (``$OCIBOX_CONFIG``, else ``/etc/ocibox/config.toml``)::
+The config file (``$OCIBOX_CONFIG``, else ``/etc/ocibox/config.toml``; without root
+``$XDG_CONFIG_HOME/ocibox/config.toml`` where it exists)::
 
     [download]
     concurrency = 4
+
+    [storage]
+    ignore_chown_errors = false     # without root: every file owner outside the user's ids becomes root
+                                    # (podman's storage option of that name)
 
     [[registry]]
     prefix = "docker.io"            # the registry (host[:port]) this entry is about
@@ -27,6 +32,14 @@ DEFAULT_CONFIG = Path("/etc/ocibox/config.toml")
 CERTS_D = ("/etc/containers/certs.d", "/etc/docker/certs.d")
 
 
+def _rootless() -> bool:
+    if os.geteuid() != 0:
+        return True
+    from ocibox.rootless import is_rootless
+
+    return is_rootless()
+
+
 @record
 class RegistryConfig:
     prefix: str
@@ -38,12 +51,19 @@ class RegistryConfig:
 class Config:
     registries: tuple[RegistryConfig, ...] = ()
     concurrency: int = 4
+    ignore_chown_errors: bool = False
 
     @classmethod
     def load(cls, path: Path | None = None) -> Config:
         if path is None:
             env = os.environ.get("OCIBOX_CONFIG")
             path = Path(env) if env else DEFAULT_CONFIG
+            if not env and _rootless():
+                from ocibox.rootless import config_file
+
+                user = config_file()
+                if user.exists():
+                    path = user
             if not env and not path.exists():
                 return cls()
         import tomllib
@@ -71,7 +91,13 @@ class Config:
         conc = dl.get("concurrency", 4)
         if not isinstance(conc, int) or conc < 1:
             raise ConfigError(f"{where}: download.concurrency must be a positive integer")
-        return cls(tuple(regs), conc)
+        storage = data.get("storage", {}) or {}
+        squash = storage.get("ignore_chown_errors", False)
+        if isinstance(squash, str) and squash.lower() in ("true", "false"):
+            squash = squash.lower() == "true"  # podman's storage.conf writes it as a string
+        if not isinstance(squash, bool):
+            raise ConfigError(f"{where}: storage.ignore_chown_errors must be true or false")
+        return cls(tuple(regs), conc, squash)
 
     def registry(self, host: str) -> RegistryConfig | None:
         for r in self.registries:
@@ -91,6 +117,9 @@ class Settings:
     config: Config = field(default_factory=Config)
     #: podman's --cert-dir: the registry's CA certificates (*.crt) and client pairs (*.cert + *.key)
     cert_dir: str = ""
+    #: without root: layer files of owners outside the user's ids are unpacked as root (the flag
+    #: --ignore-chown-errors, or the config's storage.ignore_chown_errors)
+    ignore_chown_errors: bool = False
 
     def tls_dir(self, host: str) -> str | None:
         """Where the certificates for ``host`` are: --cert-dir, else ``certs.d/HOST[:PORT]`` of

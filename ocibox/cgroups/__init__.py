@@ -9,6 +9,7 @@ Public surface (loaded lazily)::
     Cgroup                               the interface: create, apply, join, container_mounts, oom_kills,
                                          procs, destroy, devices_fallback
     open_cgroup(name, limits, *, devices=None, parent="", echo=None, root=...) -> Cgroup
+    rootless_cgroup(...) / NoCgroup / delegated_root()   without root: a delegated v2 cgroup, or none
     reopen(cgroup.state()) -> Cgroup     the manager of an existing cgroup, in another process
     detect(root) -> 1 | 2                2 on a pure v2 host
     own_v1_dir(controller)               this process's cgroup directory in a v1 hierarchy
@@ -36,7 +37,16 @@ if TYPE_CHECKING:
         write_v1,
     )
     from ocibox.cgroups._leftovers import container_cgroups, remove_leftovers
-    from ocibox.cgroups._manager import CgroupV1, CgroupV2, open_cgroup, own_v1_dir, reopen
+    from ocibox.cgroups._manager import (
+        CgroupV1,
+        CgroupV2,
+        NoCgroup,
+        delegated_root,
+        open_cgroup,
+        own_v1_dir,
+        reopen,
+        rootless_cgroup,
+    )
     from ocibox.cgroups._resources import limits_from_resources, resources_of
     from ocibox.cgroups._warmup import MigrationWarmup
 
@@ -45,7 +55,8 @@ _TABLE = {
     **dict.fromkeys(("ANY", "V2_FALLBACK", "Device", "attach_v2", "bpf_device_program", "read_v1", "write_v1"),
                     "_devices"),
     **dict.fromkeys(("container_cgroups", "remove_leftovers"), "_leftovers"),
-    **dict.fromkeys(("CgroupV1", "CgroupV2", "open_cgroup", "own_v1_dir", "reopen"), "_manager"),
+    **dict.fromkeys(("CgroupV1", "CgroupV2", "NoCgroup", "delegated_root", "open_cgroup", "own_v1_dir", "reopen",
+                     "rootless_cgroup"), "_manager"),
     "MigrationWarmup": "_warmup",
     "limits_from_resources": "_resources",
     "resources_of": "_resources",
@@ -63,10 +74,12 @@ __all__ = [
     "Device",
     "Limits",
     "MigrationWarmup",
+    "NoCgroup",
     "attach_v2",
     "bpf_device_program",
     "container_cgroups",
     "cpu_weight",
+    "delegated_root",
     "detect",
     "limits_from_resources",
     "open_cgroup",
@@ -75,5 +88,6 @@ __all__ = [
     "remove_leftovers",
     "reopen",
     "resources_of",
+    "rootless_cgroup",
     "write_v1",
 ]

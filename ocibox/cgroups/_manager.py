@@ -419,12 +419,159 @@ class CgroupV2(Cgroup):
 
 
 def open_cgroup(name: str, limits: Limits, *, parent: str = "", echo: Callable[[str], None] | None = None,
-                root: Path = CGROUP_ROOT, devices: Iterable[Device] | None = None, every: bool = False) -> Cgroup:
+                root: Path = CGROUP_ROOT, devices: Iterable[Device] | None = None, every: bool = False,
+                rootless: bool | None = None) -> Cgroup:
     """The manager for this host's cgroup version. ``devices``: the allow list to enforce (None: no
-    device rules, e.g. --privileged). ``every`` (v1): a cgroup in every hierarchy, as runc makes."""
+    device rules, e.g. --privileged). ``every`` (v1): a cgroup in every hierarchy, as runc makes.
+    Without root (``rootless``; None: as this process runs) see ``rootless_cgroup``."""
+    if rootless is None:
+        rootless = _rootless()
+    if rootless:
+        return rootless_cgroup(name, limits, parent=parent, echo=echo, root=root)
     if detect(root) == 2:
         return CgroupV2(name, limits, parent=parent, root=root, echo=echo, devices=devices)
     return CgroupV1(name, limits, parent=parent, root=root, echo=echo, devices=devices, every=every)
+
+
+def _rootless() -> bool:
+    import os
+
+    if os.geteuid() != 0:
+        return True
+    from ocibox.rootless import is_rootless
+
+    return is_rootless()
+
+
+# ---------------------------------------------------------------------- without root
+class NoCgroup(Cgroup):
+    """A container without a cgroup of its own (a user without a delegated cgroup, and no limits asked
+    for): it stays in the cgroup of the user's process that made it. Nothing to create or remove;
+    what needs a cgroup (pause, stats) says so."""
+
+    version = 0
+
+    def __init__(self, limits: Limits | None = None, pid: int = 0) -> None:
+        self.limits, self.rules, self.pid = limits or Limits(), None, pid
+
+    def create(self) -> None:
+        pass
+
+    def apply(self, limits: Limits) -> None:
+        if any(needs(c, limits) for c in ("memory", "cpu", "pids", "cpuset")):
+            raise CgroupError(NO_DELEGATION)
+
+    def join(self, pid: int) -> None:
+        self.pid = pid
+
+    def container_mounts(self) -> list[tuple[str, str, str]]:
+        return []
+
+    def oom_kills(self) -> int:
+        return 0
+
+    def procs(self) -> list[int]:
+        """PID 1 and the processes of its pid namespace this user may see."""
+        import os
+
+        if not self.pid:
+            return []
+        try:
+            ns = os.readlink(f"/proc/{self.pid}/ns/pid")
+        except OSError:
+            return []
+        out = []
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    if os.readlink(f"/proc/{name}/ns/pid") == ns:
+                        out.append(int(name))
+                except OSError:
+                    continue
+        return out
+
+    def destroy(self) -> list[str]:
+        return []
+
+    def freeze(self, frozen: bool) -> None:
+        raise CgroupError(f"{'pause' if frozen else 'unpause'} needs the container's own cgroup, which a user "
+                          f"without root has only on cgroup v2 with a delegated cgroup: {NO_DELEGATION_HOW}")
+
+    def frozen(self) -> bool:
+        return False
+
+    def stats(self) -> dict[str, int]:
+        return {"memory_usage": 0, "memory_limit": 0, "memory_cache": 0, "cpu_usage_ns": 0, "pids": len(self.procs())}
+
+    def state(self) -> dict[str, object]:
+        return {"version": 0, "pid": self.pid}
+
+
+NO_DELEGATION_HOW = ("on cgroup v2, delegate a cgroup to the user (systemd: Delegate=yes, as user@UID.service "
+                     "has; or chown a cgroup directory and its cgroup.procs, cgroup.subtree_control and "
+                     "cgroup.threads to the user, with the controllers enabled in its parent) and run ocibox from "
+                     "a process inside it, or pass --cgroup-parent naming it")
+NO_DELEGATION = ("cgroup limits need a cgroup of the container's own, and a user without root can make one only "
+                 f"below a cgroup v2 directory delegated to them: {NO_DELEGATION_HOW}; or run as root, or drop "
+                 "the limits")
+
+
+def _owned(d: Path) -> bool:
+    import os
+
+    try:
+        return d.stat().st_uid == os.geteuid() and os.access(d / "cgroup.procs", os.W_OK)
+    except OSError:
+        return False
+
+
+def delegated_root(root: Path = CGROUP_ROOT, proc_cgroup: str | None = None) -> Path | None:
+    """The top of the cgroup v2 subtree delegated to this user that holds this process (the highest
+    ancestor of its cgroup that is the user's), None when there is none (v1, or not delegated)."""
+    if detect(root) != 2:
+        return None
+    own = proc.parse_cgroup(proc.cgroup_text() if proc_cgroup is None else proc_cgroup)
+    d = root / (own.unified or "/").lstrip("/")
+    if d == root or not _owned(d):
+        return None
+    while d.parent != root and _owned(d.parent):
+        d = d.parent
+    return d
+
+
+def rootless_cgroup(name: str, limits: Limits, *, parent: str = "", echo: Callable[[str], None] | None = None,
+                    root: Path = CGROUP_ROOT, proc_cgroup: str | None = None) -> Cgroup:
+    """The cgroup of a container of a user without root: on cgroup v2, below the cgroup delegated to
+    the user (``--cgroup-parent``, else the delegated subtree this process is in) with the limits
+    applied as for root; without one (cgroup v1 as on hybrid hosts, v2 without delegation) none at all
+    (``NoCgroup``), and a requested limit is a RootlessError saying why and what to do. No device
+    rules: in a user namespace no device node can be made, the host's are bound."""
+    from ocibox.errors import RootlessError
+
+    asked = any(needs(c, limits) for c in ("memory", "cpu", "pids", "cpuset"))
+    if detect(root) != 2:
+        if asked:
+            raise RootlessError("this host has cgroup v1 (or hybrid) cgroups, where only root can make a cgroup: "
+                                f"{NO_DELEGATION}")
+        return NoCgroup(limits)
+    if parent:
+        top = root / parent.lstrip("/")
+        probe = top
+        while not probe.exists() and probe != root:
+            probe = probe.parent
+        if probe == root or not _owned(probe):
+            if asked:
+                raise RootlessError(f"--cgroup-parent {parent}: not a cgroup delegated to you. {NO_DELEGATION}")
+            return NoCgroup(limits)
+        rel = "/" + str(top.relative_to(root))
+    else:
+        found = delegated_root(root, proc_cgroup)
+        if found is None:
+            if asked:
+                raise RootlessError(f"this process is in no cgroup v2 subtree delegated to you: {NO_DELEGATION}")
+            return NoCgroup(limits)
+        rel = "/" + str(found.relative_to(root))
+    return CgroupV2(name, limits, parent=rel, root=root, echo=echo, devices=None, proc_cgroup=proc_cgroup)
 
 
 def _read_int(path: Path) -> int:
@@ -448,6 +595,9 @@ def reopen(state: dict[str, object]) -> Cgroup:
     """The manager of a container's existing cgroup, from what ``Cgroup.state()`` recorded (for the
     verbs that manage a container after its creator has gone: stop, pause, stats, rm, cleanup)."""
     cg: Cgroup
+    if state.get("version") == 0:
+        pid = state.get("pid", 0)
+        return NoCgroup(pid=pid if isinstance(pid, int) else 0)
     if state.get("version") == 2:
         v2 = CgroupV2.__new__(CgroupV2)
         v2.dir = Path(str(state["dir"]))

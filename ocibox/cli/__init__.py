@@ -52,6 +52,7 @@ VERBS: tuple[Verb, ...] = (
     ("export", "ocibox.cli._layers:export", "Write an image's flattened rootfs as a tar"),
     ("login", "ocibox.cli._registry:login", "Log in to a registry"),
     ("logout", "ocibox.cli._registry:logout", "Remove the credentials stored for a registry"),
+    ("unshare", "ocibox.cli._rootless:unshare", "Run a command in the user namespace of rootless ocibox"),
     ("image", "", "Manage images"),
     ("image inspect", "ocibox.cli._cache:inspect", "Show an image's manifest, config and layers as JSON"),
     ("image mount", "ocibox.cli._layers:mount", "Mount an image's rootfs read-only and print its path"),
@@ -114,7 +115,13 @@ GLOBAL_OPTIONS = (
     (("-q", "--quiet"), "bool", "", "print only what scripts need (no progress)"),
     (("--debug",), "bool", "", "show tracebacks and the HTTP log"),
     (("--insecure-registry",), "list", "HOST[:PORT]", "allow plain HTTP / unverified TLS to this registry (repeatable)"),
+    (("--ignore-chown-errors",), "bool", "",
+     "without root: unpack files of owners outside your subordinate ids as root (podman's storage option)"),
 )
+
+#: verbs that read or write the store's layer files as their owners: without root they run as root of
+#: a user namespace with the user's ids (``ocibox.rootless.enter``), as podman's whole process does
+USERNS_VERBS = ("pull", "system df", "export", "verify")
 
 
 def parse_globals(argv: list[str]) -> tuple[Settings, list[str]]:
@@ -131,12 +138,14 @@ def settings_of(ns: dict[str, Any]) -> Settings:
     from ocibox.settings import Config, Settings
     from ocibox.store import default_root
 
+    config = Config.load()
     return Settings(
         root=(Path(ns["root"]) if ns["root"] is not None else default_root()).absolute(),
         quiet=ns["quiet"],
         debug=ns["debug"],
         insecure_registries=tuple(ns["insecure_registry"]),
-        config=Config.load(),
+        config=config,
+        ignore_chown_errors=ns["ignore_chown_errors"] or config.ignore_chown_errors,
     )
 
 
@@ -219,6 +228,11 @@ def call(verb: Verb, settings: Settings, argv: list[str], prog: str) -> int:
     import importlib
 
     module, _, function = verb[1].partition(":")
+    if verb[0] in USERNS_VERBS and os.geteuid() != 0:
+        from ocibox import rootless
+
+        rootless.warn_single(rootless.current(), settings.root)
+        rootless.enter()
     code: int | None = getattr(importlib.import_module(module), function)(settings, argv, prog)
     return code or 0
 
@@ -285,5 +299,5 @@ def _with(settings: Settings, **kw: Any) -> Settings:
 __getattr__ = lazy_getattr(__name__, dict.fromkeys(("df_table", "images_table", "prune_lines", "rmi_lines"), "_render"))
 
 
-__all__ = ["VERBS", "call", "df_table", "find", "group_parser", "images_table", "main", "parse_globals",
+__all__ = ["USERNS_VERBS", "VERBS", "call", "df_table", "find", "group_parser", "images_table", "main", "parse_globals",
            "prune_lines", "resolve", "rmi_lines", "settings_of"]

@@ -115,7 +115,12 @@ def _teardown(store: st.Store, rec: st.ContainerRecord) -> bool:
             oom = cg.oom_kills() > 0
             cg.destroy()
     remove_leftovers(rec.id)
-    if on_networks(rec):
+    cdir = store.container_dir(rec.id)
+    if (cdir / "usernet.json").exists():  # a user-mode network (without root): its helper, if still there
+        from ocibox import network
+
+        network.stop_usernet(cdir)
+    elif on_networks(rec):
         from ocibox import network
 
         try:

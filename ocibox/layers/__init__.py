@@ -8,6 +8,8 @@ Public surface::
     mount_rootfs(store, record, target, *, upper, work, readonly=False, warn=None) -> None
     mount_image(settings, name, *, warn=None) -> Path / umount_image(settings, name)
     export_image(settings, name, output)                    # output: a path or an open binary stream
+    rootless_overlay(store) -> "kernel" | "fuse"            # without root: which overlay mounts (probed once)
+    FuseRootfs(store, record, target, upper, work)          # its fuse-overlayfs rootfs, held outside the container
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from ocibox._lazy import lazy_getattr
 TYPE_CHECKING = False  # typing is not imported on the run path (5 ms)
 if TYPE_CHECKING:
     from ocibox.layers._forked import Unpackers
+    from ocibox.layers._fuse import FuseRootfs, rootless_overlay
     from ocibox.layers._image import export_image, mount_image, umount_image, write_flat_tar
     from ocibox.layers._merged import copy_merged, walk_merged
     from ocibox.layers._mount import image_lowerdirs, mount_rootfs, overlay_options, overlay_supported
@@ -24,6 +27,8 @@ if TYPE_CHECKING:
 
 _TABLE = {
     "Unpackers": "_forked",
+    "FuseRootfs": "_fuse",
+    "rootless_overlay": "_fuse",
     "export_image": "_image",
     "mount_image": "_image",
     "umount_image": "_image",
@@ -40,6 +45,7 @@ _TABLE = {
 __getattr__ = lazy_getattr(__name__, _TABLE)
 
 __all__ = [
+    "FuseRootfs",
     "Unpackers",
     "copy_merged",
     "export_image",
@@ -48,6 +54,7 @@ __all__ = [
     "mount_rootfs",
     "overlay_options",
     "overlay_supported",
+    "rootless_overlay",
     "umount_image",
     "unpack_layer",
     "walk_merged",

@@ -16,7 +16,8 @@ directory:
 
 Whiteouts are converted to overlayfs' format as they come: ``.wh.NAME`` becomes
 a 0:0 character device, ``.wh..wh..opq`` sets ``trusted.overlay.opaque=y`` on
-its directory. Per the OCI image spec (layer.md) whiteouts hide only lower
+its directory (``user.overlay.opaque=y`` without root: the form overlayfs reads
+with ``userxattr`` in a user namespace). Per the OCI image spec (layer.md) whiteouts hide only lower
 layers: an entry of this layer with the same name is kept whether it comes
 before the whiteout or after it (a directory that replaces a whiteout of its
 own layer is made opaque, which is what the lower layers see: gone, then
@@ -24,6 +25,12 @@ created anew).
 
 Directory modes and times are applied at the end, so a 0555 directory can be
 filled and mtimes are not disturbed by later entries.
+
+Without root (``Owners``): the layer is applied by root of a user namespace that
+maps the user's ids, so owners land as the mapped ids on disk. An owner outside
+those ids is an error naming the entry, the id and the mapped range (never
+silently root), unless the user asked to squash such owners to root. Device
+nodes cannot be made there and are skipped, as containers/storage does.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
 WHITEOUT_OPAQUE = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
+USER_OPAQUE_XATTR = "user.overlay.opaque"
 
 MAX_ID = 0xFFFFFFFE  # (uid_t)-1 means "no change" to chown: never a real owner
 PATH_MAX = 4096
@@ -86,9 +94,10 @@ class HashingReader:
 
 
 def allowed_xattr(name: str) -> bool:
-    """PAX xattrs kept: never ``trusted.*`` (a layer must not steer overlayfs), and of
-    ``security.*`` only ``security.capability`` (file capabilities of the image)."""
-    if name.startswith("trusted."):
+    """PAX xattrs kept: never ``trusted.*`` nor ``user.overlay.*`` (a layer must not steer
+    overlayfs, rooted or with ``userxattr``), and of ``security.*`` only ``security.capability``
+    (file capabilities of the image)."""
+    if name.startswith(("trusted.", "user.overlay.")):
         return False
     return not (name.startswith("security.") and name != "security.capability")
 
@@ -103,6 +112,43 @@ def pax_xattrs(ti: Entry) -> dict[str, bytes]:
     return out
 
 
+class Owners:
+    """The owners a layer unpacked without root may have: container ids ``0..uids-1`` and
+    ``0..gids-1`` (the user's maps); ``squash``: others become root (podman's ignore_chown_errors)."""
+
+    def __init__(self, uids: int, gids: int, *, squash: bool = False, user: str = "", howto: str = "") -> None:
+        self.uids, self.gids, self.squash, self.user, self.howto = uids, gids, squash, user, howto
+
+    @classmethod
+    def here(cls, squash: bool = False) -> Owners | None:
+        """The policy of this process: None as the host's root (every id is real)."""
+        from ocibox.rootless import current, howto, is_rootless
+
+        if not is_rootless():
+            return None
+        maps = current()
+        return cls(maps.uid_count, maps.gid_count, squash=squash, user=maps.user, howto=howto(maps))
+
+    def check(self, ti: Entry, what: str) -> None:
+        """Squash or refuse an owner outside the maps (in place: ``ti.uid``/``ti.gid``)."""
+        if ti.uid < self.uids and ti.gid < self.gids:
+            return
+        if self.squash:
+            ti.uid = ti.uid if ti.uid < self.uids else 0
+            ti.gid = ti.gid if ti.gid < self.gids else 0
+            return
+        kind, value, count = ("uid", ti.uid, self.uids) if ti.uid >= self.uids else ("gid", ti.gid, self.gids)
+        if count == 1:
+            raise LayerError(
+                f"{what}: entry {ti.name!r} belongs to {kind} {value}, but user {self.user} has no subordinate ids "
+                f"(only root exists in its containers): an administrator can give a range: {self.howto}; or "
+                "squash every owner to root with --ignore-chown-errors (storage.ignore_chown_errors in the config)")
+        raise LayerError(
+            f"{what}: entry {ti.name!r}: {kind} {value} is outside the ids mapped for user {self.user} (container "
+            f"{kind}s 0-{count - 1}); the image needs a larger subordinate range in /etc/sub{kind}, or "
+            "--ignore-chown-errors to unpack such files as root")
+
+
 @dataclass
 class _DirMeta:
     mode: int
@@ -115,8 +161,10 @@ class Applier:
 
     root: Path
     what: str
+    owners: Owners | None = None  # without root: the owners the user's maps allow
     size: int = 0
     entries: int = 0
+    skipped_devices: int = 0  # without root: device nodes that cannot be made
     _dirs: dict[Parts, _DirMeta] = field(default_factory=dict)
     _whiteouts: set[Parts] = field(default_factory=set)
 
@@ -134,6 +182,7 @@ class Applier:
         root_st = os.fstat(self._rootfd)
         self._own = (-1, -1) if root_st.st_mode & stat.S_ISGID else (os.geteuid(), os.getegid())
         self._umask = _umask()
+        self.opaque = OPAQUE_XATTR if self.owners is None else USER_OPAQUE_XATTR
 
     def close(self) -> None:
         self._drop_fds()
@@ -262,6 +311,8 @@ class Applier:
         if not parts:
             if not ti.isdir():
                 raise self._hostile(ti, "it would change the type of the layer root")
+            if self.owners is not None:
+                self.owners.check(ti, self.what)
             fd = os.dup(self._rootfd)
             try:
                 self._dir_meta(fd, (), ti)
@@ -272,6 +323,8 @@ class Applier:
         if base.startswith(WHITEOUT_PREFIX):
             self._whiteout(parts, ti)
             return
+        if self.owners is not None and not ti.islnk():  # a hardlink takes its target's owner
+            self.owners.check(ti, self.what)
         try:
             pfd = self._parent(parts[:-1], ti)
             if ti.isdir():
@@ -301,7 +354,7 @@ class Applier:
         try:
             if was == "whiteout":
                 # Gone from the lower layers, then created anew in this one.
-                os.setxattr(fd, OPAQUE_XATTR, b"y")
+                os.setxattr(fd, self.opaque, b"y")
             self._dir_meta(fd, parts, ti, new=was != "dir")
         finally:
             os.close(fd)
@@ -386,7 +439,13 @@ class Applier:
             os.mkfifo(parts[-1], 0o600, dir_fd=pfd)
         else:
             kind = stat.S_IFCHR if ti.ischr() else stat.S_IFBLK
-            os.mknod(parts[-1], kind | 0o600, os.makedev(ti.devmajor, ti.devminor), dir_fd=pfd)
+            try:
+                os.mknod(parts[-1], kind | 0o600, os.makedev(ti.devmajor, ti.devminor), dir_fd=pfd)
+            except PermissionError:
+                if self.owners is None:
+                    raise
+                self.skipped_devices += 1  # no device in a user namespace (containers/storage skips them too)
+                return
         self._node_meta(pfd, parts[-1], ti.uid, ti.gid, ti.mode & 0o7777, _ns(ti.mtime), pax_xattrs(ti), ti)
 
     def _node_meta(self, pfd: int, name: str, uid: int, gid: int, mode: int, mtime_ns: int,
@@ -415,7 +474,7 @@ class Applier:
     def _check_whiteout(self, parts: Parts, ti: Entry) -> None:
         base = parts[-1]
         if base == WHITEOUT_OPAQUE:
-            os.setxattr(self._parent(parts[:-1], ti), OPAQUE_XATTR, b"y")
+            os.setxattr(self._parent(parts[:-1], ti), self.opaque, b"y")
             return
         if base.startswith(WHITEOUT_META_PREFIX):
             return  # other aufs metadata (.wh..wh.plnk, .wh..wh.aufs): ignored, as containerd does
@@ -466,15 +525,15 @@ def _ns(mtime: float | int) -> int:
     return round(mtime * 1_000_000_000)
 
 
-def extract(stream: Readable, root: Path, what: str) -> tuple[HashingReader, Applier]:
+def extract(stream: Readable, root: Path, what: str, owners: Owners | None = None) -> tuple[HashingReader, Applier]:
     """Parse ``stream`` (uncompressed tar) and apply it into ``root``; reads it to EOF.
 
     Returns the hashing reader (digest and byte count of the whole stream) and
-    the applier (unpacked size, entry count)."""
+    the applier (unpacked size, entry count). ``owners``: see ``Owners`` (None as root)."""
     hashing = HashingReader(stream)
     # Decompression and hashing in a thread of their own, beside the parsing (see Prefetcher).
     ahead = Prefetcher(hashing)
-    applier = Applier(root, what)
+    applier = Applier(root, what, owners)
     last = "(start of stream)"
     try:
         tf = TarStream(ahead)

@@ -123,7 +123,7 @@ class Unpackers:
     _parent_fds: list[int] = field(default_factory=list)
 
     def start(self, key: int, store: Store, *, compression: str, diff_id: Digest, chain_id: Digest,
-              parent: Digest | None, what: str) -> None:
+              parent: Digest | None, what: str, ignore_chown_errors: bool = False) -> None:
         """Fork a child that waits for the layer's bytes. Call from the main thread only."""
         data_r, data_w = os.pipe()
         _grow_pipe(data_w)
@@ -139,7 +139,7 @@ class Unpackers:
                 for fd in (data_w, ctl_w, res_r, *self._parent_fds):
                     _close(fd)
                 _child(data_r, ctl_r, res_w, Store(store.root), compression=compression, diff_id=diff_id,
-                       chain_id=chain_id, parent=parent, what=what)
+                       chain_id=chain_id, parent=parent, what=what, ignore_chown_errors=ignore_chown_errors)
             except BaseException:
                 status = 1
             finally:
@@ -160,7 +160,7 @@ class Unpackers:
 
 
 def _child(data_r: int, ctl_r: int, res_w: int, store: Store, *, compression: str, diff_id: Digest,
-           chain_id: Digest, parent: Digest | None, what: str) -> None:
+           chain_id: Digest, parent: Digest | None, what: str, ignore_chown_errors: bool = False) -> None:
     from ocibox.layers._unpack import unpack_layer
 
     def before_publish() -> None:
@@ -169,7 +169,8 @@ def _child(data_r: int, ctl_r: int, res_w: int, store: Store, *, compression: st
 
     try:
         size = unpack_layer(store, _FdReader(data_r), compression=compression, diff_id=diff_id,
-                            chain_id=chain_id, parent=parent, what=what, before_publish=before_publish)
+                            chain_id=chain_id, parent=parent, what=what, before_publish=before_publish,
+                            ignore_chown_errors=ignore_chown_errors)
         msg = f"S{size}\n".encode()
     except BaseException as e:
         msg, _ = errors.to_wire(e, f"{what}: ")

@@ -22,10 +22,21 @@ def _mountpoint(store: Store, image_hex: str) -> Path:
     return store.mounts / image_hex / "merged"
 
 
+def _refuse_outside_userns(verb: str) -> None:
+    """Without root a mount is made, and seen, only in a user (and mount) namespace: the one of
+    ``ocibox unshare`` (as podman's rootless image mount needs ``podman unshare``)."""
+    if os.geteuid() != 0:
+        from ocibox.errors import RootlessError
+
+        raise RootlessError(f"{verb} without root works only inside 'ocibox unshare' (the mount exists in its mount "
+                            f"namespace): ocibox unshare ocibox {verb} IMAGE")
+
+
 def mount_image(settings: Settings, name: str, *, warn: Callable[[str], None] | None = None) -> Path:
     """Mount the image's rootfs read-only (in the caller's mount namespace) and return
     the mount point, as ``podman image mount`` does. Mounting twice returns the same path.
     ``warn`` is told when overlayfs cannot be used (see ``mount_rootfs``)."""
+    _refuse_outside_userns("image mount")
     store = Store(settings.root)
     record = find_image(store, name)
     target = _mountpoint(store, record.id.hex)
@@ -38,6 +49,7 @@ def mount_image(settings: Settings, name: str, *, warn: Callable[[str], None] | 
 
 def umount_image(settings: Settings, name: str) -> None:
     """Undo :func:`mount_image`."""
+    _refuse_outside_userns("image umount")
     store = Store(settings.root)
     record = find_image(store, name)
     target = _mountpoint(store, record.id.hex)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ocibox.layers._extract import OPAQUE_XATTR
+from ocibox.layers._extract import OPAQUE_XATTR, USER_OPAQUE_XATTR
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,16 @@ def is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
+def _opaque_name() -> str:
+    """The opaque mark of this mode's store: ``user.overlay.opaque`` without root (see _extract)."""
+    from ocibox.layers._mount import _rootless
+
+    return USER_OPAQUE_XATTR if _rootless() else OPAQUE_XATTR
+
+
 def is_opaque(path: str) -> bool:
     try:
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+        return os.getxattr(path, _opaque_name(), follow_symlinks=False) == b"y"
     except OSError as e:
         if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOENT):
             return False
@@ -100,7 +107,7 @@ def copy_xattrs(src: str, dst: str | int, *, follow: bool = True) -> None:
     except OSError:
         return
     for k in names:
-        if k.startswith("trusted."):
+        if k.startswith(("trusted.", "user.overlay.")):
             continue
         with contextlib.suppress(OSError):
             os.setxattr(dst, k, os.getxattr(src, k, follow_symlinks=False), follow_symlinks=follow)

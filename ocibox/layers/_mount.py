@@ -21,10 +21,12 @@ def _escape(path: str) -> str:
     return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
 
 
-def overlay_options(lowers: list[str], upper: str | None = None, work: str | None = None) -> str:
-    """Mount data for overlayfs: ``lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W]``.
+def overlay_options(lowers: list[str], upper: str | None = None, work: str | None = None, *,
+                    userxattr: bool = False) -> str:
+    """Mount data for overlayfs: ``lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W][,userxattr]``.
 
-    ``lowers`` are top layer first. Pure: nothing is looked up or checked on disk."""
+    ``lowers`` are top layer first; ``userxattr``: overlayfs' own xattrs are ``user.overlay.*`` (the
+    form a mount in a user namespace reads and writes). Pure: nothing is looked up or checked on disk."""
     if not lowers:
         raise ValueError("overlay needs at least one lower directory")
     if (upper is None) != (work is None):
@@ -32,6 +34,8 @@ def overlay_options(lowers: list[str], upper: str | None = None, work: str | Non
     opts = "lowerdir=" + ":".join(_escape(p) for p in lowers)
     if upper is not None and work is not None:
         opts += f",upperdir={_escape(upper)},workdir={_escape(work)}"
+    if userxattr:
+        opts += ",userxattr"
     return opts
 
 
@@ -80,7 +84,7 @@ def _overlay_works(tmp: str) -> bool:
     try:
         for d in ("l1", "l2", "u", "w", "m"):
             os.mkdir(os.path.join(probe, d))
-        opts = overlay_options([f"{probe}/l1", f"{probe}/l2"], f"{probe}/u", f"{probe}/w")
+        opts = overlay_options([f"{probe}/l1", f"{probe}/l2"], f"{probe}/u", f"{probe}/w", userxattr=_rootless())
         try:
             syscalls.mount("overlay", f"{probe}/m", "overlay", 0, opts)
         except OSError:
@@ -89,6 +93,17 @@ def _overlay_works(tmp: str) -> bool:
         return True
     finally:
         remove_tree(Path(probe))
+
+
+@functools.cache
+def _rootless() -> bool:
+    """Mounting as root of a user namespace (a rootless store: whiteouts and opaque directories are in
+    overlayfs' ``userxattr`` form)."""
+    if os.geteuid() != 0:
+        return True
+    from ocibox.rootless import is_rootless
+
+    return is_rootless()
 
 
 def overlay_supported(store: Store) -> bool:
@@ -173,7 +188,7 @@ def _mount_overlay(store: Store, record: ImageRecord, target_s: str, upper_s: st
     lowers = _short_lowers(store, record)
     if upper_s is not None and work_s is not None:
         upper_s, work_s = _rel_if_inside(upper_s, store.layers), _rel_if_inside(work_s, store.layers)
-    opts = overlay_options(lowers, upper_s, work_s)
+    opts = overlay_options(lowers, upper_s, work_s, userxattr=_rootless())
     if len(opts.encode()) > OPTIONS_LIMIT:
         raise RuntimeSetupError(
             f"image {record.id.short} has too many layers ({len(lowers)}) for one page of overlay options"

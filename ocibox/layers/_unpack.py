@@ -28,6 +28,7 @@ def unpack_layer(
     parent: Digest | None,
     what: str,
     before_publish: Callable[[], None] | None = None,
+    ignore_chown_errors: bool = False,
 ) -> int:
     """Decompress ``stream`` (read to EOF), extract it safely, check its diff_id, publish it.
 
@@ -35,11 +36,13 @@ def unpack_layer(
     nothing of this layer is left in the store; the error names ``what``.
     ``before_publish`` runs after the diff_id check and before anything is visible;
     it raises to stop the publication (a forked unpacker waits there for the parent's
-    word that the compressed blob verified).
+    word that the compressed blob verified). Without root it must run as root of a user
+    namespace with the user's ids (``ocibox pull`` enters one); ``ignore_chown_errors``:
+    owners outside them become root (else such an entry is an error).
     """
     # here, not at import: 'ocibox run' reads layer rows through this module but never extracts
     from ocibox.layers._decompress import decompressing_reader
-    from ocibox.layers._extract import extract
+    from ocibox.layers._extract import Owners, extract
 
     if diff_id.algorithm != "sha256":
         raise LayerError(f"{what}: diff_id {diff_id} is not sha256")
@@ -49,7 +52,8 @@ def unpack_layer(
         diff = tmp / "diff"
         diff.mkdir(mode=0o755)
         os.chmod(diff, 0o755)
-        hashing, applier = extract(decompressing_reader(stream, compression, what), diff, what)
+        hashing, applier = extract(decompressing_reader(stream, compression, what), diff, what,
+                                   Owners.here(ignore_chown_errors))
         got = hashing.hash.hexdigest()
         if got != diff_id.hex:
             raise LayerError(

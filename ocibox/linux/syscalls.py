@@ -200,6 +200,8 @@ def socket(domain: int, type_: int, protocol: int = 0) -> int:
 # test double can stand in for it in unit tests of the setup order: these are the ``os`` calls it
 # makes that change the process or the mount table, under the same names.
 setsid = os.setsid
+setresuid = os.setresuid
+setresgid = os.setresgid
 setgroups = os.setgroups
 setgid = os.setgid
 setuid = os.setuid

@@ -20,6 +20,8 @@ Public surface (loaded lazily)::
                  attachments(settings, cid) ports(attachments, private="") cni_check(settings, cid)
                  resolv_conf(request, attachments=None) hosts(request, attachments, hostname, name="")
                  remove_netns(path)
+    without root UserNet(request, cdir, runtime_dir): slirp4netns or pasta (USER_MODES, DEFAULT_USER_MODE)
+                 for one container; stop_usernet(cdir), usernet_ports(cdir) from its directory
     networks     create(name, subnet=, gateway=, internal=, labels=, dns=) -> Network
                  ls(settings) -> [Network]  ls_row(net)  inspect(settings, names) -> [docker JSON]
                  rm(settings, names) -> [names]  prune(settings) -> [names]  load(name)
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     )
     from ocibox.network._model import (
         DEFAULT_NETWORK,
+        USER_MODES,
         Attachments,
         Endpoint,
         Network,
@@ -75,18 +78,20 @@ if TYPE_CHECKING:
     )
     from ocibox.network._paths import config_dir
     from ocibox.network._text import hosts, resolv_conf
+    from ocibox.network._usernet import DEFAULT_USER_MODE, UserNet, stop_usernet, usernet_ports
 
 _TABLE = {
     **dict.fromkeys(("attach", "attachments", "check", "cni_check", "detach", "new_netns", "ports", "recorded",
                      "repair"),
                     "_attach"),
-    **dict.fromkeys(("DEFAULT_NETWORK", "Attachments", "Endpoint", "Network", "NetworkRequest", "PortMapping"),
-                    "_model"),
+    **dict.fromkeys(("DEFAULT_NETWORK", "USER_MODES", "Attachments", "Endpoint", "Network", "NetworkRequest",
+                     "PortMapping"), "_model"),
     "remove_netns": "_netns",
     **dict.fromkeys(("containers_on", "create", "ensure_default", "inspect", "load", "ls", "ls_row", "prune", "rm"),
                     "_networks"),
     **dict.fromkeys(("build_request", "parse_add_host", "parse_network", "parse_publish", "publish_all"), "_parse"),
     "config_dir": "_paths",
+    **dict.fromkeys(("UserNet", "DEFAULT_USER_MODE", "stop_usernet", "usernet_ports"), "_usernet"),
     **dict.fromkeys(("hosts", "resolv_conf"), "_text"),
 }
 
@@ -94,11 +99,14 @@ __getattr__ = lazy_getattr(__name__, _TABLE)
 
 __all__ = [
     "DEFAULT_NETWORK",
+    "DEFAULT_USER_MODE",
+    "USER_MODES",
     "Attachments",
     "Endpoint",
     "Network",
     "NetworkRequest",
     "PortMapping",
+    "UserNet",
     "attach",
     "attachments",
     "build_request",
@@ -126,4 +134,6 @@ __all__ = [
     "repair",
     "resolv_conf",
     "rm",
+    "stop_usernet",
+    "usernet_ports",
 ]

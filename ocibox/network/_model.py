@@ -16,11 +16,15 @@ DEFAULT_NETWORK = "ocibox"
 #: its bridge
 DEFAULT_BRIDGE = "ocibox0"
 #: --network values that are modes, never network names
-RESERVED_NAMES = ("bridge", "host", "none", "default")
+RESERVED_NAMES = ("bridge", "host", "none", "default", "slirp4netns", "pasta")
 
+#: user-mode network stacks (rootless: ocibox.network._usernet): a netns of the container's own connected by
+#: the helper of that name; ``target`` holds its options (``--network slirp4netns:allow_host_loopback=true``)
+USER_MODES = ("slirp4netns", "pasta")
 #: what the runner does with each mode: "bridge" = CNI on ``networks``; "none" = its own netns with
-#: loopback only; "host" = no netns; "container" = join ``target``'s netns; "ns" = join the netns file
-MODES = ("bridge", "none", "host", "container", "ns")
+#: loopback only; "host" = no netns; "container" = join ``target``'s netns; "ns" = join the netns file;
+#: "slirp4netns" and "pasta" = USER_MODES
+MODES = ("bridge", "none", "host", "container", "ns", *USER_MODES)
 
 
 @record(order=True)

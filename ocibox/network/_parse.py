@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from ocibox.errors import UsageError
-from ocibox.network._model import DEFAULT_NETWORK, RESERVED_NAMES, NetworkRequest, PortMapping
+from ocibox.network._model import DEFAULT_NETWORK, RESERVED_NAMES, USER_MODES, NetworkRequest, PortMapping
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -231,13 +231,18 @@ def parse_network(values: Iterable[str]) -> tuple[str, tuple[str, ...], str]:
     items = [v for v in items if v]
     if not items:
         return "bridge", (DEFAULT_NETWORK,), ""
-    special = [v for v in items if v in ("none", "host") or v.startswith(("container:", "ns:"))]
+    special = [v for v in items if v in ("none", "host", *USER_MODES) or v.startswith(("container:", "ns:"))
+               or v.partition(":")[0] in USER_MODES]
     if special:
         if len(items) > 1:
             raise UsageError(f"--network {special[0]} cannot be combined with other networks")
         v = special[0]
         if v in ("none", "host"):
             return v, (), ""
+        if v.partition(":")[0] in USER_MODES:  # a user-mode network stack; target: its options
+            kind, _, options = v.partition(":")
+            parse_user_mode(kind, options)
+            return kind, (), options
         kind, _, target = v.partition(":")
         if not target:
             raise UsageError(f"--network {v}: name the {'container' if kind == 'container' else 'netns path'}")
@@ -257,6 +262,37 @@ def parse_network(values: Iterable[str]) -> tuple[str, tuple[str, ...], str]:
     return "bridge", tuple(names), ""
 
 
+def parse_user_mode(kind: str, text: str) -> tuple[bool, tuple[str, ...]]:
+    """(host loopback allowed, extra helper arguments) of ``--network KIND:OPTIONS``. slirp4netns takes
+    podman's ``allow_host_loopback=true|false``, ``mtu=N``, ``enable_ipv6=true|false`` and
+    ``port_handler=slirp4netns``; pasta takes its own command-line options, comma-separated (``--map-gw``
+    allows the host's loopback)."""
+    opts = [o for o in text.split(",") if o] if text else []
+    if kind == "pasta":
+        for o in opts:
+            if not o.startswith("-"):
+                raise UsageError(f"--network pasta:{text}: {o!r} is not a pasta option (like --map-gw)")
+            if o.split("=")[0] in ("--netns", "--userns", "-P", "--pid", "-f", "--foreground", "--config-net"):
+                raise UsageError(f"--network pasta:{text}: {o} is set by ocibox")
+        return "--map-gw" in opts, tuple(opts)
+    allow, extra = False, []
+    for o in opts:
+        key, _, value = o.partition("=")
+        if key == "allow_host_loopback" and value in ("true", "false"):
+            allow = value == "true"
+        elif key == "mtu" and value.isdigit():
+            extra.append(f"--mtu={value}")
+        elif key == "enable_ipv6" and value in ("true", "false"):
+            if value == "true":
+                extra.append("--enable-ipv6")
+        elif key == "port_handler" and value == "slirp4netns":
+            pass  # the only one ocibox has (podman's rootlesskit handler is not)
+        else:
+            raise UsageError(f"--network slirp4netns:{text}: unknown option {o!r} (allow_host_loopback=true|false, "
+                             "mtu=N, enable_ipv6=true|false, port_handler=slirp4netns)")
+    return allow, tuple(extra)
+
+
 def build_request(network: Iterable[str] = (), publish: Iterable[str] = (), publish_all_ports: bool = False,
                   exposed_ports: Iterable[str] = (), dns: Iterable[str] = (), dns_search: Iterable[str] = (),
                   dns_options: Iterable[str] = (), add_host: Iterable[str] = (), ip: str = "", mac: str = "",
@@ -270,7 +306,7 @@ def build_request(network: Iterable[str] = (), publish: Iterable[str] = (), publ
     for p in publish:
         ports += parse_publish(p)
     merged = merge_ports(ports, publish_all(exposed_ports) if publish_all_ports else ())
-    if merged and mode != "bridge":
+    if merged and mode not in ("bridge", *USER_MODES):
         if mode == "host":
             if warn is not None:
                 warn("published ports are discarded with --network host (the container uses the host's ports)")

@@ -37,7 +37,10 @@ def config_dir() -> Path:
     if env:
         return Path(env) / "networks"
     if os.geteuid() == 0:
-        return Path("/etc/ocibox/networks")
+        from ocibox.rootless import is_rootless
+
+        if not is_rootless():
+            return Path("/etc/ocibox/networks")
     xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     return Path(xdg) / "ocibox" / "networks"
 

@@ -251,13 +251,14 @@ def _pull_layers(settings: Settings, store: Store, upstream: Upstream, ref: Refe
             for i in todo[:_MAX_FORKED]:
                 unpackers.start(i, store, compression=manifest.layers[i].compression, diff_id=config.diff_ids[i],
                                 chain_id=cids[i], parent=cids[i - 1] if i else None,
-                                what=f"{ref}: layer {manifest.layers[i].digest}")
+                                what=f"{ref}: layer {manifest.layers[i].digest}",
+                                ignore_chown_errors=settings.ignore_chown_errors)
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="layer") as pool:
                 futures: dict[Future[int], int] = {}
                 for i in todo:
                     parent = cids[i - 1] if i else None
                     fut = pool.submit(_pull_layer, store, repo, ref, manifest.layers[i], config.diff_ids[i],
-                                      cids[i], parent, progress, unpackers, i)
+                                      cids[i], parent, progress, unpackers, i, settings.ignore_chown_errors)
                     futures[fut] = i
                 finished, _pending = wait(futures, return_when=FIRST_EXCEPTION)
                 for fut in finished:
@@ -274,7 +275,7 @@ def _pull_layers(settings: Settings, store: Store, upstream: Upstream, ref: Refe
 
 def _pull_layer(store: Store, repo: Repository, ref: Reference, desc: Descriptor, diff_id: Digest,
                 cid: Digest, parent: Digest | None, progress: Progress, unpackers: Unpackers | None = None,
-                index: int = -1) -> int:
+                index: int = -1, ignore_chown_errors: bool = False) -> int:
     from ocibox.layers import unpack_layer
 
     short = desc.digest.short
@@ -296,7 +297,8 @@ def _pull_layer(store: Store, repo: Repository, ref: Reference, desc: Descriptor
                         size = child.run(reader)
                     else:
                         size = unpack_layer(store, reader, compression=desc.compression, diff_id=diff_id,
-                                            chain_id=cid, parent=parent, what=what)
+                                            chain_id=cid, parent=parent, what=what,
+                                            ignore_chown_errors=ignore_chown_errors)
                 except (RegistryError, KeyboardInterrupt):
                     stream.close()  # keep the partial file: the next try resumes from it
                     raise

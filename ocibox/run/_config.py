@@ -55,13 +55,31 @@ def _cap_names(caps: frozenset[str]) -> tuple[str, ...]:
     return tuple("CAP_" + c for c in CAPS if c in caps)
 
 
+def _sysctls(spec: RunSpec, id_maps: tuple[tuple[ocispec.IdMapping, ...], tuple[ocispec.IdMapping, ...]] | None
+             ) -> dict[str, str]:
+    """The sysctls; in a user namespace docker's ping_group_range default covers the gids it maps (the
+    kernel refuses gids it cannot map)."""
+    from ocibox.run._spec import PING_GROUP_RANGE
+
+    out = dict(spec.sysctls)
+    key, value = PING_GROUP_RANGE
+    if id_maps is not None and out.get(key) == value:
+        out[key] = f"0 {sum(m.size for m in id_maps[1]) - 1}"
+    return out
+
+
 def build(spec: RunSpec, *, rootfs: str, etc_dir: str, cgroups_path: str, seccomp: Profile | None,
-          nodes: tuple[DeviceSpec, ...] = (), resources: dict[str, Any] | None = None, netns: str = "") -> ocispec.Spec:
+          nodes: tuple[DeviceSpec, ...] = (), resources: dict[str, Any] | None = None, netns: str = "",
+          id_maps: tuple[tuple[ocispec.IdMapping, ...], tuple[ocispec.IdMapping, ...]] | None = None,
+          joined: dict[str, str] | None = None) -> ocispec.Spec:
     """The config.json of ``spec``: its process, docker's mounts and hardening, its cgroup.
 
     ``etc_dir`` holds the container's hostname, hosts and resolv.conf (bound at /etc); ``seccomp`` is the
     resolved profile (None: unconfined); ``nodes`` the device nodes to make (--privileged's host nodes and
-    ``--device``'s); ``resources`` the cgroup section (see ocibox.cgroups.resources_of)."""
+    ``--device``'s); ``resources`` the cgroup section (see ocibox.cgroups.resources_of). ``id_maps``: a new
+    user namespace with these uid and gid maps (rootless: container root is the user, 1..N the user's
+    subordinate ids; see ocibox.rootless). ``joined``: namespaces joined by path instead of made, by
+    type (rootless with fuse-overlayfs: the user and mount namespaces of its holder, then without maps)."""
     from ocibox.run._seccomp import to_oci
 
     caps = _cap_names(spec.caps)
@@ -82,6 +100,13 @@ def build(spec: RunSpec, *, rootfs: str, etc_dir: str, cgroups_path: str, seccom
             opts = (*m.flags, "ro" if m.readonly else "rw", *(o for o in m.data.split(",") if o))
             mounts.append(ocispec.Mount(m.target, "tmpfs", "tmpfs", opts))
     namespaces = [ocispec.Namespace(n) for n in ("pid", "ipc", "uts", "mount")]
+    if id_maps is not None or (joined and "user" in joined):
+        namespaces.insert(0, ocispec.Namespace("user"))
+    sysctl = _sysctls(spec, id_maps)
+    if joined:
+        namespaces = [ocispec.Namespace(n.type, joined.get(n.type, n.path)) for n in namespaces]
+        if "user" in joined:
+            id_maps = None  # the namespace joined has its maps
     if spec.network != "host":
         namespaces.append(ocispec.Namespace("network", netns))
     if cgroups_path:
@@ -101,9 +126,10 @@ def build(spec: RunSpec, *, rootfs: str, etc_dir: str, cgroups_path: str, seccom
         annotations=annotations,
         linux=ocispec.Linux(
             namespaces=tuple(namespaces), devices=devices, cgroups_path=cgroups_path,
+            uid_mappings=id_maps[0] if id_maps is not None else (), gid_mappings=id_maps[1] if id_maps is not None else (),
             resources=resources or {}, rootfs_propagation="rslave",
             seccomp=to_oci(seccomp) if seccomp is not None else None,
             masked_paths=() if privileged else MASKED_PATHS, readonly_paths=() if privileged else READONLY_PATHS,
-            sysctl=dict(spec.sysctls),
+            sysctl=sysctl,
         ),
     )

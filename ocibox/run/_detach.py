@@ -66,7 +66,8 @@ def monitored(cdir: Path) -> bool:
 def spawn(config: ocispec.Spec, cdir: Path, *, rootfs: str, cgroup: Cgroup | None, seccomp: SeccompFilter | None,
           mount_rootfs: Callable[[], None] | None, etc_dir: str, etc: dict[str, str], interactive: bool,
           log_max_size: int, log_max_files: int, exit_command: list[str], lock_fd: int,
-          on_started: Callable[[int], None], late_etc: Callable[[], dict[str, str]] | None = None) -> int:
+          on_started: Callable[[int], None], late_etc: Callable[[], dict[str, str]] | None = None,
+          on_namespaces: Callable[[int], None] | None = None) -> int:
     """Create and start ``config`` under a new monitor; return PID 1's pid once the command was exec'd.
 
     ``lock_fd`` is the taken monitor lock (``take_lock``), handed to the monitor. ``on_started(pid)``
@@ -93,7 +94,8 @@ def spawn(config: ocispec.Spec, cdir: Path, *, rootfs: str, cgroup: Cgroup | Non
             _child(config, cdir, rootfs=rootfs, cgroup=cgroup, seccomp=seccomp, mount_rootfs=mount_rootfs,
                    etc_dir=etc_dir, etc=etc, stdio=(in_r, out_w, err_w), monitor_fds=(out_r, err_r, in_w),
                    report=report_w, monitor=monitor, log_max_size=log_max_size, log_max_files=log_max_files,
-                   exit_command=exit_command, lock_fd=lock_fd, on_started=on_started, late_etc=late_etc)
+                   exit_command=exit_command, lock_fd=lock_fd, on_started=on_started, late_etc=late_etc,
+                   on_namespaces=on_namespaces)
         except BaseException as e:
             line, code = errors.to_wire(e, "container setup failed: ")
             with contextlib.suppress(OSError):
@@ -120,7 +122,8 @@ def _child(config: ocispec.Spec, cdir: Path, *, rootfs: str, cgroup: Cgroup | No
            mount_rootfs: Callable[[], None] | None, etc_dir: str, etc: dict[str, str], stdio: tuple[int, int, int],
            monitor_fds: tuple[int, int, int], report: int, monitor: str, log_max_size: int, log_max_files: int,
            exit_command: list[str], lock_fd: int, on_started: Callable[[int], None],
-           late_etc: Callable[[], dict[str, str]] | None) -> None:  # pragma: no cover
+           late_etc: Callable[[], dict[str, str]] | None,
+           on_namespaces: Callable[[int], None] | None = None) -> None:  # pragma: no cover
     from ocibox.run._process import create
 
     # A session of its own: no terminal's hangup or ^C reaches the monitor or the container.
@@ -132,7 +135,7 @@ def _child(config: ocispec.Spec, cdir: Path, *, rootfs: str, cgroup: Cgroup | No
     os.dup2(out_w if out_w >= 0 else null, 1)
     os.dup2(err_w if err_w >= 0 else null, 2)
     ctr = create(config, rootfs=rootfs, cgroup=cgroup, seccomp=seccomp, mount_rootfs=mount_rootfs, etc_dir=etc_dir,
-                 etc=etc, late_etc=late_etc)
+                 etc=etc, late_etc=late_etc, on_namespaces=on_namespaces)
     try:
         ctr.start()
     except BaseException:
@@ -220,7 +223,24 @@ def start_detached(settings: Settings, store: Store, rec: ContainerRecord, *, lo
 
     hostname = str(conf["hostname"]) or rec.id[:12]
     net = None
+    fuse = None
+
+    def kernel_overlay() -> None:
+        mount_rootfs(store, image, merged, upper=upper, work=work)
+
+    rootfs_mount: Callable[[], None] | None = kernel_overlay
+    on_started: Callable[[int], None] = started
     try:
+        if config.linux.uid_mappings:  # without root: where the kernel refuses overlayfs, fuse-overlayfs
+            from ocibox.layers import FuseRootfs, rootless_overlay
+
+            if rootless_overlay(store) == "fuse":
+                fuse = FuseRootfs(store, image, merged, upper, work)
+                fuse.start()
+                config = _joined(config, fuse.joined)
+                rootfs_mount = None
+                on_started = fuse.then(started)
+
         with contextlib.suppress(FileNotFoundError):
             os.unlink(cdir / EXIT)
         net_flags = NetFlags.from_json(conf["net"]) if isinstance(conf["net"], dict) else NetFlags()
@@ -233,11 +253,12 @@ def start_detached(settings: Settings, store: Store, rec: ContainerRecord, *, lo
             config = _net.with_netns(config, net.netns)
         etc = {**etc_files(hostname, str(conf["network"])), **(net.etc if net is not None else {})}
         pid = spawn(config, cdir, rootfs=str(merged), cgroup=cgroup, seccomp=seccomp,
-                    mount_rootfs=lambda: mount_rootfs(store, image, merged, upper=upper, work=work),
+                    mount_rootfs=rootfs_mount,
                     etc_dir=str(cdir / "etc"), etc=etc, interactive=bool(conf["interactive"]),
                     log_max_size=int(log.get("max_size", 0)), log_max_files=int(log.get("max_file", 1)),
-                    exit_command=exit_command, lock_fd=taken, on_started=started,
-                    late_etc=net.late_etc if net is not None else None)
+                    exit_command=exit_command, lock_fd=taken, on_started=on_started,
+                    late_etc=net.late_etc if net is not None else None,
+                    on_namespaces=net.on_namespaces if net is not None else None)
         if net is not None and net.pending is not None:
             net.pending.cancel()  # the ADD's process, reaped (its result went to the creator)
         return pid
@@ -246,5 +267,17 @@ def start_detached(settings: Settings, store: Store, rec: ContainerRecord, *, lo
             net.finish(settings, rec.id, background=False)
         raise
     finally:
+        if fuse is not None:
+            fuse.close()
         if lock_fd is None:
             os.close(taken)  # the monitor has its own copy of the lock (or nothing runs: released)
+
+
+def _joined(config: ocispec.Spec, joined: dict[str, str]) -> ocispec.Spec:
+    """``config`` with the namespaces of ``joined`` joined by path (and no id maps: the user namespace
+    joined has its own)."""
+    from ocibox import ocispec as spec
+    from ocibox._record import replace
+
+    spaces = tuple(spec.Namespace(n.type, joined.get(n.type, n.path)) for n in config.linux.namespaces)
+    return replace(config, linux=replace(config.linux, namespaces=spaces, uid_mappings=(), gid_mappings=()))

@@ -70,6 +70,7 @@ class InitArgs:
     preserve_fds: int = 0  # fds 3.. 3+N-1 passed to the command (runc's --preserve-fds)
     no_pivot: bool = False  # chroot instead of pivot_root (runc's --no-pivot: only for ramfs roots)
     hooks: int = -1  # pipe read end: the state JSON once the creator ran createRuntime hooks (-1: no hooks)
+    hold: int = -1  # pipe read end: the intermediate waits for its EOF before it exits (-1: it exits at once)
 
 
 def init(a: InitArgs) -> None:  # pragma: no cover - runs as PID 1 (the order is unit-tested with a double)
@@ -121,7 +122,8 @@ def init(a: InitArgs) -> None:  # pragma: no cover - runs as PID 1 (the order is
         # No device cgroup could be set up (see ocibox.cgroups.V2_FALLBACK): nodes shipped in the image
         # must not open, so the rootfs is nodev (/dev is a separate tmpfs below).
         k.mount(None, a.rootfs, None, k.MS_REMOUNT | k.MS_BIND | k.MS_NODEV)
-    m = _Mounter(k, os.open(a.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC), a.bundle)
+    m = _Mounter(k, os.open(a.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC), a.bundle,
+                 userns=in_userns(cfg))
 
     # 3. The mounts of the config, in its order, every target resolved inside the rootfs. An image whose
     # /proc, /sys or /dev is a symlink could point kernel mounts at host paths (CVE-2019-19921 and kin):
@@ -234,9 +236,7 @@ def init(a: InitArgs) -> None:  # pragma: no cover - runs as PID 1 (the order is
 
     # 10. Identity: keep the capability sets across setuid, then set them exactly.
     k.prctl(k.PR_SET_KEEPCAPS, 1)
-    k.setgroups(list(groups))
-    k.setgid(gid)
-    k.setuid(uid)
+    _set_ids(k, uid, gid, groups)
     k.capset(_mask(caps.effective, a.devices_fallback), _mask(caps.permitted, a.devices_fallback),
              _mask(caps.inheritable, a.devices_fallback))
     for name in caps.ambient:
@@ -343,9 +343,35 @@ def mount_flags(options: tuple[str, ...]) -> tuple[int, int, str, bool, bool]:
 class _Mounter:
     """Mounts on paths inside a root directory fd, each target resolved safely."""
 
-    def __init__(self, k: ModuleType, root: int, bundle: str = "") -> None:
-        self.k, self.root, self.bundle = k, root, bundle
+    def __init__(self, k: ModuleType, root: int, bundle: str = "", *, userns: bool = False) -> None:
+        self.k, self.root, self.bundle, self.userns = k, root, bundle, userns
         self.resolve = k.RESOLVE_IN_ROOT | k.RESOLVE_NO_MAGICLINKS
+
+    def locked(self, path: str) -> int:
+        """In a user namespace, the flags the kernel locked on the mount at ``path`` (nosuid, nodev,
+        noexec, read-only, the atime mode of a mount that came from the host): a bind remount must
+        repeat them or it fails with EPERM (runc's and crun's rule). 0 outside a user namespace."""
+        if not self.userns:
+            return 0
+        k = self.k
+        fd = self.open(path)
+        try:
+            f = os.statvfs(f"/proc/self/fd/{fd}").f_flag
+        finally:
+            os.close(fd)
+        out = 0
+        for st_bit, ms_bit in ((os.ST_NOSUID, k.MS_NOSUID), (os.ST_NODEV, k.MS_NODEV), (os.ST_NOEXEC, k.MS_NOEXEC),
+                               (os.ST_RDONLY, k.MS_RDONLY), (os.ST_NOATIME, 1024), (os.ST_NODIRATIME, 2048),
+                               (os.ST_RELATIME, 1 << 21)):
+            if f & st_bit:
+                out |= ms_bit
+        return out
+
+    def bind_device(self, path: str) -> None:
+        """The host's device node ``path`` bound at the same path in the rootfs (a file made for it)."""
+        if not os.path.exists(path):
+            raise errors.RuntimeSetupError(f"device {path}: the host has no such node to bind in a user namespace")
+        self.mount(path, path, None, self.k.MS_BIND, create="file")
 
     def open(self, path: str, create: str = "") -> int:
         """An O_PATH fd of ``path`` resolved inside the root (symlinks cannot leave it: RESOLVE_IN_ROOT,
@@ -397,11 +423,32 @@ class _Mounter:
             if flags & ~_ATIME:
                 # The flags of a bind mount take a remount; a read-only bind keeps nosuid/nodev/noexec
                 # that its source's mount has (the kernel refuses to clear locked flags).
-                self.mount(mnt.destination, None, None, k.MS_REMOUNT | k.MS_BIND | flags)
+                self.mount(mnt.destination, None, None, k.MS_REMOUNT | k.MS_BIND | flags
+                           | self.locked(mnt.destination))
         else:
-            self.mount(mnt.destination, mnt.source or mnt.type, mnt.type, flags, data or None)
+            try:
+                self.mount(mnt.destination, mnt.source or mnt.type, mnt.type, flags, data or None)
+            except OSError as e:
+                if not self.userns or not self._userns_fallback(mnt, flags, data, e):
+                    raise
         if prop:
             self.mount(mnt.destination, None, None, prop)
+
+    def _userns_fallback(self, mnt: ocispec.Mount, flags: int, data: str, e: OSError) -> bool:
+        """What a user namespace refuses, done its way (crun's fallbacks): sysfs without a network
+        namespace of its own is the host's /sys bound read-only; devpts with a gid= the namespace does
+        not map is mounted without it. False: no fallback applies."""
+        k = self.k
+        if mnt.type == "sysfs" and e.errno == errno.EPERM:
+            self.mount(mnt.destination, "/sys", None, k.MS_BIND | k.MS_REC)
+            self.mount(mnt.destination, None, None, k.MS_REMOUNT | k.MS_BIND | k.MS_RDONLY | flags
+                       | self.locked(mnt.destination))
+            return True
+        if mnt.type == "devpts" and e.errno == errno.EINVAL and "gid=" in data:
+            rest = ",".join(o for o in data.split(",") if not o.startswith("gid="))
+            self.mount(mnt.destination, mnt.source or mnt.type, mnt.type, flags, rest or None)
+            return True
+        return False
 
     def refuse_symlink(self, name: str) -> None:
         try:
@@ -519,11 +566,53 @@ def _own_cgroups() -> dict[str, str]:
         return {ctrls: path for _, ctrls, path in (line.rstrip("\n").split(":", 2) for line in f if line.count(":") >= 2)}
 
 
+def in_userns(cfg: ocispec.Spec) -> bool:
+    """Whether this process is in a user namespace other than the host's (the config's new one, or one
+    its creator was in): there mknod makes no usable device, and the host's mount flags are locked."""
+    if cfg.linux.namespace("user") is not None:
+        return True
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() != ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
+def _set_ids(k: ModuleType, uid: int, gid: int, groups: tuple[int, ...] | list[int]) -> None:
+    """setgroups, setgid, setuid; in a user namespace where setgroups is denied (a user's single-id map)
+    an empty list is skipped, and an id the namespace does not map is named with its maps."""
+    try:
+        with open("/proc/self/setgroups") as f:
+            denied = f.read().strip() == "deny"
+    except OSError:
+        denied = False
+    try:
+        if not (denied and not groups):
+            k.setgroups(list(groups))
+        k.setgid(gid)
+        k.setuid(uid)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.EPERM):
+            raise
+        with open("/proc/self/uid_map") as f:
+            uids = " ".join(f.read().split()) or "none"
+        with open("/proc/self/gid_map") as f:
+            gids = " ".join(f.read().split()) or "none"
+        raise errors.RuntimeSetupError(
+            f"user {uid}:{gid} (groups {list(groups)}) is not mapped in the container's user namespace "
+            f"(uid map: {uids}; gid map: {gids}; setgroups {'denied' if denied else 'allowed'}): without root, "
+            "container ids other than 0 need a subordinate id range (usermod --add-subuids/--add-subgids)") from None
+
+
 def _devices(a: InitArgs, k: ModuleType, m: _Mounter) -> None:
     """runc's default nodes, the config's linux.devices (with their modes and owners), the /dev symlinks."""
     dev = m.open("/dev", "dir")
     try:
         for name, major, minor in DEVICES:
+            if m.userns:
+                # In a user namespace mknod makes no usable node: bind the host's (runc and crun do).
+                m.bind_device(f"/dev/{name}")
+                continue
             with contextlib.suppress(FileExistsError):
                 k.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
         for name, target in DEV_LINKS:
@@ -536,6 +625,9 @@ def _devices(a: InitArgs, k: ModuleType, m: _Mounter) -> None:
     for d in a.config.linux.devices:
         if not d.path.startswith("/dev/"):
             raise errors.RuntimeSetupError(f"device {d.path}: ocibox creates device nodes under /dev only")
+        if m.userns and d.type != "p":
+            m.bind_device(d.path)  # the host's node of that path (runc's rule in a user namespace)
+            continue
         kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[d.type]
         mode = 0o666 if d.file_mode is None else d.file_mode
         head, _, name = d.path.rpartition("/")

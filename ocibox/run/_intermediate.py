@@ -11,6 +11,10 @@ import os
 from ocibox import errors
 from ocibox.run._init import InitArgs, init
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+
 # setns/unshare flag per namespace type; joined in this order (runc's nsexec: user first, mount late)
 NS_FLAGS = {"user": 0x10000000, "ipc": 0x08000000, "uts": 0x04000000, "network": 0x40000000,
             "pid": 0x20000000, "cgroup": 0x02000000, "mount": 0x00020000, "time": 0x00000080}
@@ -31,6 +35,9 @@ def enter_namespaces(args: InitArgs) -> None:
     cgroup the process is in when it unshares."""
     k = args.kernel
     by_type = {n.type: n for n in args.config.linux.namespaces}
+    user = by_type.get("user")
+    if user is not None and not user.path:
+        new_userns(args)  # first: every namespace made after it is owned by it
     for kind in _JOIN_ORDER:
         ns = by_type.get(kind)
         if ns is None or not ns.path:
@@ -46,6 +53,8 @@ def enter_namespaces(args: InitArgs) -> None:
             raise errors.RuntimeSetupError(f"cannot join the {kind} namespace {ns.path}: {e.strerror}") from None
         finally:
             os.close(fd)
+        if kind == "user":
+            become_root(k)
     flags = 0
     for kind, ns in by_type.items():
         if not ns.path and kind not in ("cgroup", "user"):
@@ -66,6 +75,26 @@ def enter_namespaces(args: InitArgs) -> None:
             f.write("".join(lines))
 
 
+def new_userns(args: InitArgs) -> None:
+    """A new user namespace (runc's nsexec): unshare it, ask the creator on the setup pipe (b"U") to write
+    its maps (linux.uidMappings/gidMappings: it stays outside, where writing them is allowed: directly
+    as root, through newuidmap/newgidmap as a user), wait for its b"M" on the go pipe, then become root
+    in it. The namespaces unshared after this (and PID 1's mounts) are owned by it."""
+    k = args.kernel
+    k.unshare(NS_FLAGS["user"])
+    os.write(args.setup, b"U\n")
+    if os.read(args.go, 1) != b"M":
+        os._exit(125)  # the creator could not write the maps: it reports why
+    become_root(k)
+
+
+def become_root(k: ModuleType) -> None:
+    """uid and gid 0 of the user namespace just made or joined (the caller's own ids may be unmapped
+    there: the host's root in a namespace whose 0 is a subordinate id)."""
+    k.setresgid(0, 0, 0)
+    k.setresuid(0, 0, 0)
+
+
 def intermediate(args: InitArgs) -> None:  # pragma: no cover - runs in the forked child
     """Never returns."""
     code = 125
@@ -79,6 +108,9 @@ def intermediate(args: InitArgs) -> None:  # pragma: no cover - runs in the fork
                 code = report(args.setup, e)
             os._exit(code)
         os.write(args.setup, f"P{pid}\n".encode())
+        if args.hold >= 0:
+            # Held in the container's namespaces until the creator opened what it needs of them.
+            os.read(args.hold, 1)
         os._exit(0)
     except BaseException as e:
         code = report(args.setup, e)

@@ -7,6 +7,7 @@ puller is imported only when the image has to be pulled. ``-d`` hands the contai
 
 from __future__ import annotations
 
+import os
 import sys
 
 from ocibox import store as st
@@ -20,6 +21,10 @@ from ocibox.run._spec import RunFlags, RunSpec
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (5 ms of ocibox run)
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ocibox.layers import FuseRootfs
+    from ocibox.ocispec import IdMapping
     from ocibox.settings import Settings
 
 
@@ -50,9 +55,24 @@ def _image(settings: Settings, store: st.Store, flags: RunFlags,
     ref = Reference.parse(flags.image)
     sys.stderr.write(f"Unable to find image '{flags.image}' locally\n" if flags.pull == "missing" else "")
     # docker run: the pull's progress goes to stderr; stdout is the container's alone.
+    platform = Platform.parse(flags.platform) if flags.platform else None
     with contextlib.redirect_stdout(sys.stderr):
-        puller.pull(settings, ref, platform=Platform.parse(flags.platform) if flags.platform else None)
+        if os.geteuid() != 0:
+            # Without root the layers are unpacked as root of a user namespace with the user's ids (as
+            # 'ocibox pull' does), here in a child: this process stays outside to make the container.
+            from ocibox import rootless
+
+            rootless.warn_single(rootless.current(), settings.root)
+            rootless.in_userns_call(_pull, settings, ref, platform, error=OciboxError)
+        else:
+            puller.pull(settings, ref, platform=platform)
     return st.find_image(store, flags.image)
+
+
+def _pull(settings: Settings, ref: object, platform: object) -> None:
+    from ocibox import puller
+
+    puller.pull(settings, ref, platform=platform)  # type: ignore[arg-type]
 
 
 def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = None, prog: str = "ocibox run") -> int:
@@ -73,6 +93,7 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
 
     from ocibox.layers import mount_rootfs
 
+    id_maps = _id_maps(settings)
     debug = echo if settings.debug else None
     cgroup = open_cgroup(f"ocibox-{cid}", spec.limits, parent=flags.cgroup_parent, echo=debug,
                          devices=_hardening.device_rules(spec.hardening, spec.tty))
@@ -103,6 +124,7 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
 
     upper, work, merged = cdir / "upper", cdir / "work", cdir / "merged"
     status: int | None = None
+    fuse = None
     try:
         # seccomp program built while libseccomp is reachable, --ulimit checked
         prepared = _hardening.prepare(spec.hardening, spec.caps, cache_dir=str(settings.root / "seccomp"),
@@ -110,6 +132,8 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
         st.touch_image(store, record.id)
         for d in (upper, work, merged):
             d.mkdir(parents=True)
+        if id_maps is not None:
+            fuse = _fuse_rootfs(store, record, merged, upper, work)
         if warmup is not None:
             # Stopped before the fork: a fork waits for a cgroup migration in progress (both take the
             # kernel's cgroup_threadgroup_rwsem), and the join comes within the grace period anyway.
@@ -118,20 +142,53 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
             spec,
             merged,
             cdir,
-            mount_rootfs=lambda: mount_rootfs(store, record, merged, upper=upper, work=work, warn=echo),
+            mount_rootfs=None if fuse is not None else
+            lambda: mount_rootfs(store, record, merged, upper=upper, work=work, warn=echo),
             cgroup=cgroup,
-            on_start=started,
+            on_start=started if fuse is None else fuse.then(started),
             prepared=prepared,
             netns=net.netns if net is not None else "",
             etc=net.etc if net is not None else None,
             late_etc=net.late_etc if net is not None else None,
+            on_namespaces=net.on_namespaces if net is not None else None,
+            id_maps=id_maps,
+            joined=fuse.joined if fuse is not None else None,
         )
         return status
     finally:
+        if fuse is not None:
+            fuse.close()
         if net is not None:
             net.finish(settings, cid)  # CNI DEL in the background: the exit status is not kept waiting
         st.remove_tree(cdir)
         st.finish_container(store, cid, status, remove=flags.rm)
+
+
+def _fuse_rootfs(store: st.Store, record: st.ImageRecord, merged: Path, upper: Path, work: Path) -> FuseRootfs | None:
+    """Without root where the kernel refuses overlayfs in a user namespace: the rootfs by fuse-overlayfs,
+    held outside the container (ocibox.layers.FuseRootfs, started); None where the kernel's works."""
+    from ocibox.layers import FuseRootfs, rootless_overlay
+
+    if rootless_overlay(store) != "fuse":
+        return None
+    fuse = FuseRootfs(store, record, merged, upper, work)
+    fuse.start()
+    return fuse
+
+
+def _id_maps(settings: Settings) -> tuple[tuple[IdMapping, ...], tuple[IdMapping, ...]] | None:
+    """Without root: the container's user namespace maps (container root is the user, 1..N the user's
+    subordinate ids; see ocibox.rootless). None as the host's root."""
+    if os.geteuid() == 0:
+        from ocibox.rootless import is_rootless
+
+        if not is_rootless():
+            return None
+    from ocibox import rootless
+
+    maps = rootless.namespace_maps()
+    rootless.warn_single(rootless.current(), settings.root)
+    return maps.uids, maps.gids
 
 
 def _detached(settings: Settings, store: st.Store, flags: RunFlags, spec: RunSpec, record: st.ImageRecord, cid: str,
@@ -173,9 +230,13 @@ def _detached(settings: Settings, store: st.Store, flags: RunFlags, spec: RunSpe
         raise
     try:
         cdir.mkdir(parents=True, exist_ok=True)
+        id_maps = _id_maps(settings)
+        if id_maps is not None:  # without root: refused now (no cgroup v1, no delegation) rather than at start
+            open_cgroup(f"ocibox-{cid}", spec.limits, parent=flags.cgroup_parent)
         config = build(spec, rootfs=str(cdir / "merged"), etc_dir=str(cdir / "etc"), cgroups_path=f"ocibox-{cid}",
                        seccomp=prepared.profile, nodes=prepared.nodes,
-                       resources=resources_of(spec.limits, _hardening.device_rules(spec.hardening, spec.tty)))
+                       resources=resources_of(spec.limits, _hardening.device_rules(spec.hardening, spec.tty)),
+                       id_maps=id_maps)
         with open(cdir / "config.json", "w") as f:
             json.dump(ocispec.to_json(config), f)
         st.touch_image(store, record.id)

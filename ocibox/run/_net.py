@@ -132,8 +132,12 @@ class Plan:
     wait for the ADD (``late_etc``), and whether ``network.detach`` must follow (``attached``)."""
 
     def __init__(self, netns: str = "", etc: dict[str, str] | None = None,
-                 pending: PendingAttach | None = None, late_etc: Callable[[], dict[str, str]] | None = None) -> None:
+                 pending: PendingAttach | None = None, late_etc: Callable[[], dict[str, str]] | None = None,
+                 usernet: Any = None) -> None:
         self.netns, self.etc, self.pending, self.late_etc = netns, etc or {}, pending, late_etc
+        #: a user-mode network (ocibox.network._usernet.UserNet): started on PID 1's namespaces
+        self.usernet = usernet
+        self.on_namespaces: Callable[[int], None] | None = usernet.start if usernet is not None else None
 
     @property
     def attached(self) -> bool:
@@ -141,6 +145,9 @@ class Plan:
 
     def finish(self, settings: Settings, cid: str, *, background: bool = True) -> None:
         """Take the container off its networks (after it exited, or when its start failed)."""
+        if self.usernet is not None:
+            self.usernet.stop()
+            return
         if self.pending is None:
             return
         self.pending.cancel()
@@ -159,6 +166,14 @@ def plan(settings: Settings, store: Store, request: Any, cid: str, name: str, ho
     from ocibox import network
 
     name = name or cid[:12]
+    if _rootless():
+        request = rootless_request(request)
+    if request.mode in network.USER_MODES:
+        from ocibox.rootless import runtime_dir
+
+        helper = network.UserNet(request, store.container_dir(cid), runtime_dir())
+        etc = {"hosts": network.hosts(request, None, hostname, name)}
+        return Plan("", etc=etc, late_etc=helper.wait, usernet=helper)
     if request.uses_cni:
         request = network.check(settings, request, cid, name)
         netns = network.new_netns(settings, cid)
@@ -173,6 +188,35 @@ def plan(settings: Settings, store: Store, request: Any, cid: str, name: str, ho
     network.check(settings, request, cid, name)
     etc = etc_files(request, None, hostname, name)
     return Plan(request.target if request.mode == "ns" else "", etc=etc)
+
+
+def _rootless() -> bool:
+    if os.geteuid() != 0:
+        return True
+    from ocibox.rootless import is_rootless
+
+    return is_rootless()
+
+
+def rootless_request(request: Any) -> Any:
+    """A user without root has no bridge: the default network is the user-mode stack
+    (network.DEFAULT_USER_MODE); named networks and other containers' namespaces are refused."""
+    from ocibox import network
+    from ocibox._record import replace
+    from ocibox.network import DEFAULT_USER_MODE as DEFAULT
+
+    if request.mode == "bridge":
+        if request.networks != (network.DEFAULT_NETWORK,):
+            raise errors.RootlessError(f"--network {','.join(request.networks)}: networks made with 'ocibox network "
+                                       "create' need root (a bridge and firewall rules on the host); without root use "
+                                       f"the default ({DEFAULT}), slirp4netns, pasta, none or host")
+        if request.ip or request.mac or request.aliases:
+            raise errors.RootlessError("--ip, --mac-address and --network-alias need a bridge network, which needs root")
+        return replace(request, mode=DEFAULT, networks=())
+    if request.mode == "container":
+        raise errors.RootlessError(f"--network container:{request.target}: not supported without root (each rootless "
+                                   "container has a user namespace of its own, which owns its network namespace)")
+    return request
 
 
 def _container_mode(store: Store, target: str) -> Plan:

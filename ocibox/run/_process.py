@@ -137,7 +137,8 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
            on_pid: Callable[[int], None] | None = None, seccomp_cache: str | None = None, fifo: str = "",
            no_pivot: bool = False, preserve_fds: int = 0,
            late_etc: Callable[[], dict[str, str]] | None = None,
-           state_of: Callable[[int], dict[str, object]] | None = None) -> Container:
+           state_of: Callable[[int], dict[str, object]] | None = None,
+           on_namespaces: Callable[[int], None] | None = None) -> Container:
     """Create the container ``config`` describes: cgroup with its limits, namespaces, rootfs, mounts,
     pivot_root, privileges dropped; its PID 1 is left waiting at the gate. On any failure everything
     made is removed and the error raised (125; 126/127 when the command cannot be executed).
@@ -151,7 +152,11 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
     once the container's namespaces exist (the network's addresses): called while PID 1 mounts, its
     result reaches PID 1 with the go-ahead; its error stops the container before anything runs in it.
     ``state_of(pid)``: the OCI state document the config's hooks get on stdin (see ocibox.run._hooks:
-    prestart and createRuntime hooks run here, createContainer and startContainer in PID 1)."""
+    prestart and createRuntime hooks run here, createContainer and startContainer in PID 1).
+    ``on_namespaces(pid)``: called as soon as PID 1's namespaces exist, before its cgroup join and
+    ``late_etc`` (which may wait for what it started: a user-mode network on the container's netns),
+    with the pid of the intermediate, held in the container's user and network namespaces (with PID
+    1's other ones) until ``late_etc`` returned: their /proc/PID/ns files can be opened through it."""
     proc = config.process
     if proc is None:
         raise ocispec.SpecError("config.json: process is required to create a container")
@@ -189,6 +194,7 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
         hook_r = hook_w = -1
         if hooks.prestart or hooks.create_runtime or hooks.create_container or hooks.start_container:
             hook_r, hook_w = os.pipe2(os.O_CLOEXEC)
+        hold_r, hold_w = os.pipe2(os.O_CLOEXEC) if on_namespaces is not None else (-1, -1)
         ann = config.annotations
         args = InitArgs(config=config, rootfs=rootfs, setup=setup_w, go=go_r, gate=gate_r, kernel=syscalls,
                         bundle=bundle, mount_rootfs=mount_rootfs, etc_dir=etc_dir, etc=etc or {},
@@ -197,7 +203,8 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
                         console_socket=theirs, stdin_null=stdin_null and theirs < 0,
                         seccomp=seccomp,  # type: ignore[arg-type]
                         user=ann.get(USER_ANNOTATION), reaper=ann.get(INIT_ANNOTATION) == "true",
-                        gate_fifo=bool(fifo), no_pivot=no_pivot, preserve_fds=preserve_fds, hooks=hook_r)
+                        gate_fifo=bool(fifo), no_pivot=no_pivot, preserve_fds=preserve_fds, hooks=hook_r,
+                        hold=hold_r)
         c1 = os.fork()
         if c1 == 0:  # pragma: no cover - the intermediate
             os.close(setup_r)
@@ -208,8 +215,10 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
                 os.close(console)
             if hook_w >= 0:
                 os.close(hook_w)
+            if hold_w >= 0:
+                os.close(hold_w)
             intermediate(args)
-        for fd in (setup_w, go_r, gate_r, hook_r):
+        for fd in (setup_w, go_r, gate_r, hook_r, hold_r):
             if fd >= 0:
                 os.close(fd)
         if theirs >= 0:
@@ -217,7 +226,7 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
             theirs = -1
         hook_point = _Hooks(config, bundle, state_of, hook_w)
         try:
-            _created(ctr, c1, go_w, on_pid, late_etc, hook_point)
+            _created(ctr, c1, go_w, on_pid, late_etc, hook_point, on_namespaces, hold_w)
         finally:
             with contextlib.suppress(OSError):
                 os.close(go_w)
@@ -242,9 +251,12 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
 def _refuse_unsupported(config: ocispec.Spec) -> None:
     """What this executor cannot give is refused at create, by name, never dropped."""
     lx = config.linux
-    if lx.namespace("user") is not None and not lx.namespace("user").path:  # type: ignore[union-attr]
-        raise ocispec.SpecError("config.json: a new user namespace (linux.namespaces type user) is not supported "
-                                "by ocibox's executor yet")
+    user = lx.namespace("user")
+    if user is not None and not user.path and not (lx.uid_mappings and lx.gid_mappings):
+        raise ocispec.SpecError("config.json: a new user namespace needs linux.uidMappings and linux.gidMappings")
+    if (lx.uid_mappings or lx.gid_mappings) and user is None:
+        raise ocispec.SpecError("config.json: linux.uidMappings/gidMappings are given, but no user namespace "
+                                "(linux.namespaces type user)")
     if lx.intel_rdt:
         raise ocispec.SpecError("config.json: linux.intelRdt: this host has no Intel RDT (resctrl) support in "
                                 "ocibox; remove it")
@@ -283,21 +295,32 @@ class _Hooks:
 
 
 def _created(ctr: Container, c1: int, go_w: int, on_pid: Callable[[int], None] | None,
-             late_etc: Callable[[], dict[str, str]] | None = None, hooks: _Hooks | None = None) -> None:
+             late_etc: Callable[[], dict[str, str]] | None = None, hooks: _Hooks | None = None,
+             on_namespaces: Callable[[int], None] | None = None, hold_w: int = -1) -> None:
     """Read PID 1's pid, move it into its cgroups (and wait for ``late_etc``), let it go on; then wait
-    until it is created."""
+    until it is created. ``hold_w``: the intermediate waits until it is closed (see ``on_namespaces``)."""
     assert ctr._setup is not None
     try:
         first = ctr._setup.line()
-    finally:
-        os.waitpid(c1, 0)
+        if first == b"U":  # a new user namespace: its maps, written from out here
+            first = _map_ids(ctr, c1, go_w)
+    except BaseException:
+        _release(c1, hold_w)
+        raise
     if not first.startswith(b"P"):
+        _release(c1, hold_w)
         raise errors.from_wire(first, errors.RuntimeSetupError) or errors.RuntimeSetupError(
             "the container's setup process died before starting it")
+    if hold_w < 0:
+        os.waitpid(c1, 0)
     ctr.pid = int(first[1:])
     _forward_signals(ctr.pid)
     join_error: BaseException | None = None
     try:
+        if on_namespaces is not None:
+            # The intermediate waits in the container's namespaces (PID 1's are out of reach until it
+            # execs: it is not dumpable): what attaches to them opens them through it.
+            on_namespaces(c1)
         # PID 1 into the cgroups (where the limits already are), while it mounts its rootfs.
         if ctr.cgroup is not None:
             ctr.cgroup.join(ctr.pid)
@@ -312,6 +335,9 @@ def _created(ctr: Container, c1: int, go_w: int, on_pid: Callable[[int], None] |
     else:
         if on_pid is not None:
             on_pid(ctr.pid)
+    finally:
+        if hold_w >= 0:
+            _release(c1, hold_w)
     os.close(go_w)
     line = ctr._setup.line()
     if line == b"H" and join_error is None and hooks is not None:
@@ -331,6 +357,30 @@ def _created(ctr: Container, c1: int, go_w: int, on_pid: Callable[[int], None] |
     raise error or errors.RuntimeSetupError("the container's init died during its setup")
 
 
+def _release(c1: int, hold_w: int) -> None:
+    """Let the intermediate exit (it waits on its hold pipe when there is one), and reap it."""
+    if hold_w >= 0:
+        with contextlib.suppress(OSError):
+            os.close(hold_w)
+    os.waitpid(c1, 0)
+
+
+def _map_ids(ctr: Container, c1: int, go_w: int) -> bytes:
+    """The intermediate ``c1`` unshared its user namespace: write its maps (the config's; see
+    ocibox.rootless.write_maps), tell it on the go pipe (b"M", or b"X": it gives up), and return the
+    next line of the setup pipe."""
+    from ocibox.rootless import write_maps
+
+    lx = ctr.config.linux
+    try:
+        write_maps(c1, lx.uid_mappings, lx.gid_mappings)
+    except BaseException:
+        _write_all(go_w, b"X")
+        raise
+    _write_all(go_w, b"M")
+    return ctr._setup.line() if ctr._setup is not None else b""
+
+
 def _forward_signals(pid: int) -> None:
     def forward(signum: int, frame: object) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -343,7 +393,9 @@ def _forward_signals(pid: int) -> None:
 def run_container(spec: RunSpec, rootfs: Path, state_dir: Path, *, mount_rootfs: Callable[[], None] | None = None,
                   cgroup: Cgroup | None = None, on_start: Callable[[int], None] | None = None,
                   prepared: Prepared | None = None, netns: str = "", etc: dict[str, str] | None = None,
-                  late_etc: Callable[[], dict[str, str]] | None = None) -> int:
+                  late_etc: Callable[[], dict[str, str]] | None = None,
+                  id_maps: tuple[tuple[ocispec.IdMapping, ...], tuple[ocispec.IdMapping, ...]] | None = None,
+                  on_namespaces: Callable[[int], None] | None = None, joined: dict[str, str] | None = None) -> int:
     """The foreground face: ``spec`` as a config, then create, start, wait and tear down; the exit
     status (docker's convention).
 
@@ -351,7 +403,8 @@ def run_container(spec: RunSpec, rootfs: Path, state_dir: Path, *, mount_rootfs:
     of the image's layers); without it ``rootfs`` is a prepared directory that is bind-mounted.
     ``state_dir/etc`` gets a tmpfs, in the container's mount namespace only, holding its hostname,
     hosts and resolv.conf (``etc`` replaces some of the defaults; ``late_etc``: see ``create``).
-    ``netns``: the network namespace to join by path (the network room's), "" for a new one."""
+    ``netns``: the network namespace to join by path (the network room's), "" for a new one. ``id_maps``:
+    a new user namespace with these maps (rootless); ``joined``: namespaces joined by path (see build)."""
     from ocibox.run._config import build
     from ocibox.run._etc import etc_files
 
@@ -365,7 +418,8 @@ def run_container(spec: RunSpec, rootfs: Path, state_dir: Path, *, mount_rootfs:
     config = build(spec, rootfs=str(rootfs), etc_dir=str(etc_dir),
                    cgroups_path=cgroup.path if cgroup is not None else "",
                    seccomp=prepared.profile if prepared is not None else None,
-                   nodes=prepared.nodes if prepared is not None else (), resources=resources, netns=netns)
+                   nodes=prepared.nodes if prepared is not None else (), resources=resources, netns=netns,
+                   id_maps=id_maps, joined=joined)
     import json
 
     with open(state_dir / "config.json", "w") as f:  # for 'ocibox exec' into it
@@ -373,7 +427,7 @@ def run_container(spec: RunSpec, rootfs: Path, state_dir: Path, *, mount_rootfs:
     ctr = create(config, rootfs=str(rootfs), cgroup=cgroup, seccomp=prepared.seccomp if prepared else None,
                  mount_rootfs=mount_rootfs, etc_dir=str(etc_dir),
                  etc={**etc_files(spec.hostname, spec.network), **(etc or {})},
-                 stdin_null=not spec.interactive, on_pid=on_start, late_etc=late_etc)
+                 stdin_null=not spec.interactive, on_pid=on_start, late_etc=late_etc, on_namespaces=on_namespaces)
     try:
         ctr.start()
         status = ctr.wait(spec.interactive)

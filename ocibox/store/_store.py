@@ -113,12 +113,16 @@ CREATE INDEX IF NOT EXISTS containers_image ON containers(image_id);
 
 
 def default_root() -> Path:
-    """``$OCIBOX_ROOT``, else ``/var/lib/ocibox`` as root, else ``$XDG_DATA_HOME/ocibox``."""
+    """``$OCIBOX_ROOT``, else ``/var/lib/ocibox`` as root, else ``$XDG_DATA_HOME/ocibox`` (also as root of
+    a user namespace ocibox made: ``ocibox unshare``)."""
     env = os.environ.get("OCIBOX_ROOT")
     if env:
         return Path(env)
     if os.geteuid() == 0:
-        return Path("/var/lib/ocibox")
+        from ocibox.rootless import is_rootless
+
+        if not is_rootless():
+            return Path("/var/lib/ocibox")
     xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(xdg) / "ocibox"
 
@@ -454,9 +458,20 @@ def disk_error(e: OSError, what: str) -> StoreError:
 
 
 def remove_tree(path: Path) -> None:
-    """Remove a tree that may hold read-only directories (published layers are 0555-ish)."""
+    """Remove a tree that may hold read-only directories (published layers are 0555-ish). Without
+    root, a tree with files of the user's subordinate ids (a layer, a container's upper dir) is
+    removed by root of a user namespace with the user's ids, where those owners are the user's."""
     if _remove_tree_fast(path):
         return
+    if os.geteuid() != 0 and os.path.lexists(path):
+        from ocibox.rootless import in_userns_call
+
+        in_userns_call(_remove_tree_careful, Path(path), mount=False, error=StoreError)
+        return
+    _remove_tree_careful(path)
+
+
+def _remove_tree_careful(path: Path) -> None:
     import shutil  # only for what the fast walk could not remove (read-only dirs as non-root)
 
     def onexc(func: object, p: str, exc: BaseException) -> None:

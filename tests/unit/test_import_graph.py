@@ -14,7 +14,7 @@ PACKAGE = Path(ocibox.__file__).parent
 LEVELS = {
     "linux": 0,
     "_record": 1, "_lazy": 1, "errors": 1, "units": 1, "options": 1,
-    "digest": 2, "reference": 2, "image": 2, "settings": 2, "ocispec": 2, "monitor": 2,
+    "digest": 2, "reference": 2, "image": 2, "settings": 2, "ocispec": 2, "monitor": 2, "rootless": 2,
     "store": 3, "cgroups": 3,
     "layers": 4,
     "puller": 5, "network": 5,

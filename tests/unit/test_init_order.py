@@ -16,9 +16,11 @@ from types import SimpleNamespace
 from ocibox.digest import Digest
 from ocibox.image import ImageConfig, Platform
 from ocibox.linux import syscalls
+from ocibox.ocispec import IdMapping
 from ocibox.run._config import USER_ANNOTATION, build
 from ocibox.run._flags import parse_run_args
 from ocibox.run._init import InitArgs, init
+from ocibox.run._intermediate import enter_namespaces
 from ocibox.run._spec import RunSpec
 
 
@@ -43,7 +45,7 @@ def recording_kernel(log: list[list[object]], rootfs: str) -> SimpleNamespace:
 
     for name in ("prctl", "setsid", "dup2", "umask", "mount", "umount", "pivot_root", "unshare", "sethostname",
                  "setgroups", "setgid", "setuid", "capset", "close_range", "chdir", "fchdir", "chroot", "mknod",
-                 "symlink", "socket"):
+                 "symlink", "socket", "setns", "setresuid", "setresgid"):
         setattr(k, name, rec(name))
     k.openat2 = syscalls.openat2  # resolution inside the scratch rootfs is real
     k.mkdir = syscalls.mkdir
@@ -56,7 +58,10 @@ def recording_kernel(log: list[list[object]], rootfs: str) -> SimpleNamespace:
     return k
 
 
-def run_init(tmp_path: Path, *flags: str) -> tuple[list[list[object]], bytes]:
+MAPS = ((IdMapping(0, 1001, 1), IdMapping(1, 100000, 65536)), (IdMapping(0, 1001, 1), IdMapping(1, 100000, 65536)))
+
+
+def run_init(tmp_path: Path, *flags: str, id_maps: object = None) -> tuple[list[list[object]], bytes]:
     rootfs = tmp_path / "rootfs"
     for d in ("proc", "sys", "dev", "etc", "bin"):
         (rootfs / d).mkdir(parents=True)
@@ -73,9 +78,11 @@ def run_init(tmp_path: Path, *flags: str) -> tuple[list[list[object]], bytes]:
     if pid == 0:  # the init, in a child of its own
         log: list[list[object]] = []
         try:
-            os.close(out_r)
+            for fd in (out_r, go_w, gate_w, setup_r):  # the ends the init never holds (EOF on go ends its wait)
+                os.close(fd)
             k = recording_kernel(log, str(rootfs))
-            config = build(spec, rootfs=str(rootfs), etc_dir=str(tmp_path / "etc"), cgroups_path="/c", seccomp=None)
+            config = build(spec, rootfs=str(rootfs), etc_dir=str(tmp_path / "etc"), cgroups_path="/c", seccomp=None,
+                           id_maps=id_maps)  # type: ignore[arg-type]
             init(InitArgs(config=config, rootfs=str(rootfs), etc_dir=str(tmp_path / "etc"),
                           etc={"hostname": "h\n", "hosts": "", "resolv.conf": ""}, setup=setup_w, go=go_r,
                           gate=gate_r, kernel=k, cgroup_mounts=(("cgroup2", "", ""),),  # type: ignore[arg-type]
@@ -157,3 +164,84 @@ def test_read_only_root_is_remounted_after_pivot(tmp_path: Path) -> None:
     ro = index(log, lambda c: c[0] == "mount" and c[2] == "/" and c[4] == syscalls.MS_REMOUNT | syscalls.MS_BIND
                | syscalls.MS_RDONLY)
     assert names.index("pivot_root") < ro < names.index("execve")
+
+
+def test_in_a_user_namespace_device_nodes_are_bound(tmp_path: Path) -> None:
+    """mknod makes no usable node in a user namespace: the host's nodes are bound instead (runc's rule),
+    each on a file made for it, before pivot_root; nothing is mknod'ed."""
+    (tmp_path / "etc").mkdir()
+    log, setup = run_init(tmp_path, id_maps=MAPS)
+    assert not any(c[0] == "error" for c in log), log
+    names = [c[0] for c in log]
+    assert "mknod" not in names
+    binds = [c for c in log if c[0] == "mount" and c[1] in ("/dev/null", "/dev/zero", "/dev/full", "/dev/random",
+                                                             "/dev/urandom", "/dev/tty")
+             and str(c[2]).startswith("ROOTFS/dev/")]
+    assert [c[1] for c in binds] == ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"]
+    assert all(c[4] == syscalls.MS_BIND for c in binds)
+    assert log.index(binds[-1]) < names.index("pivot_root") and setup == b"R\n"
+
+
+def _intermediate(tmp_path: Path, go: bytes, **kw: object) -> tuple[list[list[object]], bytes, int]:
+    """enter_namespaces with the recording kernel, in a child: (calls, what went to the setup pipe, status)."""
+    spec = RunSpec.from_image(ImageConfig(platform=Platform("linux", "amd64"),
+                                          diff_ids=(Digest.parse("sha256:" + "0" * 64),)),
+                              parse_run_args(["--network", "none", "img", "true"], {}), container_id="ab" * 32)
+    config = build(spec, rootfs="/r", etc_dir="/e", cgroups_path="", seccomp=None, **kw)  # type: ignore[arg-type]
+    setup_r, setup_w = os.pipe()
+    go_r, go_w = os.pipe()
+    os.write(go_w, go)
+    os.close(go_w)
+    out_r, out_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        log: list[list[object]] = []
+        code = 0
+        try:
+            os.close(out_r)
+            enter_namespaces(InitArgs(config=config, rootfs="/r", setup=setup_w, go=go_r, gate=-1,
+                                      kernel=recording_kernel(log, "/r")))  # type: ignore[arg-type]
+        except BaseException as e:
+            log.append(["error", repr(e)])
+        finally:
+            os.write(out_w, json.dumps(log).encode())
+            os._exit(code)
+    os.close(out_w)
+    os.close(setup_w)
+    data = b""
+    while chunk := os.read(out_r, 1 << 16):
+        data += chunk
+    _, status = os.waitpid(pid, 0)
+    setup = os.read(setup_r, 100)
+    for fd in (out_r, setup_r, go_r):
+        os.close(fd)
+    return (json.loads(data) if data else []), setup, os.waitstatus_to_exitcode(status)
+
+
+def test_intermediate_makes_the_user_namespace_first(tmp_path: Path) -> None:
+    """The user namespace first, alone; the creator asked (b"U") to write its maps and its b"M" awaited;
+    root in it; only then the other namespaces, which it owns."""
+    log, setup, status = _intermediate(tmp_path, b"M", id_maps=MAPS)
+    assert status == 0 and setup == b"U\n", (log, setup)
+    assert log[0] == ["unshare", syscalls.CLONE_NEWUSER]
+    assert log[1:3] == [["setresgid", 0, 0, 0], ["setresuid", 0, 0, 0]]
+    rest = log[3]
+    assert rest[0] == "unshare" and not rest[1] & syscalls.CLONE_NEWUSER
+    assert rest[1] & syscalls.CLONE_NEWPID and rest[1] & syscalls.CLONE_NEWNS and rest[1] & syscalls.CLONE_NEWNET
+
+
+def test_intermediate_gives_up_when_the_maps_fail(tmp_path: Path) -> None:
+    log, setup, status = _intermediate(tmp_path, b"X", id_maps=MAPS)
+    assert setup == b"U\n" and status == 125 and log == []  # it exits at once: nothing else is done
+
+
+def test_intermediate_joins_a_user_namespace_by_path_and_becomes_root(tmp_path: Path) -> None:
+    log, setup, status = _intermediate(tmp_path, b"", joined={"user": "/proc/self/ns/user"})
+    assert status == 0 and setup == b"", log
+    assert log[0][0] == "setns" and log[0][2] == syscalls.CLONE_NEWUSER
+    assert log[1:3] == [["setresgid", 0, 0, 0], ["setresuid", 0, 0, 0]] and log[3][0] == "unshare"
+
+
+def test_intermediate_without_a_user_namespace_is_as_before(tmp_path: Path) -> None:
+    log, setup, status = _intermediate(tmp_path, b"")
+    assert status == 0 and setup == b"" and [c[0] for c in log] == ["unshare"]

@@ -116,7 +116,9 @@ def test_network_modes(values: list[str], want: tuple[str, tuple[str, ...], str]
     (["host", "host"], "cannot be combined"),
     (["container:"], "name the container"),
     (["ns:relative/path"], "must be absolute"),
-    (["slirp4netns:port_handler=x"], "unknown --network mode"),
+    (["slirp4netns:port_handler=x"], "unknown option 'port_handler=x'"),
+    (["pasta:--netns=/x"], "set by ocibox"),
+    (["pasta:map-gw"], "not a pasta option"),
     (["-bad"], "invalid network name"),
     (["a", "a"], "given twice"),
 ])

@@ -100,7 +100,59 @@ def main() -> int:
     left = [p.name for p in CGROUP_ROOT.iterdir() if p.name.startswith("ocibox-")]
     check("every container cgroup removed", left == [], str(left))
     print(f"{5} containers in {time.monotonic() - t0:.1f} s", flush=True)
+    rootless(work)
     return 1 if FAILED else 0
+
+
+ROOTLESS_UID = 4242  # no passwd entry needed: HOME is given, and a user without subordinate ids maps itself
+
+
+def rootless(work: Path) -> None:
+    """tests/v2/v2_rootless.py as an unprivileged user: in a leaf of a cgroup delegated to it the way
+    systemd's Delegate=yes does it (the directory and its cgroup.procs, cgroup.subtree_control and
+    cgroup.threads chowned to the user, the controllers enabled in it and in its parent), then in a
+    cgroup that is not the user's."""
+    import shutil
+    import subprocess
+    import sysconfig
+
+    uid = gid = ROOTLESS_UID
+    home = Path(tempfile.mkdtemp(prefix="ocibox-v2-rootless-", dir="/tmp"))  # not below work: 0700, root's
+    os.chown(home, uid, gid)
+    deleg, plain = CGROUP_ROOT / "ocibox-test-delegated", CGROUP_ROOT / "ocibox-test-plain"
+    try:
+        (CGROUP_ROOT / "cgroup.subtree_control").write_text("+memory +pids +cpu")
+        for d in (deleg, deleg / "session", plain):
+            d.mkdir()
+        (deleg / "cgroup.subtree_control").write_text("+memory +pids +cpu")
+        for d in (deleg, deleg / "session"):
+            for f in ("", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"):
+                os.chown(d / f if f else d, uid, gid)
+        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        python = next(p for p in (f"/usr/bin/{version}", shutil.which(version) or "") if p and "/root/" not in p)
+        repo = Path(__file__).resolve().parents[2]
+        env = {"HOME": str(home), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
+               "PYTHONPATH": ":".join([str(repo), sysconfig.get_paths()["purelib"]])}
+        for mode, cgroup, extra in (("delegated", deleg / "session", [str(deleg)]), ("plain", plain, [])):
+            p = subprocess.Popen(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--",
+                                  "sh", "-c", 'read go && exec "$@"', "sh", python, "-S",
+                                  str(Path(__file__).with_name("v2_rootless.py")), str(home), mode, *extra],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                 text=True, cwd=str(home))
+            (cgroup / "cgroup.procs").write_text(str(p.pid))  # root moves it: the user may not leave its cgroup
+            out, _ = p.communicate("go\n", timeout=1200)
+            print(out, end="", flush=True)
+            if p.returncode != 0:
+                FAILED.append(f"rootless {mode}")
+                if "FAIL" not in out:
+                    print(f"FAIL rootless {mode}: exit {p.returncode}", flush=True)
+    finally:
+        for d in (deleg / "session", deleg, plain):
+            for child in (d.iterdir() if d.is_dir() else ()):
+                if child.is_dir():
+                    child.rmdir()
+            if d.exists():
+                d.rmdir()
 
 
 if __name__ == "__main__":
