@@ -163,7 +163,9 @@ def test_limits_flags_override_legacy_config() -> None:
     (["-m", "1m"], "minimum"),
     (["--cpus", "0"], "--cpus"),
     (["--cpus", "lots"], "--cpus"),
-    (["--network", "bridge"], "network"),
+    (["--network", "container:"], "name the container"),
+    (["--network", "ns:rel"], "must be absolute"),
+    (["--network", "none", "-p", "80"], "conflicting options"),
     (["--pull", "sometimes"], "invalid choice"),
     (["--bogus"], "unrecognized"),
 ])
@@ -202,7 +204,7 @@ def test_docker_parsing_rules() -> None:
     ns = parse_args(["-it", "-eA=1", "-e=B=2", "--env", "C=3", "--env=D=4", "-w/srv", "--rm=false",
                      "--net", "none", "-c", "7", "img", "ls", "-l", "--rm", "--"])
     assert ns["env"] == ["A=1", "B=2", "C=3", "D=4"] and ns["tty"] and ns["interactive"]
-    assert (ns["workdir"], ns["rm"], ns["network"], ns["cpu_shares"]) == ("/srv", False, "none", 7)
+    assert (ns["workdir"], ns["rm"], ns["network"], ns["cpu_shares"]) == ("/srv", False, ["none"], 7)  # repeatable: --network a --network b
     assert (ns["image"], ns["command"]) == ("img", ["ls", "-l", "--rm", "--"])  # verbatim after IMAGE
     assert parse_args(["--", "-img"])["image"] == "-img"
     defaults = parse_args(["img"])
