@@ -80,6 +80,27 @@ def wait_pid_exit(rec: st.ContainerRecord, timeout: float | None) -> bool:
         os.close(pidfd)
 
 
+def _let_go(store: st.Store, rec: st.ContainerRecord, timeout: float = 30.0) -> None:
+    """Before a container's record goes: its monitor must have let go of it. A cleanup may be running
+    (the exit is recorded before it ends), or a restart may be in its back-off or starting a new PID 1:
+    no restart from now on (``stopping``), whatever runs by then is killed, and the lock waited for."""
+    cdir = store.container_dir(rec.id)
+    if not monitored(cdir):
+        return
+    st.update_container(store, rec.id, stopping=True)
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while monitored(cdir) and time.monotonic() < deadline:
+        try:
+            now = st.get_container(store, rec.id)
+        except st.NoSuchContainer:
+            return
+        if now.alive:
+            _kill_all(now, signal.SIGKILL)
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
 def wait_cleanup(store: st.Store, rec: st.ContainerRecord, timeout: float = 30.0) -> None:
     """After PID 1 exited: wait until its monitor's cleanup released the container (its lock)."""
     cdir = store.container_dir(rec.id)
@@ -215,10 +236,17 @@ def cleanup(settings: Settings, cid: str, lock_fd: int) -> int:
     if again:
         ran = finished - rec.started_at if rec.started_at else 0.0
         count = 0 if ran > 10 else rec.restart_count  # docker resets the back-off after 10 s of running
-        time.sleep(min(0.1 * 2 ** min(count, 10), 60.0) if count else 0.0)
-        rec = st.get_container(store, cid)
-        if rec.stopping:  # 'stop' came during the back-off
-            return 0
+        until = time.monotonic() + (min(0.1 * 2 ** min(count, 10), 60.0) if count else 0.0)
+        while True:  # the back-off, cut short by a stop or rm
+            try:
+                rec = st.get_container(store, cid)
+            except st.NoSuchContainer:
+                return 0
+            if rec.stopping:  # 'stop' or 'rm -f' came during the back-off
+                return 0
+            if time.monotonic() >= until:
+                break
+            time.sleep(min(0.1, until - time.monotonic()))
         st.update_container(store, cid, restart_count=rec.restart_count + 1)
         try:
             start_detached(settings, store, st.get_container(store, cid), lock_fd=lock_fd)
@@ -365,9 +393,8 @@ def remove(store: st.Store, rec: st.ContainerRecord, *, force: bool = False, loc
                 unpause(store, rec)
         _kill_all(rec, signal.SIGKILL)
         wait_pid_exit(rec, 10.0)
-        if not lock_held:
-            with contextlib.suppress(errors.OciboxError):
-                wait_cleanup(store, rec)
+    if not lock_held:
+        _let_go(store, rec)
     _teardown(store, rec)
     st.delete_containers(store, [rec.id])
     cdir = store.container_dir(rec.id)

@@ -67,7 +67,10 @@ class Env:
         self.root, self.refs = root, refs
 
     def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "ocibox", "--root", str(self.root), "run", "--rm", *args],
+        # --network none: these images attack the file system; the default bridge's teardown finishes in
+        # the background after run returns (its netns mount would race host_untouched's mount table)
+        return subprocess.run([sys.executable, "-m", "ocibox", "--root", str(self.root), "run", "--rm",
+                               "--network", "none", *args],
                               capture_output=True, text=True, timeout=timeout)
 
 
