@@ -73,6 +73,19 @@ class InitArgs:
     hold: int = -1  # pipe read end: the intermediate waits for its EOF before it exits (-1: it exits at once)
 
 
+def preload() -> None:
+    """For a config with a new user namespace, called by the creator before its fork: PID 1's ids are
+    then those of the maps, which may not read the host's Python (a stdlib or venv below /root, 0700),
+    so what it would import lazily is imported now."""
+    import fcntl  # noqa: F401
+    import json  # noqa: F401
+    import resource  # noqa: F401
+    import struct  # noqa: F401
+
+    from ocibox.linux import proc, pty  # noqa: F401
+    from ocibox.run import _hooks, _rlimits  # noqa: F401
+
+
 def init(a: InitArgs) -> None:  # pragma: no cover - runs as PID 1 (the order is unit-tested with a double)
     """Set up the container and exec its command. Never returns; an error is raised to the caller,
     which reports it on ``a.setup``."""
@@ -524,6 +537,15 @@ def _mount_cgroup(a: InitArgs, m: _Mounter, mnt: ocispec.Mount) -> None:
         path = own.get(opts, "/").strip("/")
         if not path:
             m.mount(target, "cgroup", fstype, flags, opts)
+        elif m.userns:
+            # In a user namespace (and the host's cgroup namespace) no hierarchy can be mounted: the
+            # container's cgroup is bound from where the host has the hierarchy mounted (as runc does).
+            src = os.open(_host_hierarchy(opts, path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                m.mount(target, f"/proc/self/fd/{src}", None, k.MS_BIND)
+            finally:
+                os.close(src)
+            m.mount(target, None, None, k.MS_REMOUNT | k.MS_BIND | flags)
         else:
             scratch = f"{mnt.destination}/.{sub}"
             m.mount(scratch, "cgroup", fstype, flags, opts)
@@ -550,6 +572,21 @@ def _mount_cgroup(a: InitArgs, m: _Mounter, mnt: ocispec.Mount) -> None:
             os.close(cg)
     if flags & k.MS_RDONLY:
         m.remount_ro(mnt.destination, flags & ~k.MS_RDONLY)
+
+
+def _host_hierarchy(opts: str, path: str) -> str:
+    """The host's path of cgroup ``path`` in the v1 hierarchy ``opts`` ("memory", "cpu,cpuacct",
+    "name=systemd"), from where this mount namespace has the hierarchy mounted."""
+    from ocibox.linux import proc
+
+    want = set(opts.split(","))
+    for e in proc.mountinfo():
+        if e.fstype == "cgroup" and want <= set(e.super_options.split(",")):
+            rel = posixpath.relpath("/" + path, e.root)
+            if not rel.startswith(".."):
+                return posixpath.normpath(posixpath.join(e.mount_point, rel))
+    raise errors.RuntimeSetupError(f"the cgroup v1 hierarchy {opts} is not mounted on this host, and in a user "
+                                   "namespace it cannot be mounted: mount it on the host (or use cgroup v2)")
 
 
 def _persona(p: dict[str, object]) -> int:

@@ -161,6 +161,10 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
     if proc is None:
         raise ocispec.SpecError("config.json: process is required to create a container")
     _refuse_unsupported(config)
+    if config.linux.namespace("user") is not None:
+        from ocibox.run._init import preload
+
+        preload()
     if seccomp is _FROM_CONFIG:
         seccomp = None
         if config.linux.seccomp is not None:

@@ -524,14 +524,14 @@ def features(root: str, argv: list[str], log: Log) -> int:
 
     doc = {
         "ociVersionMin": "1.0.0", "ociVersionMax": "1.2.0",
-        "hooks": ["prestart", "createRuntime", "poststart", "poststop"],
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": sorted(["bind", "rbind", "ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec",
                                 "sync", "async", "dirsync", "mand", "nomand", "atime", "noatime", "diratime",
                                 "nodiratime", "relatime", "norelatime", "strictatime", "nostrictatime", "nosymfollow",
                                 "private", "rprivate", "shared", "rshared", "slave", "rslave", "unbindable",
                                 "runbindable", "tmpcopyup"]),
         "linux": {
-            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "uts"],
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": sorted("CAP_" + c for c in CAPS),
             "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False, "rdma": False},
             "seccomp": {"enabled": True, "actions": sorted(SECCOMP_ACTIONS),

@@ -260,3 +260,36 @@ def test_personality_and_time_offsets(rootfs: Path, work: Path) -> None:
     machine, up = r.stdout.split("\n")[:2]
     assert machine in ("i686", "i386")
     assert float(up.split()[0]) >= uptime + 864000
+
+
+def test_user_namespace_beside_runc(work: Path) -> None:
+    """A new user namespace from linux.uidMappings/gidMappings (written by the creator as root): the same
+    maps, ids and owners seen from inside as under runc. The rootfs lives where the mapped root may walk
+    (pytest's tmp is 0700 root's, which refuses both runtimes' mounts as it must)."""
+    import shutil
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="ocibox-rt-userns-", dir="/var/tmp"))
+    top.chmod(0o755)
+    try:
+        _user_namespace_beside_runc(bundle.rootfs(top / "rootfs"), work)
+    finally:
+        shutil.rmtree(top)
+
+
+def _user_namespace_beside_runc(rootfs: Path, work: Path) -> None:
+    namespaces = [*bundle.runc_spec()["linux"]["namespaces"], {"type": "user"}]
+    maps = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+    script = "cat /proc/self/uid_map /proc/self/gid_map; id; stat -c '%u:%g' /bin/busybox; touch /dev/shm/x; stat -c '%u' /dev/shm/x; cat /sys/fs/cgroup/memory/cgroup.procs"
+    out = {}
+    for who, runtime in (("runc", RUNC), ("ocibox", OCIBOX)):
+        b = bundle.make(work / f"u-{who}", rootfs, ["sh", "-c", script],
+                        **{"linux.namespaces": namespaces, "linux.uidMappings": maps, "linux.gidMappings": maps,
+                           "linux.cgroupsPath": f"{CG}/u-{who}"})
+        r = bundle.run(runtime, work / f"state-{who}", "run", "--bundle", str(b), f"u-{who}")
+        assert r.returncode == 0, (who, r.stderr)
+        out[who] = r.stdout
+        assert _leftovers(work / f"state-{who}", f"u-{who}", b) == []
+    assert out["ocibox"] == out["runc"]
+    assert "0 200000 65536" in " ".join(out["ocibox"].split()) and "uid=0(root)" in out["ocibox"]
+    assert "65534:65534" in out["ocibox"]  # the rootfs's host owner (root) is not mapped: nobody
