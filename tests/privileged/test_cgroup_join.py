@@ -5,10 +5,12 @@ real: the cgroups are created and removed, the namespaces, mounts and processes 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import oci
@@ -49,6 +51,27 @@ def _spec(*argv: str) -> RunSpec:
     config = ImageConfig(platform=Platform("linux", "amd64"), diff_ids=(Digest.parse("sha256:" + "0" * 64),))
     return RunSpec.from_image(config, parse_run_args(["--network", "none", "img", *argv], {}),
                               container_id="c0ffee" * 10 + "abcd")
+
+
+@pytest.fixture(autouse=True)
+def _no_subreaper_left() -> Iterator[None]:
+    """run_container here runs inside pytest: it makes pytest a child subreaper and forwards signals.
+    Left so, pytest would adopt later tests' orphans (an exec -d process inside a container's pid
+    namespace) and never reap them, and a container's PID 1 then never finishes exiting (its pid
+    namespace waits for every zombie in it to be reaped). Restored and reaped after each test."""
+    import signal
+
+    from ocibox.linux import syscalls
+    from ocibox.run._init import FORWARDED_SIGNALS
+
+    handlers = {s: signal.getsignal(s) for s in FORWARDED_SIGNALS}
+    yield
+    syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 0)
+    for s, h in handlers.items():
+        signal.signal(s, h)
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
 
 
 def test_the_container_runs_in_its_cgroup(tmp_path: Path) -> None:
