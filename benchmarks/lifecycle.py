@@ -580,6 +580,9 @@ class Life(Bench):
                         e.sh(e.argv(*cmd))
                     except subprocess.CalledProcessError as err:
                         self.leaks.append(f"{e.name} {' '.join(cmd)}: {err.stderr.strip()}")
+            # podman's predefined CNI network is never pruned: the bridge it made here goes (if it was not there)
+            if "cni-podman0" not in self.host_before.links and Path("/sys/class/net/cni-podman0").exists():
+                subprocess.run(["ip", "link", "del", "cni-podman0"], check=False)
             self.check_leaks()
         super().close()
 
