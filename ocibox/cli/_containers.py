@@ -462,15 +462,14 @@ def stats(settings: Settings, argv: list[str], prog: str) -> None:
         (("--format",), "str", "FORMAT", "json"),
     ), (("container", "[CONTAINER...]", ""),), description="Display a sample of containers' resource usage.").parse(argv)
     from ocibox import containers
-    from ocibox import store as st
     from ocibox.units import human_size
 
     store = _store(settings)
     if ns["container"]:
         recs = [containers.find(store, n) for n in ns["container"]]
     else:
-        containers.repair_all(store)
-        recs = [r for r in st.list_containers(store) if ns["all"] or (r.state in ("running", "paused") and r.alive)]
+        recs = [r for r in containers.repair_all(store)[0]
+                if ns["all"] or (r.state in ("running", "paused") and r.alive)]
     rows = containers.stats(store, recs)
     if ns["format"] == "json":
         for r in rows:

@@ -59,13 +59,11 @@ def find(store: Store, text: str) -> ContainerRecord:
 
 def prune_containers(store: Store, until: float | None = None) -> list[str]:
     """docker container prune: remove every stopped container (created before ``until``); the ids."""
-    from ocibox import store as st
     from ocibox.containers._lifecycle import remove, repair_all
     from ocibox.containers._list import state_word
 
-    repair_all(store)
     gone = []
-    for rec in st.list_containers(store):
+    for rec in repair_all(store)[0]:
         if state_word(rec) in ("exited", "created") and not rec.alive and (until is None or rec.created < until):
             remove(store, rec)
             gone.append(rec.id)

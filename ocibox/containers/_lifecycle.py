@@ -157,10 +157,13 @@ def on_networks(rec: st.ContainerRecord) -> bool:
     return isinstance(net, dict) and bool(net) and NetFlags.from_json(net).mode() == "bridge"
 
 
-def network_view(store: st.Store, rec: st.ContainerRecord) -> Any:
+def network_view(store: st.Store, rec: st.ContainerRecord, recorded: set[str] | None = None) -> Any:
     """The network room's Attachments of a running container on networks, else None (the network room
-    is imported only when it holds a record of this container)."""
-    if rec.state not in ("running", "paused") or rec.id not in _network_records(store):
+    is imported only when it holds a record of this container). ``recorded``: the ids it keeps records
+    of, when the caller listed them already (``ps`` asks for every row)."""
+    if rec.state not in ("running", "paused"):
+        return None
+    if rec.id not in (_network_records(store) if recorded is None else recorded):
         return None
     from ocibox import network
 
@@ -192,20 +195,25 @@ def repair(store: st.Store, rec: st.ContainerRecord, guessed: int = UNKNOWN_EXIT
     return st.get_container(store, rec.id)
 
 
-def repair_all(store: st.Store) -> None:
+def repair_all(store: st.Store) -> tuple[list[st.ContainerRecord], set[str]]:
     """Repair every detached container whose record went stale (the next command after a crash), and
-    take containers that are gone (a foreground run killed with SIGKILL, a reboot) off their networks."""
+    take containers that are gone (a foreground run killed with SIGKILL, a reboot) off their networks.
+    Returns every container's record as it is now, and the ids the network room keeps records of."""
     live = []
-    for rec in st.list_containers(store):
+    recs = st.list_containers(store)
+    for i, rec in enumerate(recs):
         if rec.detached and rec.state in ("running", "paused") and not rec.alive:
-            repair(store, rec)
+            recs[i] = repair(store, rec)
         elif rec.state in ("running", "paused", "created") and rec.alive:
             live.append(rec.id)
-    if _network_records(store) - set(live):
+    recorded = _network_records(store)
+    if recorded - set(live):
         from ocibox import network
 
         with contextlib.suppress(errors.OciboxError):
             network.repair(_settings(store), live, still_live=lambda cid: st.container_live(store, cid))
+        recorded = _network_records(store)
+    return recs, recorded
 
 
 def _network_records(store: st.Store) -> set[str]:

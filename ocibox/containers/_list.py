@@ -61,10 +61,12 @@ def _network_names(rec: st.ContainerRecord, att: Any) -> str:
     return {"bridge": "ocibox"}.get(mode, mode)
 
 
-def row(rec: st.ContainerRecord, now: float | None = None, store: st.Store | None = None) -> dict[str, Any]:
-    """One container as ``ps --format json`` prints it (docker's keys); ``store`` for its networks."""
+def row(rec: st.ContainerRecord, now: float | None = None, store: st.Store | None = None,
+        recorded: set[str] | None = None) -> dict[str, Any]:
+    """One container as ``ps --format json`` prints it (docker's keys); ``store`` for its networks
+    (``recorded``: the ids the network room keeps records of, when known)."""
     now = time.time() if now is None else now
-    att = network_view(store, rec) if store is not None else None
+    att = network_view(store, rec, recorded) if store is not None else None
     return {
         "ID": rec.id,
         "Image": rec.image_ref or rec.image_id.short,
@@ -136,8 +138,8 @@ def parse_filters(items: list[str]) -> dict[str, list[str]]:
 def list_containers(store: st.Store, *, all_: bool = False, last: int = 0, filters: dict[str, list[str]] | None = None,
                     ) -> list[dict[str, Any]]:
     """docker ps: running containers (``all_``: every one), newest first, filtered; ``last`` N newest."""
-    repair_all(store)
-    recs = sorted(st.list_containers(store), key=lambda r: -r.created)
+    recs, recorded = repair_all(store)
+    recs.sort(key=lambda r: -r.created)
     if not all_ and not last and not (filters and "status" in filters):
         recs = [r for r in recs if state_word(r) in ("running", "paused")]
     if filters:
@@ -145,7 +147,7 @@ def list_containers(store: st.Store, *, all_: bool = False, last: int = 0, filte
     if last:
         recs = recs[:last]
     now = time.time()
-    return [row(r, now, store) for r in recs]
+    return [row(r, now, store, recorded) for r in recs]
 
 
 def inspect(store: st.Store, rec: st.ContainerRecord) -> dict[str, Any]:

@@ -45,7 +45,6 @@ if TYPE_CHECKING:
         detach,
         new_netns,
         ports,
-        recorded,
         repair,
     )
     from ocibox.network._model import (
@@ -76,13 +75,12 @@ if TYPE_CHECKING:
         parse_publish,
         publish_all,
     )
-    from ocibox.network._paths import config_dir
+    from ocibox.network._paths import config_dir, recorded
     from ocibox.network._text import hosts, resolv_conf
     from ocibox.network._usernet import DEFAULT_USER_MODE, UserNet, stop_usernet, usernet_ports
 
 _TABLE = {
-    **dict.fromkeys(("attach", "attachments", "check", "cni_check", "detach", "new_netns", "ports", "recorded",
-                     "repair"),
+    **dict.fromkeys(("attach", "attachments", "check", "cni_check", "detach", "new_netns", "ports", "repair"),
                     "_attach"),
     **dict.fromkeys(("DEFAULT_NETWORK", "USER_MODES", "Attachments", "Endpoint", "Network", "NetworkRequest",
                      "PortMapping"), "_model"),
@@ -90,7 +88,7 @@ _TABLE = {
     **dict.fromkeys(("containers_on", "create", "ensure_default", "inspect", "load", "ls", "ls_row", "prune", "rm"),
                     "_networks"),
     **dict.fromkeys(("build_request", "parse_add_host", "parse_network", "parse_publish", "publish_all"), "_parse"),
-    "config_dir": "_paths",
+    **dict.fromkeys(("config_dir", "recorded"), "_paths"),
     **dict.fromkeys(("UserNet", "DEFAULT_USER_MODE", "stop_usernet", "usernet_ports"), "_usernet"),
     **dict.fromkeys(("hosts", "resolv_conf"), "_text"),
 }

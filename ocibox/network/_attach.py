@@ -19,7 +19,6 @@ from ocibox.network._paths import (
     cni_lock,
     cni_mark_ready,
     cni_ready,
-    containers_dir,
     flock,
     ipam_dir,
     netns_path,
@@ -410,18 +409,6 @@ def repair(settings: Settings, live_container_ids: Iterable[str],
 
 
 # ------------------------------------------------------------------------------------ reading back
-def recorded(settings: Settings) -> set[str]:
-    """The ids of the containers the network room keeps a record of (a directory listing: cheap enough
-    for every ``ps`` and ``run`` to ask whether a repair has anything to do)."""
-    import os
-
-    try:
-        names = os.listdir(containers_dir(settings))
-    except OSError:
-        return set()
-    return {n[:-5] for n in names if n.endswith(".json") and not n.startswith(".")}
-
-
 def attachments(settings: Settings, container_id: str) -> Attachments | None:
     """What the network room knows of a container's networks now, None when it has no record."""
     data = _state.load(settings, container_id)

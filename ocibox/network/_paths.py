@@ -65,6 +65,16 @@ def netns_path(container_id: str) -> str:
     return f"{NETNS_DIR}/{NETNS_PREFIX}{container_id}"
 
 
+def recorded(settings: Settings) -> set[str]:
+    """The ids of the containers the network room keeps a record of (a directory listing: cheap enough
+    for every ``ps`` and ``run`` to ask whether a repair has anything to do)."""
+    try:
+        names = os.listdir(containers_dir(settings))
+    except OSError:
+        return set()
+    return {n[:-5] for n in names if n.endswith(".json") and not n.startswith(".")}
+
+
 @contextmanager
 def flock(path: str | os.PathLike[str], shared: bool = False) -> Iterator[int]:
     """An exclusive (or shared) flock on ``path``, created if missing with its directory."""
