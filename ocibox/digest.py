@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 #: the digest algorithms ocibox accepts, with the number of hex digits of each
 ALGORITHMS = {"sha256": 64, "sha512": 128}
-_DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
+#: as text: re compiles (and caches) it on first use, not at import (every command imports this)
+_DIGEST_RE = r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$"
 
 
 @record(order=True)
@@ -27,7 +28,7 @@ class Digest:
 
     @classmethod
     def parse(cls, text: str) -> Digest:
-        m = _DIGEST_RE.match(text)
+        m = re.match(_DIGEST_RE, text)
         if not m:
             raise UsageError(f"invalid digest {text!r}: expected ALGORITHM:HEX, e.g. sha256:<64 hex digits>")
         algo, hexpart = m.group(1), m.group(2)

@@ -17,8 +17,9 @@ from ocibox.errors import UsageError
 
 #: binary units (docker's RAMInBytes: 1k = 1024 whether written k, kb or kib)
 SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-_SIZE_RE = re.compile(r"^(.*?)\s*([kmgtp]?)(i?b?)$")
-_NUMBER_RE = re.compile(r"^[+-]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)(?:e[+-]?[0-9][0-9_]*)?$")
+#: patterns as text: re compiles (and caches) each on first use, not at import (every command imports this)
+_SIZE_RE = r"^(.*?)\s*([kmgtp]?)(i?b?)$"
+_NUMBER_RE = r"^[+-]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)(?:e[+-]?[0-9][0-9_]*)?$"
 
 
 def parse_size(text: str, what: str | None = None, *, unlimited: bool = True) -> int:
@@ -28,10 +29,10 @@ def parse_size(text: str, what: str | None = None, *, unlimited: bool = True) ->
     t = text.strip().lower()
     if t == "-1" and unlimited:
         return -1
-    m = _SIZE_RE.match(t)
+    m = re.match(_SIZE_RE, t)
     number, unit, tail = (m.group(1), m.group(2), m.group(3)) if m else ("", "", "")
     try:
-        value = float(number) if _NUMBER_RE.match(number) else None
+        value = float(number) if re.match(_NUMBER_RE, number) else None
     except ValueError:
         value = None
     if value is None or not abs(value) < float("inf") or (tail and not unit and tail != "b"):
@@ -58,7 +59,7 @@ def human_size(n: float, precision: int = 3) -> str:
 
 # ----------------------------------------------------------------------------- durations and times
 
-_DUR_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h)")
+_DUR_PART = r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h)"
 _DUR_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -68,7 +69,7 @@ def parse_duration(text: str) -> float:
     if not s:
         raise UsageError("invalid duration '': use e.g. 10m, 24h or 1h30m")
     pos, total = 0, 0.0
-    for m in _DUR_PART.finditer(s):
+    for m in re.finditer(_DUR_PART, s):
         if m.start() != pos:
             break
         total += float(m.group(1)) * _DUR_UNITS[m.group(2)]

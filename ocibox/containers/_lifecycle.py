@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import sys
 import time
 
@@ -44,6 +43,8 @@ def status_word(rec: st.ContainerRecord) -> str:
 def signal_pid1(rec: st.ContainerRecord, sig: int) -> bool:
     """Send ``sig`` to the container's PID 1 if it is still the recorded process; False if it is gone.
     A pidfd is opened first and the start time checked after: the signal can never reach a reused pid."""
+    import signal
+
     if rec.pid <= 0:
         return False
     try:
@@ -84,6 +85,8 @@ def _let_go(store: st.Store, rec: st.ContainerRecord, timeout: float = 30.0) -> 
     """Before a container's record goes: its monitor must have let go of it. A cleanup may be running
     (the exit is recorded before it ends), or a restart may be in its back-off or starting a new PID 1:
     no restart from now on (``stopping``), whatever runs by then is killed, and the lock waited for."""
+    import signal
+
     cdir = store.container_dir(rec.id)
     if not monitored(cdir):
         return
@@ -284,6 +287,8 @@ def stop(store: st.Store, rec: st.ContainerRecord, timeout: float | None = None,
          sig: int | None = None) -> st.ContainerRecord:
     """docker stop: the stop signal (--stop-signal, the image's StopSignal, SIGTERM), then SIGKILL after
     the timeout (--stop-timeout, default 10 s); returns once the exit is recorded. No restart follows."""
+    import signal
+
     rec = repair(store, rec)
     c = conf(rec)
     st.update_container(store, rec.id, stopping=True)
@@ -334,6 +339,8 @@ def _after_exit(store: st.Store, rec: st.ContainerRecord, guessed: int) -> st.Co
 
 def kill(store: st.Store, rec: st.ContainerRecord, sig: int) -> None:
     """docker kill: a signal to the container's PID 1 (SIGKILL by default); refused if it does not run."""
+    import signal
+
     rec = repair(store, rec)
     if rec.state not in ("running", "paused") or not signal_pid1(rec, sig):
         raise errors.UsageError(f"cannot kill container {rec.name}: it is not running")
@@ -388,6 +395,8 @@ def rename(store: st.Store, rec: st.ContainerRecord, new: str) -> None:
 def remove(store: st.Store, rec: st.ContainerRecord, *, force: bool = False, lock_held: bool = False) -> None:
     """docker rm: refused for a running container without ``force`` (then killed first); removes its
     record, its directory (writable layer, logs), its cgroups."""
+    import signal
+
     from ocibox.cgroups import remove_leftovers
 
     rec = repair(store, rec)

@@ -165,3 +165,9 @@ def capability_set(name: str = "CapBnd", pid: int | str = "self") -> int:
 def cgroup_text(pid: int | str = "self") -> str:
     """The text of /proc/PID/cgroup ('' if the process is gone)."""
     return _read(f"/proc/{pid}/cgroup")
+
+
+def initial_userns(pid: int | str = "self") -> bool:
+    """The process is in the host's (initial) user namespace: its uid_map is the identity of all 2^32-1
+    ids (a test as cheap as one read, for every command that asks whether it runs rootless)."""
+    return _read(f"/proc/{pid}/uid_map").split() == ["0", "0", "4294967295"]

@@ -17,8 +17,6 @@ SUBUID = "/etc/subuid"
 SUBGID = "/etc/subgid"
 #: what a container id outside every map becomes on disk and in stat(2): the kernel's overflow id
 OVERFLOW_ID = 65534
-#: the identity map of the initial user namespace, as /proc/self/uid_map shows it
-_INITIAL = (IdMapping(0, 0, 4294967295),)
 
 
 def parse_subids(text: str, name: str, uid: int) -> list[tuple[int, int]]:
@@ -137,7 +135,9 @@ def of_process(pid: int | str = "self") -> tuple[tuple[IdMapping, ...], tuple[Id
 
 def initial_userns() -> bool:
     """Whether this process is in the host's (initial) user namespace."""
-    return parse_map(_read("/proc/self/uid_map")) == _INITIAL
+    from ocibox.linux.proc import initial_userns as initial
+
+    return initial()
 
 
 def current() -> IdMaps:

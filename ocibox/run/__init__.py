@@ -109,7 +109,8 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
+        import sys
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        __import__(_LAZY[name])  # not importlib: ~0.6 ms of every command
+        return getattr(sys.modules[_LAZY[name]], name)
     raise AttributeError(f"module 'ocibox.run' has no attribute {name!r}")
