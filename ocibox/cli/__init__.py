@@ -117,6 +117,7 @@ GLOBAL_OPTIONS = (
     (("--insecure-registry",), "list", "HOST[:PORT]", "allow plain HTTP / unverified TLS to this registry (repeatable)"),
     (("--ignore-chown-errors",), "bool", "",
      "without root: unpack files of owners outside your subordinate ids as root (podman's storage option)"),
+    (("-v", "--version"), "bool", "", "print the version and exit"),
 )
 
 #: verbs that read or write the store's layer files as their owners: without root they run as root of
@@ -158,6 +159,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
     debug = "--debug" in argv[:8]
     try:
         ns = group_parser("").parse(argv)
+        if ns["version"]:  # podman's and docker's --version
+            from ocibox import __version__
+
+            print(f"ocibox version {__version__}")
+            sys.exit(0)
         verb, prog, args = resolve(ns["command"])  # help and unknown verbs need no settings
         code = call(verb, settings_of(ns), args, prog)
         if verb[0] == "run" and argv_was_ours:

@@ -117,6 +117,23 @@ def wait_cleanup(store: st.Store, rec: st.ContainerRecord, timeout: float = 30.0
         delay = min(delay * 2, 0.02)
 
 
+def _wait_exit_file(store: st.Store, rec: st.ContainerRecord, timeout: float = 5.0) -> tuple[int, float] | None:
+    """After PID 1 exited: the status and time its monitor writes once it reaped it (a few ms), None
+    if no monitor writes one (it is gone, or it does not come within ``timeout``)."""
+    cdir = store.container_dir(rec.id)
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while True:
+        written = _exit_file(store, rec.id)
+        if written is not None and written[1] >= rec.started_at:
+            return written
+        if time.monotonic() > deadline or not monitored(cdir):
+            written = _exit_file(store, rec.id)  # the monitor may have written it just before it ended
+            return written if written is not None and written[1] >= rec.started_at else None
+        time.sleep(delay)
+        delay = min(delay * 2, 0.01)
+
+
 # ----------------------------------------------------------------------------- repair and cleanup
 def _exit_file(store: st.Store, cid: str) -> tuple[int, float] | None:
     try:
@@ -278,6 +295,7 @@ def start(settings: Settings, store: st.Store, rec: st.ContainerRecord) -> st.Co
     if not rec.detached:
         raise errors.UsageError(f"container {rec.name} ran in the foreground and its writable layer went with it; "
                                 "run the image again (ocibox run -d keeps a container to start later)")
+    wait_cleanup(store, rec)  # a stop returns before the monitor's cleanup of the last run is done
     st.update_container(store, rec.id, stopping=False)
     start_detached(settings, store, rec)
     return st.get_container(store, rec.id)
@@ -302,7 +320,7 @@ def stop(store: st.Store, rec: st.ContainerRecord, timeout: float | None = None,
     if not signal_pid1(rec, sig) or not wait_pid_exit(rec, timeout):
         killed = _kill_all(rec, signal.SIGKILL)
         wait_pid_exit(rec, 10.0)
-    return _after_exit(store, rec, 137 if killed else 128 + sig)
+    return _after_exit(store, rec, 137 if killed else 128 + sig, stopped=True)
 
 
 def _kill_all(rec: st.ContainerRecord, sig: int) -> bool:
@@ -316,9 +334,18 @@ def _kill_all(rec: st.ContainerRecord, sig: int) -> bool:
     return sent
 
 
-def _after_exit(store: st.Store, rec: st.ContainerRecord, guessed: int) -> st.ContainerRecord:
-    """PID 1 is gone: wait for its monitor's cleanup, or (no monitor: it was killed) do its work."""
+def _after_exit(store: st.Store, rec: st.ContainerRecord, guessed: int, stopped: bool = False) -> st.ContainerRecord:
+    """PID 1 is gone: wait for its monitor's cleanup, or (no monitor: it was killed) do its work.
+    ``stopped`` (PID 1 ended by ``stop``'s signal): record the exit status its monitor wrote and leave
+    the teardown to the monitor's cleanup (a Python start of its own, ~60 ms that ``stop`` need not
+    wait for; ``start`` and ``rm`` wait for it, and the cleanup adds the OOM flag that ``wait`` and
+    ``inspect`` after it must see), except for --rm: stop returns when the container is gone."""
     cdir = store.container_dir(rec.id)
+    if stopped and rec.detached and not conf(rec).get("auto_remove"):
+        written = _wait_exit_file(store, rec)
+        if written is not None:
+            st.finish_container(store, rec.id, written[0], remove=False, finished_at=written[1], of_run=rec.started_at)
+            return st.get_container(store, rec.id)
     if rec.detached:
         wait_cleanup(store, rec)
         rec = st.get_container(store, rec.id)

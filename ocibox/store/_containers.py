@@ -132,14 +132,22 @@ def set_container_pid(store: Store, cid: str, pid: int, *, pid_start: int | None
 
 
 def finish_container(store: Store, cid: str, exit_code: int | None, *, remove: bool, finished_at: float | None = None,
-                     oom_killed: bool = False) -> None:
+                     oom_killed: bool = False, of_run: float | None = None) -> bool:
+    """Record the end of a container's run (or remove its row). ``of_run``: only if the row still
+    records the run that started then, running (``stop`` records the exit its monitor wrote while the
+    monitor's cleanup may have recorded it already, with what only the cleanup knows, or started a new
+    run). False if nothing was changed."""
     with store.transaction() as db:
         if remove:
-            db.execute("DELETE FROM containers WHERE id=?", (cid,))
+            return db.execute("DELETE FROM containers WHERE id=?", (cid,)).rowcount > 0
+        values = (exit_code, time.time() if finished_at is None else finished_at, int(oom_killed), cid)
+        if of_run is None:
+            cur = db.execute("UPDATE containers SET state='exited', exit_code=?, pid=0, finished_at=?, oom_killed=? "
+                             "WHERE id=?", values)
         else:
-            db.execute("UPDATE containers SET state='exited', exit_code=?, pid=0, finished_at=?, oom_killed=? "
-                       "WHERE id=?", (exit_code, time.time() if finished_at is None else finished_at,
-                                      int(oom_killed), cid))
+            cur = db.execute("UPDATE containers SET state='exited', exit_code=?, pid=0, finished_at=?, oom_killed=? "
+                             "WHERE id=? AND started_at=? AND state IN ('running', 'paused')", (*values, of_run))
+        return cur.rowcount > 0
 
 
 _UPDATABLE = {"state", "stopping", "restart_count", "cgroup", "name", "settings", "pid", "pid_start", "exit_code"}
