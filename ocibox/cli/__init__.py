@@ -134,6 +134,9 @@ def parse_globals(argv: list[str]) -> tuple[Settings, list[str]]:
 
 def settings_of(ns: dict[str, Any]) -> Settings:
     """The settings the global options make (and the config file)."""
+    from ocibox._lazy import import_pathlib
+
+    import_pathlib()  # first: without urllib.parse
     from pathlib import Path
 
     from ocibox.settings import Config, Settings
@@ -160,9 +163,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
     try:
         ns = group_parser("").parse(argv)
         if ns["version"]:  # podman's and docker's --version
-            from ocibox import __version__
+            import ocibox
 
-            print(f"ocibox version {__version__}")
+            print(f"ocibox version {ocibox.__version__}")
             sys.exit(0)
         verb, prog, args = resolve(ns["command"])  # help and unknown verbs need no settings
         code = call(verb, settings_of(ns), args, prog)
