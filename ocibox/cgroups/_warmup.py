@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import os
 import time
 from pathlib import Path
@@ -26,8 +27,6 @@ class MigrationWarmup:
 
     def __init__(self, proc_cgroup: str | None = None, root: Path = CGROUP_ROOT, period: float = 0.004,
                  limit: float = 2.0) -> None:
-        import threading
-
         from ocibox.cgroups._manager import v1_dir
 
         own = proc.parse_cgroup(proc.cgroup_text() if proc_cgroup is None else proc_cgroup)
@@ -38,30 +37,57 @@ class MigrationWarmup:
             self.path = str(root / (own.unified or "/").lstrip("/") / "cgroup.procs")
         self.period, self.limit = period, limit
         self.writes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="cgroup-warmup", daemon=True)
+        # A bare _thread (threading's import is ~1 ms of every run): ``_wake`` is held until stop()
+        # releases it (the thread's sleep between writes is a timed acquire of it), ``_running`` is held
+        # by the thread while it lives (stop() waits on it, as a join).
+        self._wake = _thread.allocate_lock()
+        self._wake.acquire()
+        self._running = _thread.allocate_lock()
+        self._stopped = False
 
     def start(self) -> MigrationWarmup:
-        self._thread.start()
+        self._running.acquire()
+        try:
+            _thread.start_new_thread(self._run, ())
+        except BaseException:
+            self._running.release()
+            raise
         return self
 
     def _run(self) -> None:
-        pid = str(os.getpid()).encode()
-        deadline = time.monotonic() + self.limit
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            pid = str(os.getpid()).encode()
+            deadline = time.monotonic() + self.limit
+            while not self._stopped and time.monotonic() < deadline:
                 try:
-                    os.write(fd, pid)
-                finally:
-                    os.close(fd)
-            except OSError:
-                return
-            self.writes += 1
-            self._stop.wait(self.period)
+                    fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+                    try:
+                        os.write(fd, pid)
+                    finally:
+                        os.close(fd)
+                except OSError:
+                    return
+                self.writes += 1
+                if self._wake.acquire(timeout=self.period):
+                    return  # stop()
+        finally:
+            self._running.release()
+
+    def join(self, timeout: float = -1) -> bool:
+        """Wait (up to ``timeout`` s) until the thread has ended by itself; True if it has."""
+        if not self._running.acquire(timeout=timeout):
+            return False
+        self._running.release()
+        return True
+
+    @property
+    def alive(self) -> bool:
+        return self._running.locked()
 
     def stop(self) -> None:
         """Stop, and wait for a write in flight (after this, no thread of ours is running)."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        if not self._stopped:
+            self._stopped = True
+            self._wake.release()
+        with self._running:  # the thread's end (at once if it never started or has ended)
+            pass

@@ -110,12 +110,12 @@ def test_migration_warmup_moves_nothing_and_stops(tmp_path: Path) -> None:
     while w.writes < 3 and time.monotonic() < deadline:
         time.sleep(0.005)
     w.stop()
-    assert w.writes >= 3 and not w._thread.is_alive()
+    assert w.writes >= 3 and not w.alive
     assert Path("/proc/self/cgroup").read_text() == before  # it moved this process where it already was
     # no cgroup to write to (here: a path that does not exist): it gives up at once, nothing else
     gone = MigrationWarmup(proc_cgroup="4:memory:/no-such-cgroup-ocibox\n0::/no-such-cgroup-ocibox\n").start()
-    gone._thread.join(5)
-    assert gone.writes == 0 and not gone._thread.is_alive()
+    assert gone.join(5)
+    assert gone.writes == 0 and not gone.alive
     bounded = MigrationWarmup(limit=0.05).start()  # never stopped: it ends by itself
-    bounded._thread.join(5)
-    assert not bounded._thread.is_alive() and bounded.writes >= 1
+    assert bounded.join(5)
+    assert not bounded.alive and bounded.writes >= 1
