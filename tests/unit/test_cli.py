@@ -130,3 +130,25 @@ def test_no_typer_click_or_argparse(argv: list[str], absent: tuple[str, ...], tm
             f"print(sorted(set({never!r}) & set(sys.modules)))")
     cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert cp.stdout.splitlines()[-1] == "[]"
+
+
+def test_version(tmp_path: Path) -> None:
+    import ocibox as package
+
+    for flag in ("--version", "-v"):
+        r = ocibox(flag, root=tmp_path)
+        assert (r.returncode, r.stdout, r.stderr) == (0, f"ocibox version {package.__version__}\n", "")
+
+
+def test_a_reader_that_went_away_ends_it_quietly(tmp_path: Path) -> None:
+    """``ocibox images | head -0``: the write fails with EPIPE; no traceback or error line, 128+SIGPIPE."""
+    import os
+
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the first write
+    try:
+        cp = subprocess.run([sys.executable, "-m", "ocibox", "--root", str(tmp_path), "images"], stdout=w,
+                            stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(w)
+    assert (cp.returncode, cp.stderr) == (141, "")
