@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hostdev import host_block_device
 
 from ocibox import cgroups
 from ocibox.run import _devices as dv
@@ -36,20 +37,6 @@ def devices_cgroup() -> Iterator[str]:
         with contextlib.suppress(FileNotFoundError):
             os.rmdir(path)
     assert not os.path.exists(path)
-
-
-def a_block_device() -> os.stat_result:
-    """A block device the host's root can open (these machines refuse /dev/vda even to root)."""
-    for name in sorted(os.listdir("/dev")):
-        st = os.stat(os.path.join("/dev", name))
-        if stat.S_ISBLK(st.st_mode):
-            try:
-                os.close(os.open(os.path.join("/dev", name), os.O_RDONLY))
-            except OSError:
-                continue
-            return st
-    pytest.skip("no block device under /dev that the host can open")
-    raise AssertionError  # unreachable
 
 
 def in_child(cgroup: str | None, paths: list[str]) -> dict[str, int]:
@@ -82,7 +69,7 @@ def in_child(cgroup: str | None, paths: list[str]) -> dict[str, int]:
 
 
 def test_deny_all_then_defaults(devices_cgroup: str, tmp_path: Path) -> None:
-    blk = a_block_device()
+    blk = os.stat(host_block_device())
     node = tmp_path / "sda"
     os.mknod(node, stat.S_IFBLK | 0o600, blk.st_rdev)  # as an image could ship it
     kmsg = tmp_path / "kmsg"
@@ -99,7 +86,7 @@ def test_deny_all_then_defaults(devices_cgroup: str, tmp_path: Path) -> None:
 
 
 def test_device_option_adds_one_node(devices_cgroup: str, tmp_path: Path) -> None:
-    blk = a_block_device()
+    blk = os.stat(host_block_device())
     node = tmp_path / "disk"
     os.mknod(node, stat.S_IFBLK | 0o600, blk.st_rdev)
     spec = dv.parse_device_option(f"{node}:/dev/xvda:r")
@@ -154,7 +141,7 @@ def in_child_v2(cgroup: str, paths: list[str]) -> dict[str, int]:
 def test_v2_ebpf_device_program(v2_cgroup: str, tmp_path: Path) -> None:
     """The eBPF program attached to a cgroup2 directory (on a hybrid host it acts alongside the v1
     devices cgroup, which allows everything at our level)."""
-    blk = a_block_device()
+    blk = os.stat(host_block_device())
     node = tmp_path / "sda"
     os.mknod(node, stat.S_IFBLK | 0o600, blk.st_rdev)
     kmsg = tmp_path / "kmsg"
