@@ -81,10 +81,9 @@ def busybox_ref(registry: Registry, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture
 def pulled_busybox(store_root: Path, busybox_ref: str) -> tuple[Path, str]:
     """busybox pulled into ``store_root`` by the CLI (a subprocess); returns (store_root, ref)."""
-    import subprocess
+    from cli import ocibox
 
-    subprocess.run([sys.executable, "-m", "ocibox", "--root", str(store_root), "pull", "-q", busybox_ref],
-                   check=True, capture_output=True, timeout=120)
+    ocibox(store_root, "pull", "-q", busybox_ref, check=True)
     return store_root, busybox_ref
 
 

@@ -15,8 +15,6 @@ import hashlib
 import itertools
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 import httpx
 import oci
 import pytest
+from cli import ocibox
 from faultproxy import TALLY, FaultProxy, TokenServer, self_signed
 from registry import Registry
 
@@ -144,8 +143,7 @@ def _blob_bytes(img: Image, *proxies: FaultProxy) -> int:
 
 
 def _verify_clean(root: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "ocibox", "--root", str(root), "verify"],
-                       capture_output=True, text=True, timeout=120)
+    r = ocibox(root, "verify")
     assert r.returncode == 0 and not r.stdout.strip(), r.stdout + r.stderr
 
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import oci
 import pytest
+from cli import ocibox
 from faultproxy import FaultProxy
 from registry import Registry
 
@@ -45,11 +44,6 @@ def proxy(registry: Registry) -> Iterator[FaultProxy]:
     p = FaultProxy(registry.host).start()
     yield p
     p.stop()
-
-
-def ocibox(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ocibox", "--root", str(root), *args], capture_output=True,
-                          text=True, timeout=120)
 
 
 def blob(root: Path, digest: str) -> Path:
