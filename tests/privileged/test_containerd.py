@@ -16,7 +16,7 @@ import select
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import ctd
@@ -147,6 +147,25 @@ def _calls(env: Env, cid: str) -> list[str]:
     return [line.split("\t", 1)[1] for line in env.calls.read_text().splitlines() if cid in line.split()]
 
 
+def _read_pty(master: int, done: Callable[[], bool], timeout: float = 60) -> bytes:
+    """What was written to the pty's other side: up to EOF (or EIO, the last writer gone), or until
+    nothing comes for 0.2 s once ``done()``."""
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if select.select([master], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        elif done():
+            break
+    return out
+
+
 def test_run_exit_codes_and_output(env: Env) -> None:
     cid = env.name("run")
     r = env.run(cid, "sh", "-c", "echo out; echo err >&2; id -u; exit 3")
@@ -171,20 +190,7 @@ def test_run_with_tty(env: Env) -> None:
                           "tty; test -t 0 && echo stdin-tty; exit 4"],
                          stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
     os.close(slave)
-    out = b""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        r, _, _ = select.select([master], [], [], 0.5)
-        if r:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        elif p.poll() is not None:
-            break
+    out = _read_pty(master, lambda: p.poll() is not None)
     rc = p.wait(30)
     os.close(master)
     text = out.decode(errors="replace")
@@ -207,15 +213,7 @@ def test_exec_with_and_without_tty_and_failing(env: Env) -> None:
                             cid, "sh", "-c", "tty; exit 6"], stdin=slave, stdout=slave, stderr=slave, timeout=60,
                            start_new_session=True)
         os.close(slave)
-        out = b""
-        while select.select([master], [], [], 0.2)[0]:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
+        out = _read_pty(master, lambda: True)  # ctr has exited: what it left in the pty
         os.close(master)
         assert p.returncode == 6 and b"/dev/pts/" in out, out
         exec_calls = [c for c in _calls(env, cid) if " exec " in c]
