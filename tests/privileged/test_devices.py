@@ -22,21 +22,25 @@ from ocibox.run import _devices as dv
 pytestmark = pytest.mark.privileged
 
 
-@pytest.fixture
-def devices_cgroup() -> Iterator[str]:
-    own = cgroups.own_v1_dir("devices")
-    parent = str(own) if own is not None else None
-    if parent is None:
-        pytest.skip("no cgroup v1 devices hierarchy on this host (pure v2): see the v2 fallback")
+def _cgroup_below(parent: str) -> Iterator[str]:
+    """The test's own cgroup below ``parent``; removed after (every child put there has exited and been
+    reaped by then: an empty cgroup can be removed; on v2 that detaches the program too)."""
     path = os.path.join(parent, f"ocibox-test-devices-{os.getpid()}")
     os.mkdir(path)
     try:
         yield path
     finally:
-        # every child we put there has exited and been reaped; an empty cgroup can be removed
         with contextlib.suppress(FileNotFoundError):
             os.rmdir(path)
     assert not os.path.exists(path)
+
+
+@pytest.fixture
+def devices_cgroup() -> Iterator[str]:
+    own = cgroups.own_v1_dir("devices")
+    if own is None:
+        pytest.skip("no cgroup v1 devices hierarchy on this host (pure v2): see the v2 fallback")
+    yield from _cgroup_below(str(own))
 
 
 def in_child(cgroup: str | None, paths: list[str]) -> dict[str, int]:
@@ -126,12 +130,7 @@ def v2_cgroup() -> Iterator[str]:
     parent = own_v2_cgroup()
     if parent is None:
         pytest.skip("no cgroup2 hierarchy mounted on this host")
-    path = os.path.join(parent, f"ocibox-test-devices-{os.getpid()}")
-    os.mkdir(path)
-    try:
-        yield path
-    finally:
-        os.rmdir(path)  # detaches the program with the cgroup
+    yield from _cgroup_below(parent)
 
 
 def in_child_v2(cgroup: str, paths: list[str]) -> dict[str, int]:
