@@ -59,6 +59,15 @@ def store_root(tmp_path: Path) -> Path:
     return tmp_path / "store"
 
 
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """A live process of no importance (``sleep 120``), killed after the test: a pid that is running."""
+    p = subprocess.Popen(["sleep", "120"])
+    yield p
+    p.kill()
+    p.wait()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.geteuid() != 0:
         skip = pytest.mark.skip(reason="privileged tests need root")

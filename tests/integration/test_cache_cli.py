@@ -10,7 +10,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -31,14 +31,6 @@ ocibox = partial(cli.ocibox, check=True)  # a verb here must succeed unless a te
 def du(path: Path) -> int:
     return int(subprocess.run(["du", "-sx", "--block-size=1", str(path)], check=True, capture_output=True,
                               text=True).stdout.split()[0])
-
-
-@pytest.fixture
-def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    p = subprocess.Popen(["sleep", "120"])
-    yield p
-    p.kill()
-    p.wait()
 
 
 def record_running_container(root: Path, image_id: str, pid: int) -> str:

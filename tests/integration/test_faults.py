@@ -109,13 +109,6 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def proxy(registry: Registry) -> Iterator[FaultProxy]:
-    p = FaultProxy(registry.host).start()
-    yield p
-    p.stop()
-
-
-@pytest.fixture
 def tls_proxy(registry: Registry, cert: tuple[Path, Path]) -> Iterator[FaultProxy]:
     """Answers TLS and plain HTTP on the same host:port (ocibox tries HTTPS first on loopback)."""
     p = FaultProxy(registry.host, tls=cert).start()

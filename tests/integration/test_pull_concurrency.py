@@ -5,7 +5,6 @@ The first config answer is slowed down, so that all the pulls are under way whil
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import oci
@@ -17,13 +16,6 @@ from registry import Registry
 pytestmark = pytest.mark.integration
 
 PULLS = 6
-
-
-@pytest.fixture
-def proxy(registry: Registry) -> Iterator[FaultProxy]:
-    p = FaultProxy(registry.host).start()
-    yield p
-    p.stop()
 
 
 def test_concurrent_pulls_fetch_config_and_layers_once(registry: Registry, proxy: FaultProxy, tmp_path: Path,
