@@ -7,9 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 from registry import Registry
 
 
@@ -62,6 +59,15 @@ def store_root(tmp_path: Path) -> Path:
     return tmp_path / "store"
 
 
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """A live process of no importance (``sleep 120``), killed after the test: a pid that is running."""
+    p = subprocess.Popen(["sleep", "120"])
+    yield p
+    p.kill()
+    p.wait()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.geteuid() != 0:
         skip = pytest.mark.skip(reason="privileged tests need root")
@@ -84,10 +90,9 @@ def busybox_ref(registry: Registry, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture
 def pulled_busybox(store_root: Path, busybox_ref: str) -> tuple[Path, str]:
     """busybox pulled into ``store_root`` by the CLI (a subprocess); returns (store_root, ref)."""
-    import subprocess
+    from cli import ocibox
 
-    subprocess.run([sys.executable, "-m", "ocibox", "--root", str(store_root), "pull", "-q", busybox_ref],
-                   check=True, capture_output=True, timeout=120)
+    ocibox(store_root, "pull", "-q", busybox_ref, check=True)
     return store_root, busybox_ref
 
 

@@ -113,6 +113,12 @@ class Layer:
         return compress(self.tar, self.compression)
 
 
+def files_layer(files: dict[str, bytes], compression: str = "gzip") -> Layer:
+    """A layer of one directory, data/, holding ``files`` (name: content)."""
+    entries = [Entry("data", "dir")] + [Entry(f"data/{k}", data=v) for k, v in files.items()]
+    return Layer(make_tar(entries), compression)
+
+
 def image_config(diff_ids: list[str], *, arch: str = "amd64", variant: str = "", os_: str = "linux",
                  config: dict | None = None) -> bytes:
     obj: dict = {

@@ -1,8 +1,19 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from faultproxy import FaultProxy
+from registry import Registry
+
+
+@pytest.fixture
+def proxy(registry: Registry) -> Iterator[FaultProxy]:
+    """tests/faultproxy.py's proxy in front of the session registry, doing nothing until told."""
+    p = FaultProxy(registry.host).start()
+    yield p
+    p.stop()
 
 
 @pytest.fixture

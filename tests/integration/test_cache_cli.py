@@ -9,11 +9,12 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
+import cli
 import pytest
 
 from ocibox import store as ocistore
@@ -24,25 +25,12 @@ from ocibox.store import Store
 pytestmark = pytest.mark.integration
 
 
-def ocibox(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run([sys.executable, "-m", "ocibox", "--root", str(root), *args], capture_output=True, text=True,
-                       timeout=120)
-    if check and r.returncode != 0:
-        raise AssertionError(f"ocibox {' '.join(args)} exited {r.returncode}: {r.stderr}")
-    return r
+ocibox = partial(cli.ocibox, check=True)  # a verb here must succeed unless a test says check=False
 
 
 def du(path: Path) -> int:
     return int(subprocess.run(["du", "-sx", "--block-size=1", str(path)], check=True, capture_output=True,
                               text=True).stdout.split()[0])
-
-
-@pytest.fixture
-def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    p = subprocess.Popen(["sleep", "120"])
-    yield p
-    p.kill()
-    p.wait()
 
 
 def record_running_container(root: Path, image_id: str, pid: int) -> str:
@@ -171,8 +159,7 @@ def test_prune_and_rmi_during_a_real_run(pulled_busybox: tuple[Path, str]) -> No
     root, ref = pulled_busybox
     info = json.loads(ocibox(root, "inspect", ref).stdout)[0]
     layer = Path(info["Layers"][0]["Path"])
-    run = subprocess.Popen([sys.executable, "-m", "ocibox", "--root", str(root), "run", "--rm", ref, "sleep", "3"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = cli.ocibox_popen(root, "run", "--rm", ref, "sleep", "3")
     try:
         wait_for(lambda: any(c.pid != run.pid for c in live(root)), "the container to start")
         (c,) = live(root)
@@ -193,8 +180,7 @@ def test_run_killed_leaves_a_container_prune_cleans(pulled_busybox: tuple[Path, 
     """kill -9 of 'ocibox run': once the container's process is gone too, its row is stale;
     prune removes the row, the directory and the cgroup named after it."""
     root, ref = pulled_busybox
-    run = subprocess.Popen([sys.executable, "-m", "ocibox", "--root", str(root), "run", ref, "sleep", "1"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = cli.ocibox_popen(root, "run", ref, "sleep", "1", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: any(c.pid != run.pid for c in live(root)), "the container to start")
     (c,) = live(root)
     run.kill()

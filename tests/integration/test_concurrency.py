@@ -7,34 +7,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import oci
 import pytest
+from cli import ocibox, ocibox_popen
+from oci import files_layer
 from registry import Registry
 
 from ocibox import cache
 from ocibox.settings import Settings
 
 pytestmark = pytest.mark.integration
-
-
-def files_layer(files: dict[str, bytes]) -> oci.Layer:
-    entries = [oci.Entry("data", "dir")] + [oci.Entry(f"data/{k}", data=v) for k, v in files.items()]
-    return oci.Layer(oci.make_tar(entries))
-
-
-def ocibox(root: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "ocibox", "--root", str(root), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def run(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ocibox", "--root", str(root), *args], capture_output=True,
-                          text=True, timeout=120)
 
 
 def blob_gets(registry: Registry, digest: str) -> int:
@@ -64,14 +49,14 @@ def test_eight_processes_pull_same_and_overlapping_images(overlapping: dict[str,
     refs: dict[str, str] = overlapping["refs"]  # type: ignore[assignment]
     blobs: list[str] = overlapping["blobs"]  # type: ignore[assignment]
     which = ["a", "b", "c", "a", "b", "c", "a", "c"]
-    procs = [ocibox(store_root, "pull", "-q", refs[w]) for w in which]
+    procs = [ocibox_popen(store_root, "pull", "-q", refs[w]) for w in which]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0] * 8, [o[1] for o in outs]
     for blob in blobs:
         assert blob_gets(registry, blob) == 1, blob
-    v = run(store_root, "verify")
+    v = ocibox(store_root, "verify")
     assert v.returncode == 0 and v.stdout == "", v.stdout
-    listed = json.loads(run(store_root, "images", "--format", "json").stdout)
+    listed = json.loads(ocibox(store_root, "images", "--format", "json").stdout)
     assert sorted(r["Repository"].rsplit("/", 1)[1] for r in listed) == ["a", "b", "c"]
     # 4 distinct chain ids: base, base+a (shared by A and C), base+b, base+a+c.
     assert len([n for n in os.listdir(store_root / "layers") if n != "l"]) == 4
@@ -84,9 +69,9 @@ def test_pulls_racing_prunes_and_rmis(overlapping: dict[str, object], store_root
     refs: dict[str, str] = overlapping["refs"]  # type: ignore[assignment]
     settings = Settings(root=store_root)
     for _ in range(2):
-        procs = [ocibox(store_root, "pull", "-q", refs[w]) for w in ("a", "b", "c")]
-        procs += [ocibox(store_root, "prune", "--all", "-f"), ocibox(store_root, "rmi", refs["a"]),
-                  ocibox(store_root, "prune", "-f")]
+        procs = [ocibox_popen(store_root, "pull", "-q", refs[w]) for w in ("a", "b", "c")]
+        procs += [ocibox_popen(store_root, "prune", "--all", "-f"), ocibox_popen(store_root, "rmi", refs["a"]),
+                  ocibox_popen(store_root, "prune", "-f")]
         outs = [p.communicate(timeout=300) for p in procs]
         for p, (_, err) in zip(procs[:3], outs[:3], strict=True):
             assert p.returncode == 0, err
@@ -100,6 +85,6 @@ def test_pulls_racing_prunes_and_rmis(overlapping: dict[str, object], store_root
                 assert Path(layer["Path"]).is_dir()
     # Whatever the race left, one more pull of each makes them all present and complete.
     for w in ("a", "b", "c"):
-        assert run(store_root, "pull", "-q", refs[w]).returncode == 0
+        assert ocibox(store_root, "pull", "-q", refs[w]).returncode == 0
     assert cache.verify(settings, repair=False) == []
     assert len(cache.list_images(settings, all_=False)) == 3

@@ -8,12 +8,13 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import oci
 import pytest
+from cli import ocibox, ocibox_popen
+from oci import files_layer
 from registry import Registry
 
 from ocibox import cache
@@ -28,11 +29,6 @@ pytestmark = pytest.mark.integration
 KILLS = 20
 
 
-def files_layer(files: dict[str, bytes]) -> oci.Layer:
-    entries = [oci.Entry("data", "dir")] + [oci.Entry(f"data/{k}", data=v) for k, v in files.items()]
-    return oci.Layer(oci.make_tar(entries))
-
-
 @pytest.fixture(scope="module")
 def crash_ref(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> str:
     """Four layers (one of 3 MB of random bytes, so there is a download to interrupt)."""
@@ -44,8 +40,7 @@ def crash_ref(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> s
 
 
 def spawn(root: Path, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "ocibox", "--root", str(root), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return ocibox_popen(root, *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=False)
 
 
 def kill_after(p: subprocess.Popen[bytes], delay: float) -> str:
@@ -70,8 +65,7 @@ def test_pulls_and_prunes_killed_at_random_moments(crash_ref: str, store_root: P
     ref = Reference.parse(crash_ref)
     # How long a CLI pull takes here: kills are spread over that time (and a bit past it).
     t = time.monotonic()
-    assert subprocess.run([sys.executable, "-m", "ocibox", "--root", str(store_root), "pull", "-q", crash_ref],
-                          capture_output=True, timeout=120).returncode == 0
+    assert ocibox(store_root, "pull", "-q", crash_ref).returncode == 0
     span = time.monotonic() - t
     states = []
     for i in range(KILLS):

@@ -15,8 +15,6 @@ import hashlib
 import itertools
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 import httpx
 import oci
 import pytest
+from cli import ocibox
 from faultproxy import TALLY, FaultProxy, TokenServer, self_signed
 from registry import Registry
 
@@ -110,13 +109,6 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def proxy(registry: Registry) -> Iterator[FaultProxy]:
-    p = FaultProxy(registry.host).start()
-    yield p
-    p.stop()
-
-
-@pytest.fixture
 def tls_proxy(registry: Registry, cert: tuple[Path, Path]) -> Iterator[FaultProxy]:
     """Answers TLS and plain HTTP on the same host:port (ocibox tries HTTPS first on loopback)."""
     p = FaultProxy(registry.host, tls=cert).start()
@@ -144,8 +136,7 @@ def _blob_bytes(img: Image, *proxies: FaultProxy) -> int:
 
 
 def _verify_clean(root: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "ocibox", "--root", str(root), "verify"],
-                       capture_output=True, text=True, timeout=120)
+    r = ocibox(root, "verify")
     assert r.returncode == 0 and not r.stdout.strip(), r.stdout + r.stderr
 
 

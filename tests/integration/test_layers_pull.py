@@ -5,12 +5,11 @@ nothing of itself in the store, and the next pull of a good image works."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
+from cli import ocibox
 from oci import Entry, Layer, busybox_layer, make_tar, push_image
 
 from ocibox.errors import HostileLayerError, LayerError
@@ -42,8 +41,7 @@ def test_pull_mount_export(registry, tmp_path: Path) -> None:  # type: ignore[no
         assert os.readlink(path / "bin/sh") == "busybox"
     finally:
         umount_image(settings, name)
-    out = subprocess.run([sys.executable, "-m", "ocibox", "--root", str(settings.root), "export", name, "-o", "-"],
-                         capture_output=True, check=True, timeout=120).stdout
+    out = ocibox(settings.root, "export", name, "-o", "-", check=True, text=False).stdout
     tf_path = tmp_path / "x.tar"
     tf_path.write_bytes(out)
     with tarfile.open(tf_path) as tf:

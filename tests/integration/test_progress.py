@@ -9,12 +9,12 @@ import os
 import pty
 import struct
 import subprocess
-import sys
 import termios
 from pathlib import Path
 
 import oci
 import pytest
+from cli import ocibox_popen
 from registry import Registry
 
 
@@ -32,8 +32,7 @@ def _pull_on_a_pty(root: Path, ref: str, *flags: str, size: tuple[int, int] | No
     master, slave = pty.openpty()
     if size is not None:
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
-    p = subprocess.Popen([sys.executable, "-m", "ocibox", "--root", str(root), "pull", *flags, ref],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+    p = ocibox_popen(root, "pull", *flags, ref, stdin=subprocess.DEVNULL, stderr=slave, text=False)
     os.close(slave)
     screen = b""
     while True:

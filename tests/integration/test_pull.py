@@ -9,13 +9,14 @@ import os
 import re
 import sqlite3
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import oci
 import pytest
+from cli import ocibox, ocibox_popen
+from oci import files_layer
 from registry import Registry
 
 from ocibox.digest import Digest
@@ -27,11 +28,6 @@ from ocibox.settings import Settings
 from ocibox.store import Store
 
 pytestmark = pytest.mark.integration
-
-
-def files_layer(files: dict[str, bytes], compression: str = "gzip") -> oci.Layer:
-    entries = [oci.Entry("data", "dir")] + [oci.Entry(f"data/{k}", data=v) for k, v in files.items()]
-    return oci.Layer(oci.make_tar(entries), compression)
 
 
 @dataclass
@@ -216,8 +212,7 @@ def test_two_processes_share_one_download(registry: Registry, tmp_path: Path, st
     c = push(tmp_path, registry, "conc/c:v1", [big, files_layer({"c": b"c"})])
     d = push(tmp_path, registry, "conc/d:v1", [big, files_layer({"d": b"d"})])
     base_blob = oci.sha256(big.blob)
-    procs = [subprocess.Popen([sys.executable, "-m", "ocibox", "--root", str(store_root), "pull", "-q", x.ref],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for x in (c, d)]
+    procs = [ocibox_popen(store_root, "pull", "-q", x.ref, text=False) for x in (c, d)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert [o[0].decode().strip() for o in outs] == [c.digest, d.digest]
@@ -235,25 +230,21 @@ def test_cli_end_to_end(pulled_busybox: tuple[Path, str], registry: Registry) ->
     assert (root / "layers" / cid.split(":")[1] / "diff" / "bin" / "busybox").is_file()
     assert db.execute("SELECT tag FROM tags WHERE name=?", (ref.rsplit(":", 1)[0],)).fetchone() == ("latest",)
     # again: status lines say up to date; --quiet prints only the digest
-    p = subprocess.run([sys.executable, "-m", "ocibox", "--root", str(root), "pull", ref],
-                       capture_output=True, text=True, check=True)
+    p = ocibox(root, "pull", ref, check=True)
     assert p.stdout.splitlines() == [f"Digest: {rows[0][1]}", f"Status: Image is up to date for {ref}"]
-    q = subprocess.run([sys.executable, "-m", "ocibox", "--root", str(root), "pull", "--quiet", ref],
-                       capture_output=True, text=True, check=True)
+    q = ocibox(root, "pull", "--quiet", ref, check=True)
     assert q.stdout == f"{rows[0][1]}\n"
 
 
 def test_cli_status_lines_and_errors(busybox_ref: str, tmp_path: Path) -> None:
     root = tmp_path / "s"
-    p = subprocess.run([sys.executable, "-m", "ocibox", "--root", str(root), "pull", busybox_ref],
-                       capture_output=True, text=True, check=True)
+    p = ocibox(root, "pull", busybox_ref, check=True)
     lines = p.stdout.splitlines()
     assert lines[0] == "latest: Pulling from busybox"
     assert re.fullmatch(r"[0-9a-f]{12}: Pulling fs layer", lines[1])
     assert lines[2] == lines[1].replace("Pulling fs layer", "Pull complete")
     assert lines[3].startswith("Digest: sha256:")
     assert lines[4] == f"Status: Downloaded newer image for {busybox_ref}"
-    bad = subprocess.run([sys.executable, "-m", "ocibox", "--root", str(root), "pull",
-                          busybox_ref.rsplit(":", 1)[0] + ":nope"], capture_output=True, text=True)
+    bad = ocibox(root, "pull", busybox_ref.rsplit(":", 1)[0] + ":nope")
     assert bad.returncode == 125
     assert bad.stderr.count("\n") == 1 and "not found" in bad.stderr and "MANIFEST_UNKNOWN" in bad.stderr

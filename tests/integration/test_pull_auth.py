@@ -9,8 +9,6 @@ import base64
 import json
 import os
 import stat
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import httpx
 import oci
 import pytest
 from auth_helpers import htpasswd_auth, start_registry
+from cli import ocibox
 from faultproxy import FaultProxy, FileServer, TokenServer, layout_blobs
 from registry import Registry
 
@@ -148,11 +147,9 @@ def test_login_logout(basic: tuple[Registry, oci.Layout], isolated_creds: Path, 
     assert lookup(reg.host) == Credentials("alice", "s3cret-Pw")
     # the CLI, with --password-stdin, and logout
     env = dict(os.environ)
-    p = subprocess.run([sys.executable, "-m", "ocibox", "--root", str(tmp_path / "r"), "login", "-u", "alice",
-                        "--password-stdin", reg.host], input="s3cret-Pw\n", capture_output=True, text=True, env=env)
+    p = ocibox(tmp_path / "r", "login", "-u", "alice", "--password-stdin", reg.host, input="s3cret-Pw\n", env=env)
     assert p.returncode == 0 and p.stdout.strip() == "Login Succeeded", p.stderr
-    p = subprocess.run([sys.executable, "-m", "ocibox", "--root", str(tmp_path / "r"), "logout", reg.host],
-                       capture_output=True, text=True, env=env)
+    p = ocibox(tmp_path / "r", "logout", reg.host, env=env)
     assert p.returncode == 0, p.stderr
     assert reg.host not in json.loads(cfg.read_text())["auths"]
     assert lookup(reg.host) is None

@@ -5,26 +5,17 @@ The first config answer is slowed down, so that all the pulls are under way whil
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import oci
 import pytest
+from cli import ocibox, ocibox_popen
 from faultproxy import FaultProxy
 from registry import Registry
 
 pytestmark = pytest.mark.integration
 
 PULLS = 6
-
-
-@pytest.fixture
-def proxy(registry: Registry) -> Iterator[FaultProxy]:
-    p = FaultProxy(registry.host).start()
-    yield p
-    p.stop()
 
 
 def test_concurrent_pulls_fetch_config_and_layers_once(registry: Registry, proxy: FaultProxy, tmp_path: Path,
@@ -38,9 +29,7 @@ def test_concurrent_pulls_fetch_config_and_layers_once(registry: Registry, proxy
     # ~2 s for the first config answer: the other pulls ask for it meanwhile (or would)
     proxy.add(config_path, "trickle", chunk=max(1, len(config) // 10), delay=0.2)
 
-    procs = [subprocess.Popen([sys.executable, "-m", "ocibox", "--root", str(store_root), "pull", "-q",
-                               f"{proxy.host}/{repo}:v1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(PULLS)]
+    procs = [ocibox_popen(store_root, "pull", "-q", f"{proxy.host}/{repo}:v1") for _ in range(PULLS)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0] * PULLS, [err for _, err in outs]
     assert len({out for out, _ in outs}) == 1  # the same digest, printed by each
@@ -50,6 +39,5 @@ def test_concurrent_pulls_fetch_config_and_layers_once(registry: Registry, proxy
     # all of them asked for the manifest while the one config request was in flight
     manifests = proxy.requests(f"/v2/{repo}/manifests/v1")
     assert len(manifests) == PULLS and all(m.t < config_gets[0].end for m in manifests)
-    v = subprocess.run([sys.executable, "-m", "ocibox", "--root", str(store_root), "verify"], capture_output=True,
-                       text=True, timeout=120)
+    v = ocibox(store_root, "verify")
     assert v.returncode == 0 and v.stdout == "", v.stdout + v.stderr

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import oci
@@ -30,13 +29,6 @@ def image(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> tuple
     layer = oci.Layer(oci.make_tar([oci.Entry("big", data=os.urandom(3 << 20))]), "gzip")
     oci.push_image(tmp_path_factory.mktemp("faults"), registry.host, "faults/img:v1", [layer])
     return "faults/img:v1", layer
-
-
-@pytest.fixture
-def proxy(registry: Registry) -> Iterator[FaultProxy]:
-    p = FaultProxy(registry.host).start()
-    yield p
-    p.stop()
 
 
 def _pull(proxy: FaultProxy, root: Path, repo_tag: str = "faults/img:v1") -> object:

@@ -20,8 +20,6 @@ import base64
 import json
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ import httpx
 import oci
 import pytest
 from auth_helpers import htpasswd_auth
+from cli import ocibox
 from faultproxy import FileServer
 from registry import Registry
 
@@ -124,8 +123,8 @@ def upload_blob(site: Site, repo: str, blob: bytes) -> None:
         assert r.status_code == 201, r.text
 
 
-def ocibox(site: Site, root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The CLI with the registry's credentials in a docker config of its own."""
+def creds_env(site: Site, root: Path) -> dict[str, str]:
+    """The environment of a CLI with the registry's credentials in a docker config of its own."""
     home = root.parent / "creds"
     cfg = home / "docker" / "config.json"
     cfg.parent.mkdir(parents=True, exist_ok=True)
@@ -133,8 +132,7 @@ def ocibox(site: Site, root: Path, *args: str) -> subprocess.CompletedProcess[st
     cfg.write_text(json.dumps({"auths": {site.reg.host: {"auth": auth}}}))
     env = {k: v for k, v in os.environ.items() if k not in ("REGISTRY_AUTH_FILE", "OCIBOX_CONFIG")}
     env.update(DOCKER_CONFIG=str(cfg.parent), XDG_RUNTIME_DIR=str(home / "xdg"), HOME=str(home))
-    return subprocess.run([sys.executable, "-m", "ocibox", "--root", str(root), *args], capture_output=True,
-                          text=True, timeout=120, env=env)
+    return env
 
 
 def registry_blob_gets(site: Site, repo: str, digest: str) -> int:
@@ -154,8 +152,7 @@ def nothing_published(root: Path, img: ForeignImage) -> None:
     assert not blobs.is_dir() or not any(blobs.iterdir()), list(blobs.iterdir())
     partials = list(root.glob("tmp/partial-*"))
     assert all(p.stat().st_size == 0 for p in partials), partials
-    images = subprocess.run([sys.executable, "-m", "ocibox", "--root", str(root), "images", "-q"],
-                            capture_output=True, text=True, timeout=60)
+    images = ocibox(root, "images", "-q", timeout=60)
     assert images.returncode == 0 and images.stdout.strip() == "", (images.stdout, images.stderr)
 
 
@@ -190,7 +187,7 @@ def test_foreign_layer_comes_from_its_url_without_credentials(site: Site, tmp_pa
     site.foreign.files[img.path] = img.blob
     root = tmp_path / "store"
 
-    res = ocibox(site, root, "pull", img.ref)
+    res = ocibox(root, "pull", img.ref, env=creds_env(site, root))
 
     assert res.returncode == 0, res.stderr
     assert layer_file(root, img).read_bytes() == b"from the vendor\n"
@@ -209,7 +206,7 @@ def test_foreign_url_404_falls_back_to_the_registry(site: Site, tmp_path: Path) 
     img = push_foreign(site, "gone", b"mirrored by the registry\n")  # nothing served at img.path
     root = tmp_path / "store"
 
-    res = ocibox(site, root, "pull", img.ref)
+    res = ocibox(root, "pull", img.ref, env=creds_env(site, root))
 
     assert res.returncode == 125, res
     err = res.stderr.strip()
@@ -219,7 +216,7 @@ def test_foreign_url_404_falls_back_to_the_registry(site: Site, tmp_path: Path) 
     nothing_published(root, img)
 
     upload_blob(site, "gone", img.blob)
-    res = ocibox(site, root, "pull", img.ref)
+    res = ocibox(root, "pull", img.ref, env=creds_env(site, root))
 
     assert res.returncode == 0, res.stderr
     assert layer_file(root, img).read_bytes() == b"mirrored by the registry\n"
@@ -236,7 +233,7 @@ def test_foreign_layer_with_wrong_bytes_is_refused(site: Site, tmp_path: Path) -
     site.foreign.files[img.path] = bytes(bad)
     root = tmp_path / "store"
 
-    res = ocibox(site, root, "pull", img.ref)
+    res = ocibox(root, "pull", img.ref, env=creds_env(site, root))
 
     assert res.returncode == 125, res
     err = res.stderr.strip()

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import oci
 import pytest
+from cli import ocibox
 from faultproxy import FaultProxy
 from registry import Registry
 
@@ -38,18 +36,6 @@ def img(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Img:
     config = oci.image_config([oci.sha256(layer.tar)])
     desc = oci.push_image(tmp_path_factory.mktemp("local"), registry.host, f"{REPO}:v1", [layer], config=config)
     return Img(desc["digest"], oci.sha256(config), oci.sha256(layer.blob))
-
-
-@pytest.fixture
-def proxy(registry: Registry) -> Iterator[FaultProxy]:
-    p = FaultProxy(registry.host).start()
-    yield p
-    p.stop()
-
-
-def ocibox(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ocibox", "--root", str(root), *args], capture_output=True,
-                          text=True, timeout=120)
 
 
 def blob(root: Path, digest: str) -> Path:

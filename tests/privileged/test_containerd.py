@@ -8,6 +8,7 @@ containerd restart. A leak check after the module: no shim, mount, cgroup, proce
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
@@ -15,7 +16,7 @@ import select
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import ctd
@@ -45,6 +46,16 @@ class Env:
         """``ctr run -d``: the task's host pid once it runs."""
         self.c.ctr("run", "-d", *self.c.runc_args(self.binary), *flags, ctd.IMAGE, cid, *cmd)
         return self.pid(cid)
+
+    @contextlib.contextmanager
+    def running(self, what: str, *cmd: str) -> Iterator[tuple[str, int]]:
+        """A container named after ``what`` run detached: (its id, the task's host pid); removed at the end."""
+        cid = self.name(what)
+        pid = self.detached(cid, *cmd)
+        try:
+            yield cid, pid
+        finally:
+            self.remove(cid)
 
     def pid(self, cid: str) -> int:
         for line in self.c.ctr("task", "ls").stdout.splitlines()[1:]:
@@ -136,6 +147,25 @@ def _calls(env: Env, cid: str) -> list[str]:
     return [line.split("\t", 1)[1] for line in env.calls.read_text().splitlines() if cid in line.split()]
 
 
+def _read_pty(master: int, done: Callable[[], bool], timeout: float = 60) -> bytes:
+    """What was written to the pty's other side: up to EOF (or EIO, the last writer gone), or until
+    nothing comes for 0.2 s once ``done()``."""
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if select.select([master], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        elif done():
+            break
+    return out
+
+
 def test_run_exit_codes_and_output(env: Env) -> None:
     cid = env.name("run")
     r = env.run(cid, "sh", "-c", "echo out; echo err >&2; id -u; exit 3")
@@ -160,20 +190,7 @@ def test_run_with_tty(env: Env) -> None:
                           "tty; test -t 0 && echo stdin-tty; exit 4"],
                          stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
     os.close(slave)
-    out = b""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        r, _, _ = select.select([master], [], [], 0.5)
-        if r:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        elif p.poll() is not None:
-            break
+    out = _read_pty(master, lambda: p.poll() is not None)
     rc = p.wait(30)
     os.close(master)
     text = out.decode(errors="replace")
@@ -184,9 +201,7 @@ def test_run_with_tty(env: Env) -> None:
 
 
 def test_exec_with_and_without_tty_and_failing(env: Env) -> None:
-    cid = env.name("exec")
-    env.detached(cid, "sleep", "1000")
-    try:
+    with env.running("exec", "sleep", "1000") as (cid, _):
         r = env.c.ctr("task", "exec", "--exec-id", "e1", cid, "sh", "-c", "echo hi; cat /proc/1/cmdline; exit 5",
                       check=False)
         assert r.returncode == 5 and r.stdout.startswith("hi\nsleep"), r
@@ -198,29 +213,17 @@ def test_exec_with_and_without_tty_and_failing(env: Env) -> None:
                             cid, "sh", "-c", "tty; exit 6"], stdin=slave, stdout=slave, stderr=slave, timeout=60,
                            start_new_session=True)
         os.close(slave)
-        out = b""
-        while select.select([master], [], [], 0.2)[0]:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
+        out = _read_pty(master, lambda: True)  # ctr has exited: what it left in the pty
         os.close(master)
         assert p.returncode == 6 and b"/dev/pts/" in out, out
         exec_calls = [c for c in _calls(env, cid) if " exec " in c]
         assert len(exec_calls) == 3 and all("--detach" in c and "--process" in c for c in exec_calls)
         assert "--console-socket" in exec_calls[2] and "--console-socket" not in exec_calls[0]
         assert env.status(cid) == "RUNNING"
-    finally:
-        env.remove(cid)
 
 
 def test_kill_of_an_exec(env: Env) -> None:
-    cid = env.name("execkill")
-    env.detached(cid, "sleep", "1000")
-    try:
+    with env.running("execkill", "sleep", "1000") as (cid, _):
         p = subprocess.Popen(["ctr", "--address", str(env.c.sock), "-n", NS, "task", "exec", "--exec-id", "long",
                               cid, "sleep", "1000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 20
@@ -231,23 +234,15 @@ def test_kill_of_an_exec(env: Env) -> None:
         assert p.wait(20) == 137
         assert env.status(cid) == "RUNNING"
         assert not [c for c in _calls(env, cid) if " kill " in c], "killing an exec makes no runtime call"
-    finally:
-        env.remove(cid)
 
 
 def test_kill_and_kill_all(env: Env) -> None:
-    cid = env.name("kill")
-    pid = env.detached(cid, "sh", "-c", "trap 'exit 7' TERM; sleep 1000 & wait")
-    try:
+    with env.running("kill", "sh", "-c", "trap 'exit 7' TERM; sleep 1000 & wait") as (cid, pid):
         assert env.state(cid)["status"] == "running" and env.state(cid)["pid"] == pid
         env.c.ctr("task", "kill", cid)  # SIGTERM
         env.wait_status(cid, "STOPPED")
         assert "kill " + cid + " 15" in "\n".join(_calls(env, cid))
-    finally:
-        env.remove(cid)
-    cid = env.name("killall")
-    env.detached(cid, "sh", "-c", "sleep 1000 & sleep 1000 & wait")
-    try:
+    with env.running("killall", "sh", "-c", "sleep 1000 & sleep 1000 & wait") as (cid, _):
         deadline = time.monotonic() + 10
         while len(json.loads(subprocess.run([str(env.binary), "--root", str(env.c.runc_root / NS), "ps", "--format",
                                              "json", cid], capture_output=True, text=True).stdout)) < 3:
@@ -256,27 +251,19 @@ def test_kill_and_kill_all(env: Env) -> None:
         env.c.ctr("task", "kill", "--all", "-s", "SIGKILL", cid)
         env.wait_status(cid, "STOPPED")
         assert any("kill --all " + cid + " 9" in c for c in _calls(env, cid))
-    finally:
-        env.remove(cid)
 
 
 def test_pid1_that_ignores_sigterm(env: Env) -> None:
-    cid = env.name("noterm")
-    env.detached(cid, "sh", "-c", "trap '' TERM; while true; do sleep 1; done")
-    try:
+    with env.running("noterm", "sh", "-c", "trap '' TERM; while true; do sleep 1; done") as (cid, _):
         env.c.ctr("task", "kill", cid)
         time.sleep(1.0)
         assert env.status(cid) == "RUNNING"
         env.c.ctr("task", "kill", "-s", "SIGKILL", cid)
         env.wait_status(cid, "STOPPED")
-    finally:
-        env.remove(cid)
 
 
 def test_pause_resume_and_metrics(env: Env) -> None:
-    cid = env.name("pause")
-    env.detached(cid, "sh", "-c", "while true; do sleep 0.1; done")
-    try:
+    with env.running("pause", "sh", "-c", "while true; do sleep 0.1; done") as (cid, _):
         env.c.ctr("task", "pause", cid)
         assert env.status(cid) == "PAUSED"
         assert env.state(cid)["status"] == "paused"
@@ -287,8 +274,6 @@ def test_pause_resume_and_metrics(env: Env) -> None:
         assert "pids.current" in m, m
         ps = env.c.ctr("task", "ps", cid).stdout
         assert str(env.pid(cid)) in ps
-    finally:
-        env.remove(cid)
 
 
 def test_rm_force_of_a_running_task(env: Env) -> None:
@@ -317,22 +302,16 @@ def test_oom_kill_is_the_tasks_oom_event_and_137(env: Env) -> None:
 
 
 def test_with_ns_network_by_path(env: Env) -> None:
-    owner = env.name("netowner")
-    pid = env.detached(owner, "sleep", "1000")
-    try:
+    with env.running("netowner", "sleep", "1000") as (_, pid):
         want = os.readlink(f"/proc/{pid}/ns/net")
         r = env.run(env.name("netjoin"), "readlink", "/proc/self/ns/net",
                     flags=("--with-ns", f"network:/proc/{pid}/ns/net"))
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() == want
-    finally:
-        env.remove(owner)
 
 
 def test_pod_like_container_joins_pid_ipc_uts_net(env: Env) -> None:
-    sandbox = env.name("sandbox")
-    pid = env.detached(sandbox, "sleep", "1000")
-    try:
+    with env.running("sandbox", "sleep", "1000") as (sandbox, pid):
         flags = tuple(x for kind, name in (("pid", "pid"), ("ipc", "ipc"), ("uts", "uts"), ("network", "net"))
                       for x in ("--with-ns", f"{kind}:/proc/{pid}/ns/{name}"))
         member = env.name("member")
@@ -346,14 +325,10 @@ def test_pod_like_container_joins_pid_ipc_uts_net(env: Env) -> None:
         # PID 1 of a joined pid namespace is not the member's: the shim kills the rest with kill --all
         assert any("kill --all " + member + " 9" in c for c in _calls(env, member)), _calls(env, member)
         assert env.status(sandbox) == "RUNNING"
-    finally:
-        env.remove(sandbox)
 
 
 def test_containers_keep_running_through_a_containerd_restart(env: Env) -> None:
-    cid = env.name("restart")
-    pid = env.detached(cid, "sleep", "1000")
-    try:
+    with env.running("restart", "sleep", "1000") as (cid, pid):
         env.c.stop()
         assert Path(f"/proc/{pid}").exists() and env.c.shims()
         env.c.start()
@@ -362,8 +337,6 @@ def test_containers_keep_running_through_a_containerd_restart(env: Env) -> None:
         assert r.returncode == 0 and r.stdout.startswith("sleep"), r
         env.c.ctr("task", "kill", "-s", "SIGKILL", cid)
         env.wait_status(cid, "STOPPED")
-    finally:
-        env.remove(cid)
 
 
 def test_delete_force_of_a_gone_id_is_harmless(env: Env) -> None:

@@ -9,19 +9,13 @@ python3-minimal, split into 3 layers and pushed by skopeo; here it is pulled by 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli import ocibox
 
 pytestmark = [pytest.mark.privileged, pytest.mark.timeout(900)]
-
-
-def ocibox(store: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ocibox", "--root", str(store), *args], capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def mounts_under(path: Path) -> list[str]:

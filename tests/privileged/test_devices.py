@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hostdev import host_block_device
 
 from ocibox import cgroups
 from ocibox.run import _devices as dv
@@ -21,35 +22,25 @@ from ocibox.run import _devices as dv
 pytestmark = pytest.mark.privileged
 
 
-@pytest.fixture
-def devices_cgroup() -> Iterator[str]:
-    own = cgroups.own_v1_dir("devices")
-    parent = str(own) if own is not None else None
-    if parent is None:
-        pytest.skip("no cgroup v1 devices hierarchy on this host (pure v2): see the v2 fallback")
+def _cgroup_below(parent: str) -> Iterator[str]:
+    """The test's own cgroup below ``parent``; removed after (every child put there has exited and been
+    reaped by then: an empty cgroup can be removed; on v2 that detaches the program too)."""
     path = os.path.join(parent, f"ocibox-test-devices-{os.getpid()}")
     os.mkdir(path)
     try:
         yield path
     finally:
-        # every child we put there has exited and been reaped; an empty cgroup can be removed
         with contextlib.suppress(FileNotFoundError):
             os.rmdir(path)
     assert not os.path.exists(path)
 
 
-def a_block_device() -> os.stat_result:
-    """A block device the host's root can open (these machines refuse /dev/vda even to root)."""
-    for name in sorted(os.listdir("/dev")):
-        st = os.stat(os.path.join("/dev", name))
-        if stat.S_ISBLK(st.st_mode):
-            try:
-                os.close(os.open(os.path.join("/dev", name), os.O_RDONLY))
-            except OSError:
-                continue
-            return st
-    pytest.skip("no block device under /dev that the host can open")
-    raise AssertionError  # unreachable
+@pytest.fixture
+def devices_cgroup() -> Iterator[str]:
+    own = cgroups.own_v1_dir("devices")
+    if own is None:
+        pytest.skip("no cgroup v1 devices hierarchy on this host (pure v2): see the v2 fallback")
+    yield from _cgroup_below(str(own))
 
 
 def in_child(cgroup: str | None, paths: list[str]) -> dict[str, int]:
@@ -82,7 +73,7 @@ def in_child(cgroup: str | None, paths: list[str]) -> dict[str, int]:
 
 
 def test_deny_all_then_defaults(devices_cgroup: str, tmp_path: Path) -> None:
-    blk = a_block_device()
+    blk = os.stat(host_block_device())
     node = tmp_path / "sda"
     os.mknod(node, stat.S_IFBLK | 0o600, blk.st_rdev)  # as an image could ship it
     kmsg = tmp_path / "kmsg"
@@ -99,7 +90,7 @@ def test_deny_all_then_defaults(devices_cgroup: str, tmp_path: Path) -> None:
 
 
 def test_device_option_adds_one_node(devices_cgroup: str, tmp_path: Path) -> None:
-    blk = a_block_device()
+    blk = os.stat(host_block_device())
     node = tmp_path / "disk"
     os.mknod(node, stat.S_IFBLK | 0o600, blk.st_rdev)
     spec = dv.parse_device_option(f"{node}:/dev/xvda:r")
@@ -139,12 +130,7 @@ def v2_cgroup() -> Iterator[str]:
     parent = own_v2_cgroup()
     if parent is None:
         pytest.skip("no cgroup2 hierarchy mounted on this host")
-    path = os.path.join(parent, f"ocibox-test-devices-{os.getpid()}")
-    os.mkdir(path)
-    try:
-        yield path
-    finally:
-        os.rmdir(path)  # detaches the program with the cgroup
+    yield from _cgroup_below(parent)
 
 
 def in_child_v2(cgroup: str, paths: list[str]) -> dict[str, int]:
@@ -154,7 +140,7 @@ def in_child_v2(cgroup: str, paths: list[str]) -> dict[str, int]:
 def test_v2_ebpf_device_program(v2_cgroup: str, tmp_path: Path) -> None:
     """The eBPF program attached to a cgroup2 directory (on a hybrid host it acts alongside the v1
     devices cgroup, which allows everything at our level)."""
-    blk = a_block_device()
+    blk = os.stat(host_block_device())
     node = tmp_path / "sda"
     os.mknod(node, stat.S_IFBLK | 0o600, blk.st_rdev)
     kmsg = tmp_path / "kmsg"

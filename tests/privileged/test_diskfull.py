@@ -8,21 +8,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli import ocibox
 
 from ocibox import cache
 from ocibox.settings import Settings
 
 pytestmark = pytest.mark.privileged
-
-
-def ocibox(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ocibox", "--root", str(root), *args], capture_output=True,
-                          text=True, timeout=120)
 
 
 @pytest.fixture

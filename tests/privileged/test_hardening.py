@@ -6,17 +6,14 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from hostdev import host_block_device
 
 from ocibox import cgroups
 from ocibox.errors import RuntimeSetupError
 from ocibox.run import _hardening as hd
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_devices import a_block_device
 
 pytestmark = pytest.mark.privileged
 CAPS = {"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "NET_BIND_SERVICE", "SETFCAP", "SETGID",
@@ -50,7 +47,7 @@ def devices_dir(cg: cgroups.Cgroup) -> str:
 def test_default_hardening(tmp_path: Path) -> None:
     if cgroups.own_v1_dir("devices") is None:
         pytest.skip("no v1 devices hierarchy here: the v2 path is tested in test_devices.py")
-    blk = a_block_device()
+    blk = os.stat(host_block_device())
     node = tmp_path / "disk"
     os.mknod(node, stat.S_IFBLK | 0o600, blk.st_rdev)
     h = hd.from_args(ulimit=["nofile=100:200"])
@@ -69,7 +66,7 @@ def test_default_hardening(tmp_path: Path) -> None:
 
 
 def test_privileged_lifts_everything(tmp_path: Path) -> None:
-    blk = a_block_device()
+    blk = os.stat(host_block_device())
     node = tmp_path / "disk"
     os.mknod(node, stat.S_IFBLK | 0o600, blk.st_rdev)
     h = hd.from_args(privileged=True)

@@ -12,13 +12,13 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import oci
 import pytest
+from cli import ocibox
 
 pytestmark = pytest.mark.privileged
 
@@ -69,9 +69,7 @@ class Env:
     def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         # --network none: these images attack the file system; the default bridge's teardown finishes in
         # the background after run returns (its netns mount would race host_untouched's mount table)
-        return subprocess.run([sys.executable, "-m", "ocibox", "--root", str(self.root), "run", "--rm",
-                               "--network", "none", *args],
-                              capture_output=True, text=True, timeout=timeout)
+        return ocibox(self.root, "run", "--rm", "--network", "none", *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +87,7 @@ def env(registry: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env
         refs[name] = f"{registry.host}/hostile/{name}:v1"
     root = tmp / "store"
     for ref in refs.values():
-        subprocess.run([sys.executable, "-m", "ocibox", "--root", str(root), "pull", "-q", ref],
-                       check=True, capture_output=True, timeout=120)
+        ocibox(root, "pull", "-q", ref, check=True)
     yield Env(root, refs)
     shutil.rmtree(HOST, ignore_errors=True)
 
@@ -103,8 +100,7 @@ def host_untouched(env: Env) -> Iterator[None]:
     assert after[0] == before[0], "the host canary directory changed"
     assert after[1] == before[1], "the host mount table changed"
     assert after[2] == before[2], "the host /etc changed"
-    v = subprocess.run([sys.executable, "-m", "ocibox", "--root", str(env.root), "verify"],
-                       capture_output=True, text=True, timeout=120)
+    v = ocibox(env.root, "verify")
     assert v.returncode == 0 and not v.stdout.strip(), v.stdout + v.stderr
 
 

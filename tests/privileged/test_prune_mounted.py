@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
+import cli
 import pytest
 
 pytestmark = pytest.mark.privileged
 
 
-def ocibox(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ocibox", "--root", str(root), *args],
-                          capture_output=True, text=True, timeout=120, check=check)
+ocibox = partial(cli.ocibox, check=True)  # a verb here must succeed unless a test says check=False
 
 
 def test_prune_keeps_a_mounted_image(pulled_busybox: tuple[Path, str]) -> None:

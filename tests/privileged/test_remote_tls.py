@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import httpx
 import oci
 import pytest
+from cli import ocibox
 from faultproxy import self_signed
 
 pytestmark = pytest.mark.privileged
@@ -80,11 +80,6 @@ def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Remote]:
             p.wait(10)
         subprocess.run(["ip", "link", "del", f"{veth}h"], capture_output=True)
         _ip("netns", "del", ns)
-
-
-def ocibox(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ocibox", "--root", str(root), *args], capture_output=True,
-                          text=True, timeout=120)
 
 
 def _images(root: Path) -> list[object]:

@@ -494,7 +494,6 @@ print(json.dumps(out))
 
 
 def test_hostile_corpus_as_the_user(env: Env, tmp_path: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from hostile import corpus
 
     u = env.ranged

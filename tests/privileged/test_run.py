@@ -12,15 +12,16 @@ import shutil
 import signal
 import struct
 import subprocess
-import sys
 import tarfile
 import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import oci
 import pytest
+from cli import argv, ocibox
 
 pytestmark = pytest.mark.privileged
 
@@ -39,10 +40,10 @@ class Box:
         self.root, self.ref, self.cfg_ref = root, ref, cfg_ref
 
     def cmd(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "ocibox", "--root", str(self.root), "run", *args]
+        return argv(self.root, "run", *args)
 
-    def run(self, *args: str, timeout: float = 60, **kw: object) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.cmd(*args), capture_output=True, text=True, timeout=timeout, **kw)  # type: ignore[call-overload, no-any-return]
+    def run(self, *args: str, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return ocibox(self.root, "run", *args, timeout=timeout, **kw)
 
     def sh(self, script: str, *flags: str, **kw: object) -> subprocess.CompletedProcess[str]:
         return self.run(*flags, self.ref, "sh", "-c", script, **kw)
@@ -56,8 +57,7 @@ def box(busybox_ref: str, registry, tmp_path_factory: pytest.TempPathFactory) ->
     cfg_ref = f"{registry.host}/cfgbox:latest"
     root = tmp / "store"
     for ref in (busybox_ref, cfg_ref):
-        subprocess.run([sys.executable, "-m", "ocibox", "--root", str(root), "pull", "-q", ref],
-                       check=True, capture_output=True, timeout=120)
+        ocibox(root, "pull", "-q", ref, check=True)
     yield Box(root, busybox_ref, cfg_ref)
 
 
@@ -278,8 +278,7 @@ def test_cpu_limits_visible(box: Box) -> None:
 
 
 def test_debug_shows_cgroup_writes(box: Box) -> None:
-    r = subprocess.run([sys.executable, "-m", "ocibox", "--debug", "--root", str(box.root), "run",
-                        "--pids-limit", "9", box.ref, "true"], capture_output=True, text=True, timeout=60)
+    r = ocibox(box.root, "--debug", "run", "--pids-limit", "9", box.ref, "true", timeout=60)
     assert re.search(r"wrote 9 to /sys/fs/cgroup/pids/(.*/)?ocibox-[0-9a-f]{64}/pids.max", r.stderr), r.stderr
 
 
@@ -346,9 +345,7 @@ def test_same_view_as_runc(box: Box, tmp_path: Path) -> None:
 
 def test_missing_image_is_pulled_first(busybox_ref: str, tmp_path: Path) -> None:
     root = tmp_path / "fresh"
-    r = subprocess.run([sys.executable, "-m", "ocibox", "--root", str(root), "run", "--rm", busybox_ref,
-                        "echo", "pulled-and-ran"], capture_output=True, text=True, timeout=120)
+    r = ocibox(root, "run", "--rm", busybox_ref, "echo", "pulled-and-ran")
     assert (r.returncode, r.stdout) == (0, "pulled-and-ran\n"), r.stderr
-    r = subprocess.run([sys.executable, "-m", "ocibox", "--root", str(root), "run", "--pull", "never", busybox_ref,
-                        "true"], capture_output=True, text=True, timeout=60)
+    r = ocibox(root, "run", "--pull", "never", busybox_ref, "true", timeout=60)
     assert r.returncode == 0, r.stderr  # now in the store

@@ -16,26 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli import ocibox
+from hostdev import host_block_device
 
 pytestmark = pytest.mark.privileged
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 EPERM, ENOSYS = 1, 38
-
-
-def _host_block_device() -> str:
-    """A block device node the host's root can open (on these machines even root cannot open /dev/vda:
-    a node the host refuses would prove nothing about the container)."""
-    for name in sorted(os.listdir("/dev")):
-        p = f"/dev/{name}"
-        if stat.S_ISBLK(os.stat(p).st_mode):
-            try:
-                os.close(os.open(p, os.O_RDONLY))
-            except OSError:
-                continue
-            return p
-    pytest.skip("no block device under /dev that the host can open")
-    raise AssertionError
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +33,7 @@ def probe_ref(registry: object, tmp_path_factory: pytest.TempPathFactory) -> str
     out = tmp_path_factory.mktemp("probe") / "probe"
     subprocess.run([gcc, "-static", "-O1", "-o", str(out), str(Path(__file__).with_name("seccomp_probe.c"))],
                    check=True)
-    blk = os.stat(_host_block_device())
+    blk = os.stat(host_block_device())
     layer = oci.make_tar([
         oci.Entry("probe", data=out.read_bytes(), mode=0o755),
         oci.Entry("blk", "block", mode=0o666, devmajor=os.major(blk.st_rdev), devminor=os.minor(blk.st_rdev)),
@@ -61,16 +47,14 @@ def probe_ref(registry: object, tmp_path_factory: pytest.TempPathFactory) -> str
 @pytest.fixture(scope="module")
 def store(probe_ref: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("store")
-    subprocess.run([sys.executable, "-m", "ocibox", "--root", str(root), "pull", "-q", probe_ref], check=True,
-                   capture_output=True, timeout=120)
+    ocibox(root, "pull", "-q", probe_ref, check=True)
     return root
 
 
 def ocibox_run(store: Path, ref: str, *args: str) -> subprocess.CompletedProcess[str]:
     """``ocibox run --rm OPTIONS IMAGE COMMAND``; ``args`` is OPTIONS, "--", COMMAND."""
     sep = args.index("--")
-    return subprocess.run([sys.executable, "-m", "ocibox", "--root", str(store), "run", "--rm", *args[:sep], ref,
-                           *args[sep + 1:]], capture_output=True, text=True, timeout=120)
+    return ocibox(store, "run", "--rm", *args[:sep], ref, *args[sep + 1:])
 
 
 def probe_results(cp: subprocess.CompletedProcess[str]) -> dict[str, int]:
@@ -126,7 +110,7 @@ def test_a_device_node_in_the_image_cannot_be_opened(store: Path, probe_ref: str
 
 
 def test_device_option(store: Path, probe_ref: str) -> None:
-    host = _host_block_device()
+    host = host_block_device()
     cp = ocibox_run(store, probe_ref, "--device", f"{host}:/dev/xvda:r", "--", "sh", "-c",
                     "head -c1 /dev/xvda >/dev/null; echo rc=$?; echo x >/dev/xvda; echo rc=$?")
     assert cp.stdout.split() == ["rc=0", "rc=1"], cp  # read allowed, write refused (r only)
@@ -141,7 +125,7 @@ def test_privileged_lifts_the_defaults(store: Path, probe_ref: str) -> None:
 
 
 def test_privileged_gets_the_host_devices(store: Path, probe_ref: str) -> None:
-    blk = _host_block_device()
+    blk = host_block_device()
     st = os.stat(blk)
     want = f"{os.major(st.st_rdev):x}:{os.minor(st.st_rdev):x}:{stat.S_IMODE(st.st_mode):o}"
     script = f"stat -c %t:%T:%a {blk}; head -c1 {blk} >/dev/null; echo rc=$?; readlink /dev/ptmx; ls /dev/pts"
@@ -178,7 +162,7 @@ def test_ulimit(store: Path, probe_ref: str) -> None:
 
 
 def test_help_says_what_privileged_lifts() -> None:
-    cp = subprocess.run([sys.executable, "-m", "ocibox", "run", "--help"], capture_output=True, text=True)
+    cp = ocibox(None, "run", "--help")
     text = " ".join(cp.stdout.split())
     assert "--privileged" in text and "no seccomp filter" in text, text
 

@@ -86,14 +86,6 @@ def env(tmp_path: Path) -> tuple[Settings, Store]:
     return s, Store(s.root).ensure()
 
 
-@pytest.fixture
-def sleeper() -> object:
-    p = subprocess.Popen(["sleep", "60"])
-    yield p
-    p.kill()
-    p.wait()
-
-
 def dead_pid() -> int:
     p = subprocess.Popen(["true"])
     p.wait()

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli import ocibox
 
 from ocibox.cli import VERBS, call, find, group_parser, resolve
 from ocibox.errors import UsageError
@@ -27,11 +28,6 @@ TABLE = (
 
 def _ls(settings: Settings, argv: list[str], prog: str) -> int:
     return len(argv) + (prog == "ocibox gs")
-
-
-def ocibox(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ocibox", "--root", str(root), *args], capture_output=True,
-                          text=True, timeout=60)
 
 
 def test_every_row_names_a_function_and_a_summary() -> None:
@@ -97,22 +93,22 @@ def test_every_verb_has_help(words: str, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_the_cli_end_to_end(tmp_path: Path) -> None:
-    r = ocibox(root=tmp_path)
+    r = ocibox(tmp_path)
     assert r.returncode == 0 and r.stdout.startswith("usage: ocibox [OPTIONS] COMMAND") and "  system " in r.stdout
-    r = ocibox("xyz", root=tmp_path)
+    r = ocibox(tmp_path, "xyz")
     assert (r.returncode, r.stdout, r.stderr) == (125, "", "ocibox: 'xyz' is not an ocibox command. See 'ocibox --help'\n")
-    r = ocibox("--bogus", root=tmp_path)
+    r = ocibox(tmp_path, "--bogus")
     assert r.returncode == 125 and r.stderr == "Error: ocibox: unrecognized option '--bogus' (see 'ocibox --help')\n"
-    r = ocibox("images", "extra", root=tmp_path)
+    r = ocibox(tmp_path, "images", "extra")
     assert r.returncode == 125 and "ocibox images: takes no arguments, got 'extra'" in r.stderr
-    r = ocibox("images", root=tmp_path)
+    r = ocibox(tmp_path, "images")
     assert (r.returncode, r.stdout.split()) == (0, ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"])
-    r = ocibox("images", "--format", "yaml", root=tmp_path)
+    r = ocibox(tmp_path, "images", "--format", "yaml")
     assert r.returncode == 125 and r.stderr == "Error: invalid --format 'yaml': use table or json\n"
-    assert ocibox("verify", root=tmp_path).returncode == 0
-    r = ocibox("export", "img", root=tmp_path)
+    assert ocibox(tmp_path, "verify").returncode == 0
+    r = ocibox(tmp_path, "export", "img")
     assert r.returncode == 125 and "ocibox export: -o, --output is required" in r.stderr
-    r = ocibox("rmi", root=tmp_path)
+    r = ocibox(tmp_path, "rmi")
     assert r.returncode == 125 and "ocibox rmi: at least one IMAGE is required" in r.stderr
 
 

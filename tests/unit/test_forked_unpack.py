@@ -7,13 +7,9 @@ import hashlib
 import io
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from oci import Entry, make_tar
 
 from ocibox.digest import Digest, VerifyingReader

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import shutil
 import ssl
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from faultproxy import self_signed
 
 from ocibox.errors import UsageError

@@ -14,15 +14,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bundle
+from v2lib import Checks
 
-FAILED: list[str] = []
+check = Checks()
 CG = Path("/sys/fs/cgroup")
-
-
-def check(name: str, ok: bool, detail: str = "") -> None:
-    print(f"{'ok  ' if ok else 'FAIL'} {name}{'' if ok else ': ' + detail}", flush=True)
-    if not ok:
-        FAILED.append(name)
 
 
 def main() -> int:
@@ -78,7 +73,7 @@ def main() -> int:
     left = [p for p in (CG / "ocibox-rt").iterdir() if p.is_dir()] if (CG / "ocibox-rt").exists() else []
     check("nothing left", not left, str(left))
     subprocess.run(["rmdir", str(CG / "ocibox-rt")], check=False, capture_output=True)
-    return 1 if FAILED else 0
+    return 1 if check.failed else 0
 
 
 if __name__ == "__main__":

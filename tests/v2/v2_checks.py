@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import oci
+from v2lib import Checks, captured
 
 from ocibox.cgroups import CGROUP_ROOT, detect, open_cgroup
 from ocibox.image import ImageConfig
@@ -24,13 +25,7 @@ from ocibox.run._flags import parse_run_args
 from ocibox.run._process import run_container
 from ocibox.run._spec import RunSpec
 
-FAILED: list[str] = []
-
-
-def check(name: str, ok: bool, detail: str = "") -> None:
-    print(f"{'ok  ' if ok else 'FAIL'} {name}" + ("" if ok else f": {detail}"), flush=True)
-    if not ok:
-        FAILED.append(name)
+check = Checks()
 
 
 def run(work: Path, rootfs: Path, config: ImageConfig, *argv: str, harden: bool = False) -> tuple[int, str, str]:
@@ -42,20 +37,7 @@ def run(work: Path, rootfs: Path, config: ImageConfig, *argv: str, harden: bool 
     rules = _hardening.device_rules(spec.hardening, spec.tty) if harden else None
     cg = open_cgroup(f"ocibox-{cid}", spec.limits, parent=flags.cgroup_parent, devices=rules)
     prep = _hardening.prepare(spec.hardening, spec.caps) if harden else None
-    out, err = work / f"{cid}.out", work / f"{cid}.err"
-    saved = os.dup(1), os.dup(2)
-    with open(out, "wb") as o, open(err, "wb") as e:
-        sys.stdout.flush()
-        os.dup2(o.fileno(), 1)
-        os.dup2(e.fileno(), 2)
-        try:
-            code = run_container(spec, rootfs, work / cid, cgroup=cg, prepared=prep)
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-    return code, out.read_text(), err.read_text()
+    return captured(work, cid, lambda: run_container(spec, rootfs, work / cid, cgroup=cg, prepared=prep))
 
 
 def main() -> int:
@@ -101,7 +83,7 @@ def main() -> int:
     check("every container cgroup removed", left == [], str(left))
     print(f"{5} containers in {time.monotonic() - t0:.1f} s", flush=True)
     rootless(work)
-    return 1 if FAILED else 0
+    return 1 if check.failed else 0
 
 
 ROOTLESS_UID = 4242  # no passwd entry needed: HOME is given, and a user without subordinate ids maps itself
@@ -143,7 +125,7 @@ def rootless(work: Path) -> None:
             out, _ = p.communicate("go\n", timeout=1200)
             print(out, end="", flush=True)
             if p.returncode != 0:
-                FAILED.append(f"rootless {mode}")
+                check.failed.append(f"rootless {mode}")
                 if "FAIL" not in out:
                     print(f"FAIL rootless {mode}: exit {p.returncode}", flush=True)
     finally:

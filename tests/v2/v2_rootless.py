@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import oci
+from v2lib import Checks, captured
 
 from ocibox.cgroups import delegated_root, open_cgroup
 from ocibox.errors import RootlessError
@@ -27,13 +28,7 @@ from ocibox.run._flags import parse_run_args
 from ocibox.run._process import run_container
 from ocibox.run._spec import RunSpec
 
-FAILED: list[str] = []
-
-
-def check(name: str, ok: bool, detail: str = "") -> None:
-    print(f"{'ok  ' if ok else 'FAIL'} rootless: {name}" + ("" if ok else f": {detail}"), flush=True)
-    if not ok:
-        FAILED.append(name)
+check = Checks("rootless: ")
 
 
 def run(work: Path, rootfs: Path, config: ImageConfig, *argv: str) -> tuple[int, str, str]:
@@ -42,20 +37,8 @@ def run(work: Path, rootfs: Path, config: ImageConfig, *argv: str) -> tuple[int,
     spec = RunSpec.from_image(config, flags, container_id=cid)
     cg = open_cgroup(f"ocibox-{cid}", spec.limits, parent=flags.cgroup_parent)
     maps = namespace_maps()
-    out, err = work / f"{cid}.out", work / f"{cid}.err"
-    saved = os.dup(1), os.dup(2)
-    with open(out, "wb") as o, open(err, "wb") as e:
-        sys.stdout.flush()
-        os.dup2(o.fileno(), 1)
-        os.dup2(e.fileno(), 2)
-        try:
-            code = run_container(spec, rootfs, work / cid, cgroup=cg, id_maps=(maps.uids, maps.gids))
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-    return code, out.read_text(), err.read_text()
+    return captured(work, cid, lambda: run_container(spec, rootfs, work / cid, cgroup=cg,
+                                                     id_maps=(maps.uids, maps.gids)))
 
 
 def main() -> int:
@@ -79,7 +62,7 @@ def main() -> int:
         own = Path("/proc/self/cgroup").read_text().strip()
         check("no delegation, no limits: the user's own cgroup", code == 0 and out.strip() == own,
               f"{code} {out!r} {own!r} {err!r}")
-        return 1 if FAILED else 0
+        return 1 if check.failed else 0
     delegated = Path(sys.argv[3])
     check("runs without root", os.geteuid() != 0 and is_rootless(), str(os.geteuid()))
     found = delegated_root()
@@ -96,7 +79,7 @@ def main() -> int:
     check("pids limit holds a fork bomb", code == 2 and "can't fork" in err, f"{code} {out!r} {err!r}")
     left = [p.name for p in delegated.iterdir() if p.name.startswith("ocibox-")]
     check("every container cgroup removed", left == [], str(left))
-    return 1 if FAILED else 0
+    return 1 if check.failed else 0
 
 
 if __name__ == "__main__":
