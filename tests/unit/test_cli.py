@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cli
 import pytest
 from cli import ocibox
 
@@ -132,7 +133,7 @@ def test_version(tmp_path: Path) -> None:
     import ocibox as package
 
     for flag in ("--version", "-v"):
-        r = ocibox(flag, root=tmp_path)
+        r = ocibox(tmp_path, flag)
         assert (r.returncode, r.stdout, r.stderr) == (0, f"ocibox version {package.__version__}\n", "")
 
 
@@ -143,8 +144,7 @@ def test_a_reader_that_went_away_ends_it_quietly(tmp_path: Path) -> None:
     r, w = os.pipe()
     os.close(r)  # the reader is gone before the first write
     try:
-        cp = subprocess.run([sys.executable, "-m", "ocibox", "--root", str(tmp_path), "images"], stdout=w,
-                            stderr=subprocess.PIPE, text=True, timeout=60)
+        cp = subprocess.run(cli.argv(tmp_path, "images"), stdout=w, stderr=subprocess.PIPE, text=True, timeout=60)
     finally:
         os.close(w)
     assert (cp.returncode, cp.stderr) == (141, "")
