@@ -267,7 +267,7 @@ class UserNet:
                  "ports": [p.to_dict() for p in self._ports]}
         tmp = self.cdir / f".{STATE}.tmp"
         with open(tmp, "w") as f:
-            json.dump(state, f)
+            f.write(json.dumps(state))
         os.replace(tmp, self.cdir / STATE)
 
     def stop(self) -> None:

@@ -238,7 +238,7 @@ def _detached(settings: Settings, store: st.Store, flags: RunFlags, spec: RunSpe
                        resources=resources_of(spec.limits, _hardening.device_rules(spec.hardening, spec.tty)),
                        id_maps=id_maps)
         with open(cdir / "config.json", "w") as f:
-            json.dump(ocispec.to_json(config), f)
+            f.write(json.dumps(ocispec.to_json(config)))  # dumps: the C encoder (dump is pure Python)
         st.touch_image(store, record.id)
         start_detached(settings, store, rec)
     except BaseException as e:
