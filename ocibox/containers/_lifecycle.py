@@ -336,12 +336,14 @@ def _kill_all(rec: st.ContainerRecord, sig: int) -> bool:
 
 def _after_exit(store: st.Store, rec: st.ContainerRecord, guessed: int, stopped: bool = False) -> st.ContainerRecord:
     """PID 1 is gone: wait for its monitor's cleanup, or (no monitor: it was killed) do its work.
-    ``stopped`` (PID 1 ended by ``stop``'s signal): record the exit status its monitor wrote and leave
-    the teardown to the monitor's cleanup (a Python start of its own, ~60 ms that ``stop`` need not
-    wait for; ``start`` and ``rm`` wait for it, and the cleanup adds the OOM flag that ``wait`` and
-    ``inspect`` after it must see), except for --rm: stop returns when the container is gone."""
+    ``stopped`` (PID 1 ended by ``stop``'s signal) and nothing but its cgroups to remove: record the
+    exit status its monitor wrote and leave the rest to the monitor's cleanup (a Python start of its
+    own, ~60 ms that ``stop`` need not wait for; ``start`` and ``rm`` wait for it). Not for --rm (stop
+    returns when the container is gone) nor on networks (its addresses and ports are free when stop
+    returns, as docker's are), and ``wait`` waits for the OOM flag that only the cleanup records."""
     cdir = store.container_dir(rec.id)
-    if stopped and rec.detached and not conf(rec).get("auto_remove"):
+    if (stopped and rec.detached and not conf(rec).get("auto_remove") and not on_networks(rec)
+            and not (cdir / "usernet.json").exists()):
         written = _wait_exit_file(store, rec)
         if written is not None:
             st.finish_container(store, rec.id, written[0], remove=False, finished_at=written[1], of_run=rec.started_at)
