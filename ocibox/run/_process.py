@@ -39,6 +39,7 @@ from ocibox.run._spec import RunSpec
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
     from ocibox.cgroups import Cgroup
     from ocibox.run._hardening import Prepared
@@ -80,6 +81,10 @@ class Container:
         self.status: int | None = None
         self._setup: _SetupPipe | None = None
         self._gate = -1
+        # What create and start changed in this process, undone by close: a library caller (a test
+        # runner, a service) must not stay a subreaper that never reaps, or keep forwarding signals.
+        self._was_subreaper = True
+        self._handlers: dict[int, Any] = {}
 
     def start(self) -> None:
         """Release PID 1 and return once its command was exec'd; a command that cannot be executed
@@ -125,6 +130,12 @@ class Container:
         self._gate = self.master = -1
         if self._setup is not None:
             self._setup.close()
+        for signum, handler in self._handlers.items():
+            signal.signal(signum, handler)
+        self._handlers = {}
+        if not self._was_subreaper:
+            syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 0)
+            self._was_subreaper = True
         return self.cgroup.destroy() if self.cgroup is not None else []
 
 
@@ -184,6 +195,7 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
             ours, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             console, theirs = ours.detach(), other.detach()
         # PID 1 is a grandchild: as subreaper, the creator inherits it when the intermediate exits.
+        ctr._was_subreaper = syscalls.child_subreaper()
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
         setup_r, setup_w = os.pipe2(os.O_CLOEXEC)
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
@@ -318,7 +330,7 @@ def _created(ctr: Container, c1: int, go_w: int, on_pid: Callable[[int], None] |
     if hold_w < 0:
         os.waitpid(c1, 0)
     ctr.pid = int(first[1:])
-    _forward_signals(ctr.pid)
+    ctr._handlers = _forward_signals(ctr.pid)
     join_error: BaseException | None = None
     try:
         if on_namespaces is not None:
@@ -385,13 +397,14 @@ def _map_ids(ctr: Container, c1: int, go_w: int) -> bytes:
     return ctr._setup.line() if ctr._setup is not None else b""
 
 
-def _forward_signals(pid: int) -> None:
+def _forward_signals(pid: int) -> dict[int, Any]:
+    """The signals a container's creator gets go to PID 1; the handlers they replaced."""
+
     def forward(signum: int, frame: object) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
 
-    for s in FORWARDED_SIGNALS:
-        signal.signal(s, forward)
+    return {s: signal.signal(s, forward) for s in FORWARDED_SIGNALS}
 
 
 def run_container(spec: RunSpec, rootfs: Path, state_dir: Path, *, mount_rootfs: Callable[[], None] | None = None,
@@ -475,7 +488,7 @@ def _relay_tty(pid: int, master: int, interactive: bool) -> int:
     if interactive and os.isatty(0):
         restore = termios.tcgetattr(0)
         tty.setraw(0)
-    signal.signal(signal.SIGWINCH, lambda s, f: _copy_winsize(master))
+    winch = signal.signal(signal.SIGWINCH, lambda s, f: _copy_winsize(master))
     pidfd = os.pidfd_open(pid)
     inputs = [master, pidfd] + ([0] if interactive else [])
     try:
@@ -499,6 +512,7 @@ def _relay_tty(pid: int, master: int, interactive: bool) -> int:
         os.close(pidfd)
         if restore is not None:
             termios.tcsetattr(0, termios.TCSADRAIN, restore)
+        signal.signal(signal.SIGWINCH, winch)
     _, status = os.waitpid(pid, 0)
     return status
 

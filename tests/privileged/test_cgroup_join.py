@@ -5,7 +5,6 @@ real: the cgroups are created and removed, the namespaces, mounts and processes 
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import tarfile
@@ -55,23 +54,20 @@ def _spec(*argv: str) -> RunSpec:
 
 @pytest.fixture(autouse=True)
 def _no_subreaper_left() -> Iterator[None]:
-    """run_container here runs inside pytest: it makes pytest a child subreaper and forwards signals.
-    Left so, pytest would adopt later tests' orphans (an exec -d process inside a container's pid
-    namespace) and never reap them, and a container's PID 1 then never finishes exiting (its pid
-    namespace waits for every zombie in it to be reaped). Restored and reaped after each test."""
+    """run_container here runs inside pytest: while a container runs, it makes pytest a child subreaper
+    and forwards signals to PID 1. When it returns, both must be as they were: left so, pytest would
+    adopt later tests' orphans (an exec -d process inside a container's pid namespace) and never reap
+    them, and a container's PID 1 would then never finish exiting."""
     import signal
 
     from ocibox.linux import syscalls
     from ocibox.run._init import FORWARDED_SIGNALS
 
     handlers = {s: signal.getsignal(s) for s in FORWARDED_SIGNALS}
+    assert not syscalls.child_subreaper()
     yield
-    syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 0)
-    for s, h in handlers.items():
-        signal.signal(s, h)
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass
+    assert not syscalls.child_subreaper()
+    assert {s: signal.getsignal(s) for s in FORWARDED_SIGNALS} == handlers
 
 
 def test_the_container_runs_in_its_cgroup(tmp_path: Path) -> None:
