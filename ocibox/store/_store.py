@@ -233,6 +233,11 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA busy_timeout=60000")
             conn.execute("PRAGMA synchronous=NORMAL")
+            # Commands end without closing (os._exit: no checkpoint and no WAL file deleted and made
+            # again, with two fsyncs, by the next writer), so the first connection of each command
+            # rebuilds the WAL index from the log: a log checkpointed every 256 pages (1 MiB) keeps
+            # that read short.
+            conn.execute("PRAGMA wal_autocheckpoint=256")
             conn.execute("PRAGMA foreign_keys=OFF")
             ver = conn.execute("PRAGMA user_version").fetchone()[0]
             if ver < SCHEMA_VERSION:

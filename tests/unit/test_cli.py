@@ -123,7 +123,7 @@ def test_the_cli_end_to_end(tmp_path: Path) -> None:
 def test_no_typer_click_or_argparse(argv: list[str], absent: tuple[str, ...], tmp_path: Path) -> None:
     never = ("typer", "click", "argparse", "httpx", "ocibox.cli._registry", "ocibox.cli._layers", *absent)
     code = (f"import sys; from ocibox.cli import main; sys.argv = ['ocibox', '--root', {str(tmp_path)!r}, *{argv!r}]\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             f"print(sorted(set({never!r}) & set(sys.modules)))")
     cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert cp.stdout.splitlines()[-1] == "[]"

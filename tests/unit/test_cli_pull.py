@@ -27,7 +27,7 @@ def test_errors_name_what_is_wrong(argv: list[str], match: str, tmp_path: Path) 
 
 def test_help_and_no_typer_on_the_way(tmp_path: Path) -> None:
     code = ("import sys; from ocibox.cli import main; sys.argv = ['ocibox', 'pull', '--help']\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             "print('typer' in sys.modules, 'click' in sys.modules, 'httpx' in sys.modules)")
     cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert cp.stdout.startswith("usage: ocibox pull [OPTIONS] IMAGE") and "--cert-dir DIR" in cp.stdout
