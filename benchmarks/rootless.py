@@ -7,6 +7,15 @@ A user with a subordinate range is made for the run (tests/rootless.py; removed 
 (benchmarks/fixtures.py, cached under /var/cache/ocibox-bench) on 127.0.0.1. Each case: one warm-up
 round, then N rounds; in each round every tool runs once, in the same order, each cold pull into a
 fresh directory (podman with a fresh HOME too: its store, blob-info cache and config are per run).
+
+Nothing is deleted between the timed pulls of a case: a case's directories are removed at its end, and
+the next pull case starts 61 s after that. This host's root filesystem is ext4 without a journal, where
+allocating an inode skips every inode of its block group deleted in the last 60 s (300 s while the
+inode table block is dirty: ``recently_deleted`` in fs/ext4/ialloc.c). Removing the previous tool's tree
+(10,000 or 50,000 inodes) right before the next tool's pull made that pull pay for the scan, 30-60 %
+of its time in the kernel, and unevenly: a tool whose directories sat in the block groups just emptied
+paid most (the rootless tools, whose trees share the user's home). A ``sync`` before each timed run
+keeps one tool's dirty pages from being written back during the next one's.
 Figures: median wall time, and the median of the per-round ratios ocibox/peer.
 
 Cases (--cases): pull-debian (the 3-layer Debian image, gzip), pull-files50k (one layer of 50,000 files
@@ -49,6 +58,8 @@ CASES = ["pull-debian", "pull-files50k", "run-none", "run-net", "net-throughput"
 IMAGES = {"pull-debian": "debian-gzip", "pull-files50k": "files50k", "run-none": "busybox", "run-net": "busybox",
           "net-throughput": "busybox"}
 THROUGHPUT_MB = 1024
+#: ext4 without a journal skips inodes deleted less than this long ago (clean inode table blocks)
+RECENTLY_DELETED = 61.0
 #: (case, peer) -> the issue's maximum ratio ocibox/peer
 TARGETS = {("pull-debian", "podman"): 0.5, ("pull-files50k", "podman"): 0.5, ("run-none", "podman"): 0.5,
            ("run-net", "podman"): 0.7, ("pull-debian", "rooted"): 1.3, ("pull-files50k", "rooted"): 1.3}
@@ -76,6 +87,7 @@ class Bench:
         self.registry: Registry | None = None
         self.refs: dict[str, str] = {}
         self.results: list[dict] = []
+        self.last_removal = 0.0  # monotonic time of the last removal of a case's trees
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "ocibox")], check=True)
         subprocess.run([sys.executable, "-m", "ocibox.monitor"], check=True, capture_output=True)
 
@@ -134,6 +146,10 @@ class Bench:
         say(f"case {key}: {title}")
         samples: dict[str, list[float]] = {t.key: [] for t in tools}
         failed: dict[str, str] = {}
+        made: list[Path] = []
+        if "pull" in key and self.last_removal:
+            # inodes deleted less than 60 s ago slow down every allocation in their block groups
+            time.sleep(max(0.0, self.last_removal + RECENTLY_DELETED - time.monotonic()))
         for rnd in range(1 + runs):
             for t in tools:
                 if t.key in failed:
@@ -141,6 +157,7 @@ class Bench:
                 base = (self.uscratch if t.user else self.scratch) / f"{key}-{t.key}-{rnd}"
                 if t.pre:
                     t.pre(base)
+                os.sync()
                 wall, rc, out = self.timed(t.argv(base))
                 if rc != 0:
                     failed[t.key] = f"exit {rc}: {out.strip().splitlines()[-1] if out.strip() else ''}"
@@ -148,9 +165,14 @@ class Bench:
                 elif rnd:
                     samples[t.key].append(wall)
                 if "pull" in key:
-                    self.clean(base)
+                    made.append(base)  # removed after the case (see the module's docstring)
             if rnd:
                 say(f"  round {rnd}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in samples.items() if v))
+        if made:
+            for d in made:
+                self.clean(d)
+            os.sync()
+            self.last_removal = time.monotonic()
         self.results.append({"key": key, "title": title, "labels": {t.key: t.label for t in tools},
                              "samples": samples, "failed": failed, "load": os.getloadavg()[0]})
 
