@@ -48,8 +48,7 @@ def _remove_dir(path: str) -> None:
 
 
 def start(root: str, argv: list[str], log: Log) -> int:
-    # ocibox.run._fifo, not ocibox.run's lazy attribute: that one costs importlib
-    from ocibox.run._fifo import start_fifo
+    from ocibox.run import start_fifo
 
     ns = Parser("ocibox-runtime start", (), ID).parse(argv)
     state = _state.load_brief(root, ns["id"])
