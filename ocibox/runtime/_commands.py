@@ -104,6 +104,9 @@ def _create(root: str, ns: dict[str, Any], log: Log) -> tuple[State, Any]:
         state.data.update({"bundle": bundle, "rootfs": rootfs, "annotations": config.annotations,
                            # which of the runtime's own hooks exist: start and delete parse config.json only then
                            "hooks": [k for k in ("poststart", "poststop") if getattr(config.hooks, k)]})
+        import gc
+
+        gc.enable()  # (off in main) PID 1 forks from here, and with io.ocibox.init it stays, a reaper
         # prestart, createRuntime and createContainer hooks run inside create, before pivot_root
         ctr = create(config, rootfs=rootfs, cgroup=cgroup, bundle=bundle, fifo=state.fifo, no_pivot=ns["no_pivot"],
                      preserve_fds=ns["preserve_fds"], seccomp_cache=os.path.join(root, ".seccomp"),
