@@ -11,7 +11,9 @@ ocibox-runtime is the installed script, what containerd's BinaryName names (this
 ``bin/ocibox-runtime``, when that venv has this checkout installed; else ``python -m ocibox.runtime``,
 through a shell wrapper for ctr, and the table says so).
 
-Usage (root): ``.venv/bin/python benchmarks/runtime.py [--rounds N]``; writes benchmarks/results/runtime.md.
+Usage (root): ``.venv/bin/python benchmarks/runtime.py [--rounds N] [--python PY]``; writes
+benchmarks/results/runtime.md. ``--python``: time the ocibox-runtime of another venv's interpreter (one
+with this checkout installed, e.g. a venv of Debian's python3 beside the pyenv one).
 """
 
 from __future__ import annotations
@@ -39,17 +41,17 @@ PY = sys.executable
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-def installed() -> Path | None:
-    """This venv's ocibox-runtime script, if the venv runs this checkout's ocibox without PYTHONPATH (as
-    containerd's shim runs it)."""
-    script = Path(PY).parent / "ocibox-runtime"
+def installed(py: str) -> Path | None:
+    """The ocibox-runtime script of ``py``'s venv, if that venv runs this checkout's ocibox without
+    PYTHONPATH (as containerd's shim runs it)."""
+    script = Path(py).parent / "ocibox-runtime"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    r = subprocess.run([PY, "-c", "import ocibox; print(ocibox.__file__)"], env=env, capture_output=True, text=True)
+    r = subprocess.run([py, "-c", "import ocibox; print(ocibox.__file__)"], env=env, capture_output=True, text=True)
     here = Path(r.stdout.strip()).resolve().parent.parent == REPO.resolve() if r.returncode == 0 else False
     return script if script.is_file() and here else None
 
 
-INSTALLED = installed()
+INSTALLED = installed(PY)
 OCIBOX = [str(INSTALLED)] if INSTALLED else [PY, "-m", "ocibox.runtime"]
 
 
@@ -110,7 +112,13 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--out", default=str(HERE / "results" / "runtime.md"))
+    ap.add_argument("--python", default=sys.executable, help="whose venv's ocibox-runtime to time (default: this one)")
     opts = ap.parse_args()
+    global PY, INSTALLED, OCIBOX
+    if opts.python != PY:
+        PY = opts.python
+        INSTALLED = installed(PY)
+        OCIBOX = [str(INSTALLED)] if INSTALLED else [PY, "-m", "ocibox.runtime"]
     # bytecode ahead of time, as scripts/install-deps does (PYTHONDONTWRITEBYTECODE may be set)
     subprocess.run([PY, "-m", "compileall", "-q", str(REPO / "ocibox")], check=True)
     libc = ctypes.CDLL(None, use_errno=True)
@@ -158,10 +166,12 @@ def main() -> int:
         rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True).stdout.strip()
         runc_v = subprocess.run(["runc", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+        py_v = subprocess.run([PY, "-c", "import sys; print(sys.version.split()[0])"], capture_output=True,
+                              text=True).stdout.strip()
         lines += [
             f"# ocibox-runtime vs runc ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, ocibox at {rev}, "
             f"{runc_v}, containerd 1.6, {opts.rounds} rounds after a warm-up, medians; ocibox-runtime run as "
-            + ("the installed script" if INSTALLED else "`python -m ocibox.runtime`") + ")", "",
+            + ("the installed script" if INSTALLED else "`python -m ocibox.runtime`") + f" of {PY}, Python {py_v})", "",
             "| case | ocibox-runtime | runc | ratio (median of per-round ratios) | target |",
             "|---|---|---|---|---|",
             f"| create+start+wait+delete, busybox `true` | {med(phases['ocibox']['total']) * 1000:.1f} ms | "
@@ -176,7 +186,8 @@ def main() -> int:
             "", f"`python -c pass`: {med(bare) * 1000:.1f} ms (each of the 4 calls pays it). Heaviest imports of "
             "`ocibox-runtime delete --force` of a gone id (cumulative us): "
             + ", ".join(f"{name} {us}" for us, name in importtime()), "",
-            "Command: `sudo .venv/bin/python benchmarks/runtime.py --rounds " + str(opts.rounds) + "`",
+            "Command: `sudo .venv/bin/python benchmarks/runtime.py --rounds " + str(opts.rounds)
+            + (f" --python {PY}" if sys.executable != PY else "") + "`",
         ]
         text = "\n".join(lines) + "\n"
         Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
