@@ -97,7 +97,8 @@ def prepare(h: Hardening, caps: Iterable[str], cache_dir: str | None = None,
         p.nodes = host
         p.notes.append(f"--privileged: no seccomp filter, no device restriction, {len(host)} host device nodes")
     else:
-        from ocibox.run import _seccomp  # here: a config.json without seccomp never loads it
+        # imported here: what imports this module without calling prepare (PID 1, the runtime) never loads it
+        from ocibox.run import _seccomp
 
         p.profile = _seccomp.profile_from_option(h.seccomp, set(caps))
         if p.profile is not None:
