@@ -3,11 +3,17 @@
 1. lifecycle: ``create`` + ``start`` + wait + ``delete`` of a prepared busybox bundle (runc spec's default
    config.json running ``true``), timed per phase (issue 15's target: at most 3x runc);
 2. ``ctr run --rm`` of busybox ``true`` through a private containerd 1.6 (tests/ctd.py), ``--runc-binary``
-   runc or a wrapper running ocibox-runtime (target: at most 1.5x);
+   runc or ocibox-runtime (target: at most 1.5x);
 3. where ocibox-runtime's time goes: the interpreter's start, its imports (``python -X importtime``), and
    the phases above.
 
-Usage (root): ``.venv/bin/python benchmarks/runtime.py [--rounds N]``; writes benchmarks/results/runtime.md.
+ocibox-runtime is the installed script, what containerd's BinaryName names (this venv's
+``bin/ocibox-runtime``, when that venv has this checkout installed; else ``python -m ocibox.runtime``,
+through a shell wrapper for ctr, and the table says so).
+
+Usage (root): ``.venv/bin/python benchmarks/runtime.py [--rounds N] [--python PY]``; writes
+benchmarks/results/runtime.md. ``--python``: time the ocibox-runtime of another venv's interpreter (one
+with this checkout installed, e.g. a venv of Debian's python3 beside the pyenv one).
 """
 
 from __future__ import annotations
@@ -32,8 +38,21 @@ import bundle  # noqa: E402
 import ctd  # noqa: E402
 
 PY = sys.executable
-OCIBOX = [PY, "-m", "ocibox.runtime"]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def installed(py: str) -> Path | None:
+    """The ocibox-runtime script of ``py``'s venv, if that venv runs this checkout's ocibox without
+    PYTHONPATH (as containerd's shim runs it)."""
+    script = Path(py).parent / "ocibox-runtime"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([py, "-c", "import ocibox; print(ocibox.__file__)"], env=env, capture_output=True, text=True)
+    here = Path(r.stdout.strip()).resolve().parent.parent == REPO.resolve() if r.returncode == 0 else False
+    return script if script.is_file() and here else None
+
+
+INSTALLED = installed(PY)
+OCIBOX = [str(INSTALLED)] if INSTALLED else [PY, "-m", "ocibox.runtime"]
 
 
 def lifecycle(runtime: list[str], root: Path, b: Path, cid: str) -> dict[str, float]:
@@ -70,8 +89,10 @@ def ctr_run(c: ctd.Containerd, binary: str, cid: str) -> float:
 
 
 def importtime() -> list[tuple[int, str]]:
-    """The heaviest top-level imports of ``ocibox-runtime state`` (cumulative microseconds)."""
-    r = subprocess.run([PY, "-X", "importtime", "-m", "ocibox.runtime", "--root", "/nonexistent", "state", "x"],
+    """The heaviest top-level imports of ``ocibox-runtime delete --force`` of a gone id (cumulative
+    microseconds): what every call pays before its own work."""
+    entry = [str(INSTALLED)] if INSTALLED else ["-m", "ocibox.runtime"]
+    r = subprocess.run([PY, "-X", "importtime", *entry, "--root", "/nonexistent", "delete", "--force", "x"],
                        env=ENV, capture_output=True, text=True)
     rows = []
     for line in r.stderr.splitlines():
@@ -91,7 +112,13 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--out", default=str(HERE / "results" / "runtime.md"))
+    ap.add_argument("--python", default=sys.executable, help="whose venv's ocibox-runtime to time (default: this one)")
     opts = ap.parse_args()
+    global PY, INSTALLED, OCIBOX
+    if opts.python != PY:
+        PY = opts.python
+        INSTALLED = installed(PY)
+        OCIBOX = [str(INSTALLED)] if INSTALLED else [PY, "-m", "ocibox.runtime"]
     # bytecode ahead of time, as scripts/install-deps does (PYTHONDONTWRITEBYTECODE may be set)
     subprocess.run([PY, "-m", "compileall", "-q", str(REPO / "ocibox")], check=True)
     libc = ctypes.CDLL(None, use_errno=True)
@@ -122,7 +149,7 @@ def main() -> int:
         c = ctd.Containerd(work / "ctd", ns="bench").start()
         try:
             c.import_image(ctd.busybox_archive(work / "busybox.tar"))
-            wrapper = ctd.wrapper(work / "ocibox-runtime", python=PY, repo=REPO)
+            wrapper = INSTALLED or ctd.wrapper(work / "ocibox-runtime", python=PY, repo=REPO)
             runs: dict[str, list[float]] = {"runc": [], "ocibox": []}
             for i in range(opts.rounds + 1):
                 for who, binary in (("runc", shutil.which("runc") or "runc"), ("ocibox", str(wrapper))):
@@ -139,9 +166,12 @@ def main() -> int:
         rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True).stdout.strip()
         runc_v = subprocess.run(["runc", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+        py_v = subprocess.run([PY, "-c", "import sys; print(sys.version.split()[0])"], capture_output=True,
+                              text=True).stdout.strip()
         lines += [
             f"# ocibox-runtime vs runc ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, ocibox at {rev}, "
-            f"{runc_v}, containerd 1.6, {opts.rounds} rounds after a warm-up, medians)", "",
+            f"{runc_v}, containerd 1.6, {opts.rounds} rounds after a warm-up, medians; ocibox-runtime run as "
+            + ("the installed script" if INSTALLED else "`python -m ocibox.runtime`") + f" of {PY}, Python {py_v})", "",
             "| case | ocibox-runtime | runc | ratio (median of per-round ratios) | target |",
             "|---|---|---|---|---|",
             f"| create+start+wait+delete, busybox `true` | {med(phases['ocibox']['total']) * 1000:.1f} ms | "
@@ -154,9 +184,10 @@ def main() -> int:
             *(f"| {k} | {med(phases['ocibox'][k]) * 1000:.1f} | {med(phases['runc'][k]) * 1000:.1f} |"
               for k in ("create", "start", "wait", "delete")),
             "", f"`python -c pass`: {med(bare) * 1000:.1f} ms (each of the 4 calls pays it). Heaviest imports of "
-            "`ocibox-runtime state` (cumulative us): "
+            "`ocibox-runtime delete --force` of a gone id (cumulative us): "
             + ", ".join(f"{name} {us}" for us, name in importtime()), "",
-            "Command: `sudo .venv/bin/python benchmarks/runtime.py --rounds " + str(opts.rounds) + "`",
+            "Command: `sudo .venv/bin/python benchmarks/runtime.py --rounds " + str(opts.rounds)
+            + (f" --python {PY}" if sys.executable != PY else "") + "`",
         ]
         text = "\n".join(lines) + "\n"
         Path(opts.out).parent.mkdir(parents=True, exist_ok=True)

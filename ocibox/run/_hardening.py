@@ -16,11 +16,12 @@ from collections.abc import Callable, Iterable, Mapping
 from ocibox._record import record
 from ocibox.errors import UsageError
 from ocibox.linux import proc
-from ocibox.run import _devices, _rlimits, _seccomp
+from ocibox.run import _devices, _rlimits
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ocibox.cgroups import Device
+    from ocibox.run import _seccomp
 
 PRIVILEGED_HELP = ("give the container every capability and lift ocibox's defaults: no seccomp filter, "
                    "every device allowed by the devices cgroup, no masked or read-only /proc and /sys "
@@ -96,6 +97,9 @@ def prepare(h: Hardening, caps: Iterable[str], cache_dir: str | None = None,
         p.nodes = host
         p.notes.append(f"--privileged: no seccomp filter, no device restriction, {len(host)} host device nodes")
     else:
+        # imported here: what imports this module without calling prepare (PID 1, the runtime) never loads it
+        from ocibox.run import _seccomp
+
         p.profile = _seccomp.profile_from_option(h.seccomp, set(caps))
         if p.profile is not None:
             p.seccomp = _seccomp.compile_filter(p.profile, cache_dir)

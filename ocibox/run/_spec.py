@@ -20,13 +20,15 @@ import posixpath
 from ocibox._record import field, record
 from ocibox.cgroups import Limits
 from ocibox.errors import UsageError
-from ocibox.image import ImageConfig
 from ocibox.run._hardening import Hardening, bounded_caps
 from ocibox.run._plain import NetFlags
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+    # annotations only: PID 1's code (CAP_NUMBER, resolve_user) needs no image module
+    from ocibox.image import ImageConfig
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

@@ -96,12 +96,22 @@ def main(argv: list[str] | None = None) -> NoReturn:
         command, args = ns["command"][0], ns["command"][1:]
         if command not in COMMANDS:
             raise OciboxError(f"unknown command {command!r}: one of {', '.join(COMMANDS)}")
-        from ocibox.runtime import _commands
+        if command not in ("run", "exec"):
+            # A call that returns within ms makes no garbage cycles worth collecting; the collector
+            # would run dozens of times over the executor's imports (1 ms of create). run and exec
+            # may supervise for hours: they keep it; create turns it on again before PID 1's fork.
+            import gc
+
+            gc.disable()
         from ocibox.runtime._state import default_root
 
+        if command in ("start", "delete"):  # a module of their own: see there
+            from ocibox.runtime import _lifecycle as commands
+        else:
+            from ocibox.runtime import _commands as commands  # type: ignore[no-redef]
         root = os.path.abspath(ns["root"] or default_root())
         log.debug(f"{command} {' '.join(args)}")
-        code = getattr(_commands, command + "_" if command in ("list", "exec") else command)(root, args, log)
+        code = getattr(commands, command + "_" if command in ("list", "exec") else command)(root, args, log)
     except OciboxError as e:
         log.error(str(e))
         code = getattr(e, "runtime_code", 1)

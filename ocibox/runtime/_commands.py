@@ -1,17 +1,17 @@
 """The commands of ``ocibox-runtime``, runc's: each takes the state root, its arguments and the log, and
-returns the exit status. The container itself is made by ocibox's one executor (``ocibox.run``)."""
+returns the exit status. The container itself is made by ocibox's one executor (``ocibox.run``).
+``start`` and ``delete`` are in ``ocibox.runtime._lifecycle``. Every call is a new interpreter: what a
+command alone needs is imported in it."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import signal
 import sys
 
 from ocibox.errors import OciboxError, UsageError
 from ocibox.options import Parser
 from ocibox.runtime import _state
+from ocibox.runtime._lifecycle import ID, _config, _delete, _remove_dir
 from ocibox.runtime._state import State
 
 TYPE_CHECKING = False
@@ -20,9 +20,6 @@ if TYPE_CHECKING:
 
     from ocibox import ocispec
     from ocibox.runtime import Log
-
-ID = (("id", "CONTAINER_ID", ""),)
-
 
 def _parse(prog: str, options: tuple[Any, ...], args: tuple[Any, ...], argv: list[str]) -> dict[str, Any]:
     return Parser(f"ocibox-runtime {prog}", options, args).parse(argv)
@@ -52,28 +49,6 @@ def _cgroup_for(config: ocispec.Spec, cid: str) -> Any:
     return open_cgroup(cid, limits, devices=rules, every=True)
 
 
-def _hooks(state: State, hooks: tuple[ocispec.Hook, ...], what: str, status: str = "") -> None:
-    """Hooks the runtime itself runs (poststart, poststop), in its own namespaces, the state on stdin."""
-    from ocibox.run import run_hooks
-
-    run_hooks(hooks, json.dumps(state.oci(status)).encode(), what)
-
-
-def _remove_dir(path: str) -> None:
-    """A container's state dir (state.json, exec.fifo: flat), without importing shutil (2 ms a call)."""
-    try:
-        for name in os.listdir(path):
-            try:
-                os.unlink(os.path.join(path, name))
-            except IsADirectoryError:
-                import shutil
-
-                shutil.rmtree(os.path.join(path, name), ignore_errors=True)
-        os.rmdir(path)
-    except FileNotFoundError:
-        pass
-
-
 def _write_pid(path: str, pid: int) -> None:
     """Bare decimal, no newline (containerd's strconv.Atoi), published by rename."""
     tmp = f"{path}.{os.getpid()}.tmp"
@@ -99,7 +74,7 @@ def _send_console(socket_path: str, master: int) -> None:
         s.close()
 
 
-# ----------------------------------------------------------------------------- create, start, run
+# ----------------------------------------------------------------------------- create, run
 CREATE = (
     (("-b", "--bundle"), "str", "DIR", "the bundle (default: the current directory)"),
     (("--pid-file",), "str", "FILE", "write PID 1's pid here"),
@@ -129,6 +104,9 @@ def _create(root: str, ns: dict[str, Any], log: Log) -> tuple[State, Any]:
         state.data.update({"bundle": bundle, "rootfs": rootfs, "annotations": config.annotations,
                            # which of the runtime's own hooks exist: start and delete parse config.json only then
                            "hooks": [k for k in ("poststart", "poststop") if getattr(config.hooks, k)]})
+        import gc
+
+        gc.enable()  # (off in main) PID 1 forks from here, and with io.ocibox.init it stays, a reaper
         # prestart, createRuntime and createContainer hooks run inside create, before pivot_root
         ctr = create(config, rootfs=rootfs, cgroup=cgroup, bundle=bundle, fifo=state.fifo, no_pivot=ns["no_pivot"],
                      preserve_fds=ns["preserve_fds"], seccomp_cache=os.path.join(root, ".seccomp"),
@@ -142,9 +120,11 @@ def _create(root: str, ns: dict[str, Any], log: Log) -> tuple[State, Any]:
         if ns["pid_file"]:
             _write_pid(os.path.abspath(ns["pid_file"]), ctr.pid)
     except BaseException:
-        with contextlib.suppress(Exception):
-            if "ctr" in locals():
+        if "ctr" in locals():
+            try:
                 ctr.close()
+            except Exception:  # the error being raised is the one to report
+                pass
         _remove_dir(state.dir)
         raise
     return state, ctr
@@ -169,35 +149,6 @@ def create(root: str, argv: list[str], log: Log) -> int:
     return 0  # PID 1 waits at the fifo; this process exits and it is reparented to our caller
 
 
-def start(root: str, argv: list[str], log: Log) -> int:
-    from ocibox.run import start_fifo
-
-    ns = _parse("start", (), ID, argv)
-    state = _state.load(root, ns["id"])
-    status = state.status()
-    if status != "created":
-        raise UsageError(f"cannot start a container that is {status}: {ns['id']}")
-    start_fifo(state.fifo)
-    config = _config(state) if "poststart" in state.data.get("hooks", ["poststart"]) else None
-    if config is not None and config.hooks.poststart:
-        try:
-            _hooks(state, config.hooks.poststart, "poststart")
-        except OciboxError:
-            # runc: a failing poststart hook fails start and the container with it
-            with contextlib.suppress(OciboxError):
-                _delete(state, force=True, log=log, hooks=False)
-            raise
-    return 0
-
-
-def _config(state: State) -> ocispec.Spec | None:
-    from ocibox import ocispec
-
-    with contextlib.suppress(OciboxError):
-        return ocispec.load(os.path.join(str(state.data.get("bundle", "")), "config.json"))
-    return None
-
-
 def run(root: str, argv: list[str], log: Log) -> int:
     """create + start + wait, this process the container's parent (runc run)."""
     ns = _parse("run", (*CREATE, (("-d", "--detach"), "bool", "", "do not wait (the container is left running)")),
@@ -216,12 +167,16 @@ def run(root: str, argv: list[str], log: Log) -> int:
         raise
     finally:
         if not ns["detach"]:
-            with contextlib.suppress(OciboxError):
+            try:
                 _delete(state, force=True, log=log)
+            except OciboxError:
+                pass
 
 
 # ----------------------------------------------------------------------------- state, list, ps
 def state(root: str, argv: list[str], log: Log) -> int:
+    import json
+
     ns = _parse("state", (), ID, argv)
     sys.stdout.write(json.dumps(_state.load(root, ns["id"]).oci(), indent=2) + "\n")
     return 0
@@ -230,6 +185,8 @@ def state(root: str, argv: list[str], log: Log) -> int:
 def list_(root: str, argv: list[str], log: Log) -> int:
     ns = _parse("list", ((("-f", "--format"), ("table", "json"), "FORMAT", "table or json"),
                          (("-q", "--quiet"), "bool", "", "only ids")), (), argv)
+    import json
+
     states = [_state.load(root, cid).oci() for cid in _state.all_ids(root)]
     if ns["quiet"]:
         for s in states:
@@ -250,6 +207,8 @@ def ps(root: str, argv: list[str], log: Log) -> int:
     cg = st.cgroup()
     pids = cg.procs() if cg is not None else []
     if ns["format"] == "json":
+        import json
+
         sys.stdout.write(json.dumps(pids) + "\n")
         return 0
     import subprocess
@@ -268,10 +227,12 @@ def ps(root: str, argv: list[str], log: Log) -> int:
     return 0
 
 
-# ----------------------------------------------------------------------------- kill, delete, pause
+# ----------------------------------------------------------------------------- kill, pause
 def kill(root: str, argv: list[str], log: Log) -> int:
     ns = Parser("ocibox-runtime kill", ((("-a", "--all"), "bool", "", "every process of the container"),),
                 (("id", "CONTAINER_ID", ""), ("signal", "[SIGNAL]", ""))).parse(argv)
+    import signal
+
     from ocibox.run import parse_signal
 
     st = _state.load(root, ns["id"])
@@ -290,57 +251,6 @@ def kill(root: str, argv: list[str], log: Log) -> int:
         raise UsageError("container not running") from None
     finally:
         os.close(pidfd)
-    return 0
-
-
-def _delete(st: State, *, force: bool, log: Log, hooks: bool = True) -> None:
-    status = st.status()
-    if status not in ("stopped", "created") and not force:
-        raise UsageError(f"cannot delete container {st.id} that is not stopped: {status}")
-    cg = st.cgroup()
-    if st.alive():
-        if cg is not None:
-            with contextlib.suppress(OciboxError):
-                cg.freeze(False)
-            cg.kill_all(signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(st.pid, signal.SIGKILL)
-        _wait_gone(st)
-    if cg is not None:
-        for problem in cg.destroy():
-            log.write("warning", problem)
-    config = _config(st) if hooks and "poststop" in st.data.get("hooks", ["poststop"]) else None
-    _remove_dir(st.dir)
-    if config is not None and hooks and config.hooks.poststop:
-        try:
-            _hooks(st, config.hooks.poststop, "poststop", "stopped")
-        except OciboxError as e:  # the spec: a failing poststop hook is a warning; delete goes on
-            log.write("warning", str(e))
-
-
-def _wait_gone(st: State, timeout: float = 10.0) -> None:
-    import select
-
-    try:
-        pidfd = os.pidfd_open(st.pid)
-    except ProcessLookupError:
-        return
-    try:
-        select.select([pidfd], [], [], timeout)
-    finally:
-        os.close(pidfd)
-
-
-def delete(root: str, argv: list[str], log: Log) -> int:
-    ns = _parse("delete", ((("-f", "--force"), "bool", "", "kill it if it runs; harmless for an id that is gone"),),
-                ID, argv)
-    try:
-        st = _state.load(root, ns["id"])
-    except _state.NotFound:
-        if ns["force"]:
-            return 0
-        raise
-    _delete(st, force=ns["force"], log=log)
     return 0
 
 
@@ -372,6 +282,8 @@ def update(root: str, argv: list[str], log: Log) -> int:
         (("--cpuset-cpus",), "str", "LIST", "cpus"),
         (("--pids-limit",), "str", "N", "maximum number of processes"),
     ), ID, argv)
+    import json
+
     from ocibox.cgroups import limits_from_resources
 
     st = _state.load(root, ns["id"])
@@ -435,6 +347,8 @@ class ExecError(OciboxError):
 def exec_(root: str, argv: list[str], log: Log) -> int:
     ns = Parser("ocibox-runtime exec", EXEC, (("id", "CONTAINER_ID", ""), ("command", "[COMMAND] [ARG...]", "")),
                 interspersed=False).parse(argv)
+    import json
+
     from ocibox import ocispec
     from ocibox.run import exec_process, seccomp_filter_of
 
@@ -473,7 +387,7 @@ def exec_(root: str, argv: list[str], log: Log) -> int:
         raise ExecError("exec --tty --detach needs --console-socket")
     seccomp = seccomp_filter_of(config.linux.seccomp, os.path.join(root, ".seccomp")) if config.linux.seccomp else None
     try:
-        proc = exec_process(st.pid, int(st.data.get("pid_start", 0)), process, cgroup=st.cgroup(), seccomp=seccomp)
+        proc = exec_process(st.pid, st.pid_start, process, cgroup=st.cgroup(), seccomp=seccomp)
     except OciboxError as e:
         raise ExecError(str(e)) from None
     if ns["pid_file"]:
@@ -492,6 +406,8 @@ def spec(root: str, argv: list[str], log: Log) -> int:
     """A default config.json in the bundle (runc spec's: sh on a terminal, docker's hardening)."""
     ns = _parse("spec", ((("-b", "--bundle"), "str", "DIR", "where to write config.json (default: .)"),
                          (("--rootless",), "bool", "", "(accepted: the same config)")), (), argv)
+    import json
+
     from ocibox import ocispec
     from ocibox.run import DEFAULT_MOUNTS, MASKED_PATHS, READONLY_PATHS
 
@@ -520,6 +436,8 @@ def spec(root: str, argv: list[str], log: Log) -> int:
 def features(root: str, argv: list[str], log: Log) -> int:
     """The runtime-spec features document: what this executor accepts."""
     _parse("features", (), (), argv)
+    import json
+
     from ocibox.run import CAPS, SECCOMP_ACTIONS, SECCOMP_OPS
 
     doc = {

@@ -293,3 +293,62 @@ def _user_namespace_beside_runc(rootfs: Path, work: Path) -> None:
     assert out["ocibox"] == out["runc"]
     assert "0 200000 65536" in " ".join(out["ocibox"].split()) and "uid=0(root)" in out["ocibox"]
     assert "65534:65534" in out["ocibox"]  # the rootfs's host owner (root) is not mapped: nobody
+
+
+# ----------------------------------------------------------------------------- start and delete's state
+def _wait_stopped(root: Path, cid: str) -> None:
+    deadline = time.monotonic() + 10
+    while json.loads(bundle.run(OCIBOX, root, "state", cid).stdout)["status"] != "stopped":
+        assert time.monotonic() < deadline, f"{cid} did not stop"
+        time.sleep(0.02)
+
+
+def test_a_state_dir_without_its_brief_is_read_from_state_json(rootfs: Path, work: Path) -> None:
+    """start and delete read the brief (no json); a state dir written before it existed (state.json
+    alone) still starts and is deleted, cgroup included."""
+    b = bundle.make(work / "old", rootfs, ["true"], **{"linux.cgroupsPath": f"{CG}/old"})
+    root = work / "state"
+    r = bundle.run(OCIBOX, root, "create", "--bundle", str(b), "old")
+    assert r.returncode == 0, r.stderr
+    try:
+        brief = root / "old" / "brief"
+        records = dict(rec.split("=", 1) for rec in brief.read_text().split("\0")[:-1])
+        assert records["pid"] == str(json.loads((root / "old" / "state.json").read_text())["pid"])
+        brief.unlink()
+        r = bundle.run(OCIBOX, root, "start", "old")
+        assert r.returncode == 0, r.stderr
+        _wait_stopped(root, "old")
+        r = bundle.run(OCIBOX, root, "delete", "old")
+        assert r.returncode == 0, r.stderr
+    finally:
+        bundle.run(OCIBOX, root, "delete", "--force", "old")
+    assert _leftovers(root, "old", b) == []
+
+
+def test_delete_of_a_stopped_container_whose_cgroup_still_holds_a_process(rootfs: Path, work: Path) -> None:
+    """Without a pid namespace of its own, a container's PID 1 may exit and leave a child in its cgroup:
+    delete's rmdirs meet EBUSY, and the cgroup manager kills what is left and removes the cgroup."""
+    namespaces = [n for n in bundle.runc_spec()["linux"]["namespaces"] if n["type"] != "pid"]
+    b = bundle.make(work / "nopid", rootfs, ["sh", "-c", "sleep 100 & exit 0"],
+                    **{"linux.cgroupsPath": f"{CG}/nopid", "linux.namespaces": namespaces})
+    root = work / "state"
+    r = bundle.run(OCIBOX, root, "create", "--bundle", str(b), "nopid")
+    assert r.returncode == 0, r.stderr
+    procs = Path("/sys/fs/cgroup/pids") / CG.lstrip("/") / "nopid" / "cgroup.procs"
+    try:
+        r = bundle.run(OCIBOX, root, "start", "nopid")
+        assert r.returncode == 0, r.stderr
+        _wait_stopped(root, "nopid")
+        left = [int(p) for p in procs.read_text().split()]
+        assert left, "the sleep should still be in the container's cgroup"
+        r = bundle.run(OCIBOX, root, "delete", "nopid")
+        assert r.returncode == 0, r.stderr
+    finally:
+        bundle.run(OCIBOX, root, "delete", "--force", "nopid")
+    assert _leftovers(root, "nopid", b) == []
+    for pid in left:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue  # gone
+        assert state == "Z", f"process {pid} of the deleted container still runs"
