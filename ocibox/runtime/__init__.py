@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     from ocibox.errors import OciboxError
     from ocibox.options import Parser
 
+    argv_was_ours = argv is None
     argv = _normalize(list(sys.argv[1:] if argv is None else argv))
     parser = Parser("ocibox-runtime", GLOBALS, (("command", "COMMAND [ARG...]", ""),), interspersed=False,
                     description="Run OCI containers (runc's command line over ocibox's executor). Commands: "
@@ -108,6 +109,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
         if command in ("start", "delete"):  # a module of their own: see there
             from ocibox.runtime import _lifecycle as commands
         else:
+            from ocibox._lazy import import_pathlib
+
+            import_pathlib()  # before the executor imports it: without urllib.parse (and ipaddress), ~2 ms
             from ocibox.runtime import _commands as commands  # type: ignore[no-redef]
         root = os.path.abspath(ns["root"] or default_root())
         log.debug(f"{command} {' '.join(args)}")
@@ -127,4 +131,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         log.error(f"internal error: {type(e).__name__}: {e}")
         code = 1
     sys.stdout.flush()
+    if argv_was_ours:  # done and written: no interpreter teardown (a few ms of each of the shim's calls)
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
