@@ -77,8 +77,14 @@ def test_pid1_hostname_and_namespaces(box: Box) -> None:
 
 
 def test_network_host_sees_host_interfaces(box: Box) -> None:
-    r = box.sh("cat /proc/net/dev | tail -n +3 | cut -d: -f1", "--network", "host")
-    host = [ln.split(":")[0].strip() for ln in Path("/proc/net/dev").read_text().splitlines()[2:]]
+    # A veth of an earlier test's bridge container can go (its CNI DEL finishes in the background)
+    # between the two reads: compared again until both reads see the same host.
+    for _ in range(20):
+        r = box.sh("cat /proc/net/dev | tail -n +3 | cut -d: -f1", "--network", "host")
+        host = [ln.split(":")[0].strip() for ln in Path("/proc/net/dev").read_text().splitlines()[2:]]
+        if sorted(r.stdout.split()) == sorted(host):
+            break
+        time.sleep(0.2)
     assert sorted(r.stdout.split()) == sorted(host)
 
 
