@@ -1,7 +1,7 @@
 """Real unprivileged users for the rootless tests and benchmarks: made with useradd, given a subordinate
 range in /etc/subuid and /etc/subgid (or none), and removed with everything they left.
 
-``Users`` backs up /etc/subuid and /etc/subgid and restores them at ``close()``; it kills the users'
+``Users`` adds lines to /etc/subuid and /etc/subgid and removes them (only them) at ``close()``; it kills the users'
 processes (by pid, found through /proc), removes their homes (userdel -r), their private runtime
 directories (/tmp/ocibox-UID) and anything else they own under the paths it is told of.
 
@@ -148,7 +148,8 @@ class Users:
             time.sleep(0.1)
 
     def close(self) -> list[str]:
-        """Remove every user and what they left; restore /etc/subuid and /etc/subgid. Returns problems."""
+        """Remove every user and what they left, their lines of /etc/subuid and /etc/subgid included.
+        Returns problems."""
         problems = []
         for user in self.users:
             self.kill(user)
@@ -161,11 +162,13 @@ class Users:
                     shutil.rmtree(leftover, ignore_errors=True)
                 if leftover.exists():
                     problems.append(f"{leftover} left behind")
+        # Only this object's lines go (never a snapshot written back: another test session's users may
+        # have added theirs meanwhile); a file that did not exist before goes if nothing else is in it.
+        for user in self.users:
+            _drop_lines(user.name, user.uid)
         for path, data in self.saved.items():
-            if data is None:
-                path.unlink(missing_ok=True)
-            else:
-                path.write_bytes(data)
+            if data is None and path.exists() and not path.read_text().strip():
+                path.unlink()
         for d in self.scratch:
             shutil.rmtree(d, ignore_errors=True)
         return problems
