@@ -6,6 +6,7 @@ Public surface::
     image_lowerdirs(store, record) -> list[Path]            # top layer first
     overlay_options(lowers, upper=None, work=None) -> str   # pure
     mount_rootfs(store, record, target, *, upper, work, readonly=False, warn=None) -> None
+    prepare_rootfs(...same...) -> mount()      the database read now, the mount later (in a container's PID 1)
     mount_image(settings, name, *, warn=None) -> Path / umount_image(settings, name)
     export_image(settings, name, output)                    # output: a path or an open binary stream
     rootless_overlay(store) -> "kernel" | "fuse"            # without root: which overlay mounts (probed once)
@@ -22,7 +23,13 @@ if TYPE_CHECKING:
     from ocibox.layers._fuse import FuseRootfs, rootless_overlay
     from ocibox.layers._image import export_image, mount_image, umount_image, write_flat_tar
     from ocibox.layers._merged import copy_merged, walk_merged
-    from ocibox.layers._mount import image_lowerdirs, mount_rootfs, overlay_options, overlay_supported
+    from ocibox.layers._mount import (
+        image_lowerdirs,
+        mount_rootfs,
+        overlay_options,
+        overlay_supported,
+        prepare_rootfs,
+    )
     from ocibox.layers._unpack import unpack_layer
 
 _TABLE = {
@@ -39,6 +46,7 @@ _TABLE = {
     "mount_rootfs": "_mount",
     "overlay_options": "_mount",
     "overlay_supported": "_mount",
+    "prepare_rootfs": "_mount",
     "unpack_layer": "_unpack",
 }
 
@@ -54,6 +62,7 @@ __all__ = [
     "mount_rootfs",
     "overlay_options",
     "overlay_supported",
+    "prepare_rootfs",
     "rootless_overlay",
     "umount_image",
     "unpack_layer",

@@ -101,9 +101,9 @@ def _rootless() -> bool:
     overlayfs' ``userxattr`` form)."""
     if os.geteuid() != 0:
         return True
-    from ocibox.rootless import is_rootless
+    from ocibox.linux.proc import initial_userns
 
-    return is_rootless()
+    return not initial_userns()
 
 
 def overlay_supported(store: Store) -> bool:
@@ -147,6 +147,23 @@ def mount_rootfs(
     The process's cwd is changed for the mount and restored: call it from a
     single-threaded process (or a child).
     """
+    prepare_rootfs(store, record, target, upper=upper, work=work, readonly=readonly, warn=warn)()
+
+
+def prepare_rootfs(
+    store: Store,
+    record: ImageRecord,
+    target: Path,
+    *,
+    upper: Path | None,
+    work: Path | None,
+    readonly: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> Callable[[], None]:
+    """``mount_rootfs`` in two steps: what reads the store's database (the layers' short links) and
+    checks the layers happens now; the returned function mounts and reads no database. A container's
+    PID 1 calls it: forked from the caller, it would open a connection of its own first (one never
+    crosses a fork), a millisecond or two on the way to the container's exec."""
     if not record.layers:
         raise StoreError(f"image {record.id.short} has no layers")
     target_s = os.path.abspath(target)
@@ -155,36 +172,49 @@ def mount_rootfs(
     if (upper_s is None) != (work_s is None):
         raise RuntimeSetupError("mounting a rootfs needs both an upper and a work directory, or neither")
     diffs = image_lowerdirs(store, record)
-    try:
-        overlay = len(diffs) > 1 or upper_s is not None
-        if overlay:
-            # Try the overlay first; probe whether overlayfs works here only when it failed (the
-            # probe is a real mount of its own: a warm run should not pay for it every time).
-            try:
-                _mount_overlay(store, record, target_s, upper_s, work_s, readonly)
+    overlay = len(diffs) > 1 or upper_s is not None
+    opts: str | BaseException = ""
+    if overlay:
+        try:
+            opts = _overlay_options_of(store, record, upper_s, work_s)
+        except (StoreError, RuntimeSetupError) as e:
+            opts = e
+
+    def mount() -> None:
+        try:
+            if overlay:
+                # Try the overlay first; probe whether overlayfs works here only when it failed (the
+                # probe is a real mount of its own: a warm run should not pay for it every time).
+                try:
+                    if isinstance(opts, BaseException):
+                        raise opts
+                    _mount_overlay(store, target_s, opts, readonly)
+                    return
+                except (OSError, StoreError, RuntimeSetupError):
+                    if overlay_supported(store):
+                        raise  # an OSError is named by the handler below
+            if not overlay_supported(store):
+                if warn is not None:
+                    warn(f"overlayfs is not usable for the store {store.root}; using a copied rootfs (slower)")
+                dest = Path(upper_s) if upper_s is not None else copy_dir_for(Path(target_s))
+                dest.mkdir(parents=True, exist_ok=True)
+                if not any(dest.iterdir()):
+                    # the extraction modules (tarfile, ...) load only for this fallback, not on a warm run
+                    from ocibox.layers._merged import copy_merged
+
+                    copy_merged(diffs, dest)
+                _bind(str(dest), target_s, readonly or upper_s is None)
                 return
-            except (OSError, StoreError, RuntimeSetupError):
-                if overlay_supported(store):
-                    raise  # an OSError is named by the handler below
-        if not overlay_supported(store):
-            if warn is not None:
-                warn(f"overlayfs is not usable for the store {store.root}; using a copied rootfs (slower)")
-            dest = Path(upper_s) if upper_s is not None else copy_dir_for(Path(target_s))
-            dest.mkdir(parents=True, exist_ok=True)
-            if not any(dest.iterdir()):
-                # the extraction modules (tarfile, ...) load only for this fallback, not on a warm run
-                from ocibox.layers._merged import copy_merged
+            _bind(str(diffs[0]), target_s, True)  # one layer, no upper: a read-only bind
+        except OSError as e:
+            raise RuntimeSetupError(
+                f"cannot mount the rootfs of image {record.id.short} at {target_s}: {e.strerror or e}") from None
 
-                copy_merged(diffs, dest)
-            _bind(str(dest), target_s, readonly or upper_s is None)
-            return
-        _bind(str(diffs[0]), target_s, True)  # one layer, no upper: a read-only bind
-    except OSError as e:
-        raise RuntimeSetupError(f"cannot mount the rootfs of image {record.id.short} at {target_s}: {e.strerror or e}") from None
+    return mount
 
 
-def _mount_overlay(store: Store, record: ImageRecord, target_s: str, upper_s: str | None, work_s: str | None,
-                   readonly: bool) -> None:
+def _overlay_options_of(store: Store, record: ImageRecord, upper_s: str | None, work_s: str | None) -> str:
+    """The overlay's options for an image's layers (relative to ``store.layers``)."""
     lowers = _short_lowers(store, record)
     if upper_s is not None and work_s is not None:
         upper_s, work_s = _rel_if_inside(upper_s, store.layers), _rel_if_inside(work_s, store.layers)
@@ -193,6 +223,10 @@ def _mount_overlay(store: Store, record: ImageRecord, target_s: str, upper_s: st
         raise RuntimeSetupError(
             f"image {record.id.short} has too many layers ({len(lowers)}) for one page of overlay options"
         )
+    return opts
+
+
+def _mount_overlay(store: Store, target_s: str, opts: str, readonly: bool) -> None:
     try:
         cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:

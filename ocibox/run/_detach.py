@@ -67,7 +67,7 @@ def spawn(config: ocispec.Spec, cdir: Path, *, rootfs: str, cgroup: Cgroup | Non
           mount_rootfs: Callable[[], None] | None, etc_dir: str, etc: dict[str, str], interactive: bool,
           log_max_size: int, log_max_files: int, exit_command: list[str], lock_fd: int,
           on_started: Callable[[int], None], late_etc: Callable[[], dict[str, str]] | None = None,
-          on_namespaces: Callable[[int], None] | None = None) -> int:
+          on_namespaces: Callable[[int], None] | None = None, on_pid: Callable[[int], None] | None = None) -> int:
     """Create and start ``config`` under a new monitor; return PID 1's pid once the command was exec'd.
 
     ``lock_fd`` is the taken monitor lock (``take_lock``), handed to the monitor. ``on_started(pid)``
@@ -95,7 +95,7 @@ def spawn(config: ocispec.Spec, cdir: Path, *, rootfs: str, cgroup: Cgroup | Non
                    etc_dir=etc_dir, etc=etc, stdio=(in_r, out_w, err_w), monitor_fds=(out_r, err_r, in_w),
                    report=report_w, monitor=monitor, log_max_size=log_max_size, log_max_files=log_max_files,
                    exit_command=exit_command, lock_fd=lock_fd, on_started=on_started, late_etc=late_etc,
-                   on_namespaces=on_namespaces)
+                   on_namespaces=on_namespaces, on_pid=on_pid)
         except BaseException as e:
             line, code = errors.to_wire(e, "container setup failed: ")
             with contextlib.suppress(OSError):
@@ -123,7 +123,8 @@ def _child(config: ocispec.Spec, cdir: Path, *, rootfs: str, cgroup: Cgroup | No
            monitor_fds: tuple[int, int, int], report: int, monitor: str, log_max_size: int, log_max_files: int,
            exit_command: list[str], lock_fd: int, on_started: Callable[[int], None],
            late_etc: Callable[[], dict[str, str]] | None,
-           on_namespaces: Callable[[int], None] | None = None) -> None:  # pragma: no cover
+           on_namespaces: Callable[[int], None] | None = None,
+           on_pid: Callable[[int], None] | None = None) -> None:  # pragma: no cover
     from ocibox.run._process import create
 
     # A session of its own: no terminal's hangup or ^C reaches the monitor or the container.
@@ -135,7 +136,7 @@ def _child(config: ocispec.Spec, cdir: Path, *, rootfs: str, cgroup: Cgroup | No
     os.dup2(out_w if out_w >= 0 else null, 1)
     os.dup2(err_w if err_w >= 0 else null, 2)
     ctr = create(config, rootfs=rootfs, cgroup=cgroup, seccomp=seccomp, mount_rootfs=mount_rootfs, etc_dir=etc_dir,
-                 etc=etc, late_etc=late_etc, on_namespaces=on_namespaces)
+                 etc=etc, late_etc=late_etc, on_namespaces=on_namespaces, on_pid=on_pid)
     try:
         ctr.start()
     except BaseException:
@@ -190,7 +191,7 @@ def start_detached(settings: Settings, store: Store, rec: ContainerRecord, *, lo
     from ocibox import ocispec
     from ocibox import store as st
     from ocibox.cgroups import limits_from_resources, open_cgroup
-    from ocibox.layers import mount_rootfs
+    from ocibox.layers import prepare_rootfs
     from ocibox.run._etc import etc_files
     from ocibox.run._plain import NetFlags
     from ocibox.run._seccomp import compile_filter, from_oci
@@ -215,20 +216,28 @@ def start_detached(settings: Settings, store: Store, rec: ContainerRecord, *, lo
     exit_command = [sys.executable, "-m", "ocibox", "--root", str(store.root), "container", "cleanup",
                     "--lock-fd", str(taken), rec.id]
 
-    def started(pid: int) -> None:  # in the child, right after the start: the monitor's cleanup may follow
+    child: list[tuple[st.Store, str]] = []
+
+    def connect(pid: int) -> None:
+        """In the child, while PID 1 sets itself up (on another CPU): the child's own connection to the
+        store (one never crosses a fork) opened, and the record's data made, before the start needs them."""
         import json
 
         child_store = st.Store(store.root)
-        st.set_container_pid(child_store, rec.id, pid, cgroup=json.dumps(cgroup.state()))
+        child_store.db  # noqa: B018 - opens it
+        child.append((child_store, json.dumps(cgroup.state())))
+
+    def started(pid: int) -> None:  # in the child, right after the start: the monitor's cleanup may follow
+        if not child:
+            connect(pid)
+        child_store, state = child[0]
+        st.set_container_pid(child_store, rec.id, pid, cgroup=state)
 
     hostname = str(conf["hostname"]) or rec.id[:12]
     net = None
     fuse = None
 
-    def kernel_overlay() -> None:
-        mount_rootfs(store, image, merged, upper=upper, work=work)
-
-    rootfs_mount: Callable[[], None] | None = kernel_overlay
+    rootfs_mount: Callable[[], None] | None = None
     on_started: Callable[[int], None] = started
     try:
         if config.linux.uid_mappings:  # without root: where the kernel refuses overlayfs, fuse-overlayfs
@@ -238,8 +247,9 @@ def start_detached(settings: Settings, store: Store, rec: ContainerRecord, *, lo
                 fuse = FuseRootfs(store, image, merged, upper, work)
                 fuse.start()
                 config = _joined(config, fuse.joined)
-                rootfs_mount = None
                 on_started = fuse.then(started)
+        if fuse is None:  # the kernel's overlay, its options read from the store here, mounted by PID 1
+            rootfs_mount = prepare_rootfs(store, image, merged, upper=upper, work=work)
 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(cdir / EXIT)
@@ -258,7 +268,7 @@ def start_detached(settings: Settings, store: Store, rec: ContainerRecord, *, lo
                     log_max_size=int(log.get("max_size", 0)), log_max_files=int(log.get("max_file", 1)),
                     exit_command=exit_command, lock_fd=taken, on_started=on_started,
                     late_etc=net.late_etc if net is not None else None,
-                    on_namespaces=net.on_namespaces if net is not None else None)
+                    on_namespaces=net.on_namespaces if net is not None else None, on_pid=connect)
         if net is not None and net.pending is not None:
             net.pending.cancel()  # the ADD's process, reaped (its result went to the creator)
         return pid

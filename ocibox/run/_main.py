@@ -91,7 +91,7 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
     if flags.detach:
         return _detached(settings, store, flags, spec, record, cid, config.stop_signal, config.exposed_ports)
 
-    from ocibox.layers import mount_rootfs
+    from ocibox.layers import prepare_rootfs
 
     id_maps = _id_maps(settings)
     debug = echo if settings.debug else None
@@ -143,7 +143,7 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
             merged,
             cdir,
             mount_rootfs=None if fuse is not None else
-            lambda: mount_rootfs(store, record, merged, upper=upper, work=work, warn=echo),
+            prepare_rootfs(store, record, merged, upper=upper, work=work, warn=echo),
             cgroup=cgroup,
             on_start=started if fuse is None else fuse.then(started),
             prepared=prepared,
