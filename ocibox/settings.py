@@ -33,11 +33,9 @@ CERTS_D = ("/etc/containers/certs.d", "/etc/docker/certs.d")
 
 
 def _rootless() -> bool:
-    if os.geteuid() != 0:
-        return True
-    from ocibox.linux.proc import initial_userns  # root of a user namespace: rootless too
+    from ocibox.rootless import is_rootless
 
-    return not initial_userns()
+    return is_rootless()
 
 
 @record

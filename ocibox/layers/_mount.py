@@ -99,11 +99,9 @@ def _overlay_works(tmp: str) -> bool:
 def _rootless() -> bool:
     """Mounting as root of a user namespace (a rootless store: whiteouts and opaque directories are in
     overlayfs' ``userxattr`` form)."""
-    if os.geteuid() != 0:
-        return True
-    from ocibox.linux.proc import initial_userns
+    from ocibox.rootless import is_rootless
 
-    return not initial_userns()
+    return is_rootless()
 
 
 def overlay_supported(store: Store) -> bool:

@@ -36,12 +36,11 @@ if TYPE_CHECKING:
         of_process,
         parse_subids,
     )
+    from ocibox.rootless._mode import in_userns, is_rootless
     from ocibox.rootless._paths import config_file, config_home, runtime_dir
     from ocibox.rootless._userns import (
         enter,
-        in_userns,
         in_userns_call,
-        is_rootless,
         namespace_maps,
         write_maps,
     )
@@ -51,7 +50,8 @@ _TABLE = {
     **dict.fromkeys(("OVERFLOW_ID", "IdMaps", "current", "initial_userns", "maps_for", "of_process",
                      "parse_subids"), "_ids"),
     **dict.fromkeys(("config_file", "config_home", "runtime_dir"), "_paths"),
-    **dict.fromkeys(("enter", "in_userns", "in_userns_call", "is_rootless", "namespace_maps", "write_maps"), "_userns"),
+    **dict.fromkeys(("in_userns", "is_rootless"), "_mode"),
+    **dict.fromkeys(("enter", "in_userns_call", "namespace_maps", "write_maps"), "_userns"),
     **dict.fromkeys(("howto", "warn_single"), "_warn"),
 }
 

@@ -11,7 +11,8 @@ import os
 
 from ocibox import errors
 from ocibox.ocispec import IdMapping
-from ocibox.rootless._ids import IdMaps, current, initial_userns
+from ocibox.rootless._ids import IdMaps, current
+from ocibox.rootless._mode import in_userns, is_rootless  # noqa: F401 - is_rootless re-exported
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,16 +26,6 @@ NEWGIDMAP = "newgidmap"
 _HELPER_DIRS = ("/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin")
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNS = 0x00020000
-
-
-def is_rootless() -> bool:
-    """ocibox runs without root: not uid 0, or uid 0 of a user namespace (not the host's root)."""
-    return os.geteuid() != 0 or not initial_userns()
-
-
-def in_userns() -> bool:
-    """This process is root of a user namespace of its own already (``ocibox unshare``, ``enter``)."""
-    return os.geteuid() == 0 and not initial_userns()
 
 
 def namespace_maps() -> IdMaps:

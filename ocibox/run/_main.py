@@ -179,12 +179,10 @@ def _fuse_rootfs(store: st.Store, record: st.ImageRecord, merged: Path, upper: P
 def _id_maps(settings: Settings) -> tuple[tuple[IdMapping, ...], tuple[IdMapping, ...]] | None:
     """Without root: the container's user namespace maps (container root is the user, 1..N the user's
     subordinate ids; see ocibox.rootless). None as the host's root."""
-    if os.geteuid() == 0:
-        from ocibox.rootless import is_rootless
-
-        if not is_rootless():
-            return None
     from ocibox import rootless
+
+    if not rootless.is_rootless():
+        return None
 
     maps = rootless.namespace_maps()
     rootless.warn_single(rootless.current(), settings.root)
