@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ocibox.cgroups import Cgroup
     from ocibox.run._seccomp import SeccompFilter
     from ocibox.settings import Settings
-    from ocibox.store import ContainerRecord, Store
+    from ocibox.store import ContainerRecord, ImageRecord, Store
 
 LOCK, EXIT, LOG, ATTACH, MONITOR_LOG = "monitor.lock", "exit", "ctr.log", "attach.sock", "monitor.err"
 
@@ -183,11 +183,13 @@ DEFAULT_SETTINGS: dict[str, object] = {
 }
 
 
-def start_detached(settings: Settings, store: Store, rec: ContainerRecord, *, lock_fd: int | None = None) -> int:
+def start_detached(settings: Settings, store: Store, rec: ContainerRecord, *, lock_fd: int | None = None,
+                   made: tuple[ocispec.Spec, ImageRecord, SeccompFilter | None] | None = None) -> int:
     """Start a detached container from what its record and its directory keep (config.json, the
     writable layer): a new cgroup, the overlay of its image's layers with its own upper dir, a new
     monitor. Returns PID 1's pid. ``lock_fd``: the monitor lock when the caller already holds it (the
-    cleanup of a restart), else it is taken here."""
+    cleanup of a restart), else it is taken here. ``made``: the config just written, its image and its
+    seccomp program, from ``run -d`` (not read back and built again)."""
     from ocibox import ocispec
     from ocibox import store as st
     from ocibox.cgroups import limits_from_resources, open_cgroup
@@ -198,16 +200,19 @@ def start_detached(settings: Settings, store: Store, rec: ContainerRecord, *, lo
 
     cdir = store.container_dir(rec.id)
     conf = {**DEFAULT_SETTINGS, **rec.setting_map}
-    config = ocispec.load(str(cdir / "config.json"))
-    image = st.load_image(store, rec.image_id)
+    if made is not None:
+        config, image, seccomp = made
+    else:
+        config = ocispec.load(str(cdir / "config.json"))
+        image = st.load_image(store, rec.image_id)
+        seccomp = None
+        if config.linux.seccomp is not None:
+            seccomp = compile_filter(from_oci(config.linux.seccomp), str(store.root / "seccomp"))
     from ocibox.run._devices import config_rules
 
     limits, rules = limits_from_resources(config.linux.resources)
     rules = config_rules(config, rules)
     cgroup = open_cgroup(f"ocibox-{rec.id}", limits, parent=str(conf["cgroup_parent"]), devices=rules)
-    seccomp = None
-    if config.linux.seccomp is not None:
-        seccomp = compile_filter(from_oci(config.linux.seccomp), str(store.root / "seccomp"))
     merged, upper, work = cdir / "merged", cdir / "upper", cdir / "work"
     for d in (merged, upper, work, cdir / "etc"):
         d.mkdir(parents=True, exist_ok=True)

@@ -238,7 +238,7 @@ def _detached(settings: Settings, store: st.Store, flags: RunFlags, spec: RunSpe
         with open(cdir / "config.json", "w") as f:
             f.write(json.dumps(ocispec.to_json(config)))  # dumps: the C encoder (dump is pure Python)
         st.touch_image(store, record.id)
-        start_detached(settings, store, rec)
+        start_detached(settings, store, rec, made=(config, record, prepared.seccomp))
     except BaseException as e:
         code = e.exit_code if isinstance(e, OciboxError) else 125
         from ocibox.errors import NetworkError
