@@ -429,10 +429,11 @@ class FaultProxy(_Server):
                     return
                 if rule is not None and rule.action == "trickle":
                     for i in range(0, len(data), rule.chunk):
+                        if i:  # between chunks, not after the last: a request's end is its last byte
+                            time.sleep(rule.delay)
                         h.wfile.write(data[i:i + rule.chunk])
                         h.wfile.flush()
                         seen.sent += len(data[i:i + rule.chunk])
-                        time.sleep(rule.delay)
                 else:
                     h.wfile.write(data)
                     seen.sent += len(data)

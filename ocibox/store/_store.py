@@ -193,7 +193,9 @@ class Store:
 
     def ensure(self) -> Store:
         """Create the layout. The root is mode 0700: setuid files and device nodes of an
-        image must be out of reach of host users."""
+        image must be out of reach of host users. Once per Store (a command asks several times)."""
+        if self.__dict__.get("_ensured"):
+            return self
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             os.chmod(self.root, 0o700)
@@ -201,6 +203,7 @@ class Store:
                 d.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create store at {self.root}: {e.strerror}; pass --root PATH or set OCIBOX_ROOT") from None
+        self._ensured = True
         return self
 
     def blob_path(self, digest: Digest) -> Path:
