@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ocibox._record import field, record
 from ocibox.errors import ConfigError
+from ocibox.rootless import is_rootless
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (5 ms of ocibox run)
 if TYPE_CHECKING:
@@ -30,12 +31,6 @@ if TYPE_CHECKING:
 
 DEFAULT_CONFIG = Path("/etc/ocibox/config.toml")
 CERTS_D = ("/etc/containers/certs.d", "/etc/docker/certs.d")
-
-
-def _rootless() -> bool:
-    from ocibox.rootless import is_rootless
-
-    return is_rootless()
 
 
 @record
@@ -56,7 +51,7 @@ class Config:
         if path is None:
             env = os.environ.get("OCIBOX_CONFIG")
             path = Path(env) if env else DEFAULT_CONFIG
-            if not env and _rootless():
+            if not env and is_rootless():
                 from ocibox.rootless import config_file
 
                 user = config_file()

@@ -425,22 +425,14 @@ def open_cgroup(name: str, limits: Limits, *, parent: str = "", echo: Callable[[
     device rules, e.g. --privileged). ``every`` (v1): a cgroup in every hierarchy, as runc makes.
     Without root (``rootless``; None: as this process runs) see ``rootless_cgroup``."""
     if rootless is None:
-        rootless = _rootless()
+        from ocibox.rootless import is_rootless
+
+        rootless = is_rootless()
     if rootless:
         return rootless_cgroup(name, limits, parent=parent, echo=echo, root=root)
     if detect(root) == 2:
         return CgroupV2(name, limits, parent=parent, root=root, echo=echo, devices=devices)
     return CgroupV1(name, limits, parent=parent, root=root, echo=echo, devices=devices, every=every)
-
-
-def _rootless() -> bool:
-    import os
-
-    if os.geteuid() != 0:
-        return True
-    from ocibox.rootless import is_rootless
-
-    return is_rootless()
 
 
 # ---------------------------------------------------------------------- without root

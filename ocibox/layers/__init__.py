@@ -5,8 +5,9 @@ Public surface::
     unpack_layer(store, stream, *, compression, diff_id, chain_id, parent, what) -> int
     image_lowerdirs(store, record) -> list[Path]            # top layer first
     overlay_options(lowers, upper=None, work=None) -> str   # pure
-    mount_rootfs(store, record, target, *, upper, work, readonly=False, warn=None) -> None
-    prepare_rootfs(...same...) -> mount()      the database read now, the mount later (in a container's PID 1)
+    prepare_rootfs(store, record, target, *, upper, work, readonly=False, warn=None) -> mount()
+                                                            # the store read now, the mount when called
+    mount_rootfs(store, record, target, **same) -> None     # prepare_rootfs(...)() at once
     mount_image(settings, name, *, warn=None) -> Path / umount_image(settings, name)
     export_image(settings, name, output)                    # output: a path or an open binary stream
     rootless_overlay(store) -> "kernel" | "fuse"            # without root: which overlay mounts (probed once)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import shutil
 import stat
@@ -33,11 +34,13 @@ def is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
+@functools.cache
 def _opaque_name() -> str:
-    """The opaque mark of this mode's store: ``user.overlay.opaque`` without root (see _extract)."""
-    from ocibox.layers._mount import _rootless
+    """The opaque mark of this mode's store: ``user.overlay.opaque`` without root (see _extract); asked
+    once per process (a walk asks at every directory)."""
+    from ocibox.rootless import is_rootless
 
-    return USER_OPAQUE_XATTR if _rootless() else OPAQUE_XATTR
+    return USER_OPAQUE_XATTR if is_rootless() else OPAQUE_XATTR
 
 
 def is_opaque(path: str) -> bool:

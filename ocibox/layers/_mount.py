@@ -10,7 +10,12 @@ from pathlib import Path
 
 from ocibox.errors import RuntimeSetupError, StoreError
 from ocibox.linux import syscalls
+from ocibox.rootless import is_rootless
 from ocibox.store import ImageRecord, Store, layer_row, remove_tree
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # The legacy mount(2) data argument is one page; the kernel copies at most PAGE_SIZE - 1 bytes.
 OPTIONS_LIMIT = 4095
@@ -84,7 +89,7 @@ def _overlay_works(tmp: str) -> bool:
     try:
         for d in ("l1", "l2", "u", "w", "m"):
             os.mkdir(os.path.join(probe, d))
-        opts = overlay_options([f"{probe}/l1", f"{probe}/l2"], f"{probe}/u", f"{probe}/w", userxattr=_rootless())
+        opts = overlay_options([f"{probe}/l1", f"{probe}/l2"], f"{probe}/u", f"{probe}/w", userxattr=is_rootless())
         try:
             syscalls.mount("overlay", f"{probe}/m", "overlay", 0, opts)
         except OSError:
@@ -93,15 +98,6 @@ def _overlay_works(tmp: str) -> bool:
         return True
     finally:
         remove_tree(Path(probe))
-
-
-@functools.cache
-def _rootless() -> bool:
-    """Mounting as root of a user namespace (a rootless store: whiteouts and opaque directories are in
-    overlayfs' ``userxattr`` form)."""
-    from ocibox.rootless import is_rootless
-
-    return is_rootless()
 
 
 def overlay_supported(store: Store) -> bool:
@@ -125,27 +121,10 @@ def copy_dir_for(target: Path) -> Path:
     return target.parent / f".{target.name}.rootfs-copy"
 
 
-def mount_rootfs(
-    store: Store,
-    record: ImageRecord,
-    target: Path,
-    *,
-    upper: Path | None,
-    work: Path | None,
-    readonly: bool = False,
-    warn: Callable[[str], None] | None = None,
-) -> None:
-    """Mount the image's rootfs at ``target`` in the caller's mount namespace.
-
-    Overlay of the layers (short links relative to ``store.layers``, so 128+
-    layers fit in one page of options), with ``upper``/``work`` when given. A
-    one-layer image without an upper dir is a bind mount. Where overlayfs does
-    not work, the merged rootfs is copied (into ``upper`` when given) and bound,
-    and ``warn`` is told so (one line, for the user).
-    The process's cwd is changed for the mount and restored: call it from a
-    single-threaded process (or a child).
-    """
-    prepare_rootfs(store, record, target, upper=upper, work=work, readonly=readonly, warn=warn)()
+def mount_rootfs(store: Store, record: ImageRecord, target: Path, **how: Any) -> None:
+    """Mount the image's rootfs at ``target`` in the caller's mount namespace, now: ``prepare_rootfs``'s
+    mount, called at once (``how``: its keywords)."""
+    prepare_rootfs(store, record, target, **how)()
 
 
 def prepare_rootfs(
@@ -158,10 +137,20 @@ def prepare_rootfs(
     readonly: bool = False,
     warn: Callable[[str], None] | None = None,
 ) -> Callable[[], None]:
-    """``mount_rootfs`` in two steps: what reads the store's database (the layers' short links) and
-    checks the layers happens now; the returned function mounts and reads no database. A container's
-    PID 1 calls it: forked from the caller, it would open a connection of its own first (one never
-    crosses a fork), a millisecond or two on the way to the container's exec."""
+    """The image's rootfs, to be mounted at ``target`` by the returned function, in the mount namespace
+    of whoever calls it. What reads the store's database (the layers' short links) and checks the
+    layers happens now; the mount reads no database: a container's PID 1 calls it, and forked from the
+    caller it would open a connection of its own first (one never crosses a fork), a millisecond or
+    two on the way to the container's exec.
+
+    Overlay of the layers (short links relative to ``store.layers``, so 128+
+    layers fit in one page of options), with ``upper``/``work`` when given. A
+    one-layer image without an upper dir is a bind mount. Where overlayfs does
+    not work, the merged rootfs is copied (into ``upper`` when given) and bound,
+    and ``warn`` is told so (one line, for the user).
+    The process's cwd is changed for the mount and restored: call it from a
+    single-threaded process (or a child).
+    """
     if not record.layers:
         raise StoreError(f"image {record.id.short} has no layers")
     target_s = os.path.abspath(target)
@@ -216,7 +205,7 @@ def _overlay_options_of(store: Store, record: ImageRecord, upper_s: str | None, 
     lowers = _short_lowers(store, record)
     if upper_s is not None and work_s is not None:
         upper_s, work_s = _rel_if_inside(upper_s, store.layers), _rel_if_inside(work_s, store.layers)
-    opts = overlay_options(lowers, upper_s, work_s, userxattr=_rootless())
+    opts = overlay_options(lowers, upper_s, work_s, userxattr=is_rootless())
     if len(opts.encode()) > OPTIONS_LIMIT:
         raise RuntimeSetupError(
             f"image {record.id.short} has too many layers ({len(lowers)}) for one page of overlay options"

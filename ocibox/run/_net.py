@@ -166,7 +166,9 @@ def plan(settings: Settings, store: Store, request: Any, cid: str, name: str, ho
     from ocibox import network
 
     name = name or cid[:12]
-    if _rootless():
+    from ocibox.rootless import is_rootless
+
+    if is_rootless():
         request = rootless_request(request)
     if request.mode in network.USER_MODES:
         from ocibox.rootless import runtime_dir
@@ -188,14 +190,6 @@ def plan(settings: Settings, store: Store, request: Any, cid: str, name: str, ho
     network.check(settings, request, cid, name)
     etc = etc_files(request, None, hostname, name)
     return Plan(request.target if request.mode == "ns" else "", etc=etc)
-
-
-def _rootless() -> bool:
-    if os.geteuid() != 0:
-        return True
-    from ocibox.rootless import is_rootless
-
-    return is_rootless()
 
 
 def rootless_request(request: Any) -> Any:
