@@ -11,10 +11,9 @@ mypy sees them as dataclasses through ``dataclass_transform``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 TYPE_CHECKING = False  # typing is not imported at runtime either: 5 ms of ocibox run
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, TypeVar, dataclass_transform, overload
 
     _T = TypeVar("_T", bound=type)

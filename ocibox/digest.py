@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from ocibox._record import record
 from ocibox.errors import DigestMismatch, UsageError
 
@@ -15,7 +13,7 @@ if TYPE_CHECKING:
 
 #: the digest algorithms ocibox accepts, with the number of hex digits of each
 ALGORITHMS = {"sha256": 64, "sha512": 128}
-#: as text: re compiles (and caches) it on first use, not at import (every command imports this)
+#: as text: compiled (and re imported) only for a digest that is not well formed
 _DIGEST_RE = r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$"
 
 
@@ -28,6 +26,11 @@ class Digest:
 
     @classmethod
     def parse(cls, text: str) -> Digest:
+        algo, _, hexpart = text.partition(":")
+        if len(hexpart) == ALGORITHMS.get(algo) and not hexpart.strip("0123456789abcdef"):
+            return cls(algo, hexpart)  # well formed: no re (with enum, ~5 ms of a warm run)
+        import re  # the rules, to say which one the text breaks
+
         m = re.match(_DIGEST_RE, text)
         if not m:
             raise UsageError(f"invalid digest {text!r}: expected ALGORITHM:HEX, e.g. sha256:<64 hex digits>")

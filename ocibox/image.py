@@ -8,8 +8,7 @@ the rest of ocibox passes these frozen values.
 
 from __future__ import annotations
 
-import json
-
+from ocibox import _json as json
 from ocibox._record import field, record
 from ocibox.digest import Digest
 from ocibox.errors import ManifestError, OciboxError, UsageError

@@ -3,12 +3,12 @@ cleanup of containers whose process is gone (their mounts, directories and cgrou
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 from pathlib import Path
 
 from ocibox import cgroups
+from ocibox._contextlib import suppress
 from ocibox.digest import Digest
 from ocibox.errors import StoreError, UsageError
 from ocibox.linux import proc
@@ -30,7 +30,7 @@ def mounted_images(store: Store) -> set[Digest]:
     for mp in mount_points_under(Path(base)):
         parts = os.path.relpath(mp, base).split(os.sep)
         if len(parts) == 2 and parts[1] == "merged":
-            with contextlib.suppress(UsageError):
+            with suppress(UsageError):
                 out.add(Digest.parse(f"sha256:{parts[0]}"))
     return out
 

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterable
 
 from ocibox._record import record
 from ocibox.errors import CgroupError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 ANY = -1  # "*" in a cgroup rule
 

@@ -3,10 +3,10 @@ found by the name the runner gives them, in every hierarchy, and removed."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
+from ocibox._contextlib import suppress
 from ocibox.cgroups._base import CGROUP_ROOT
 from ocibox.linux import proc
 
@@ -44,7 +44,7 @@ def remove_cgroup(path: Path) -> None:
         return
     for s in subs:
         remove_cgroup(s)
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         os.rmdir(path)
 
 

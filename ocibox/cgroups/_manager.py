@@ -8,7 +8,6 @@ writing its files; a limit that cannot be written raises CgroupError and is neve
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ocibox.cgroups._base import (
@@ -28,6 +27,10 @@ from ocibox.cgroups._base import (
 from ocibox.cgroups._devices import V2_FALLBACK, Device, attach_v2, write_v1
 from ocibox.errors import CgroupError
 from ocibox.linux import proc
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
 
 
 # ---------------------------------------------------------------------- v1

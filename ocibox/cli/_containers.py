@@ -5,9 +5,9 @@ docker's 125), calls ``ocibox.containers`` and prints; a failure of the operatio
 
 from __future__ import annotations
 
-import json
 import sys
 
+from ocibox import _json
 from ocibox.cli import _out
 from ocibox.errors import OciboxError, UsageError
 from ocibox.options import Parser
@@ -21,6 +21,13 @@ if TYPE_CHECKING:
 
 CONTAINER = (("container", "CONTAINER", ""),)
 CONTAINERS = (("container", "CONTAINER...", ""),)
+
+
+def _json_indented(doc: object) -> str:
+    """``inspect``'s output, indented as docker's: json's own job (the default paths use ocibox._json)."""
+    import json
+
+    return json.dumps(doc, indent=4)
 
 
 class _OperationError(OciboxError):
@@ -104,7 +111,7 @@ def ls(settings: Settings, argv: list[str], prog: str) -> None:
     from ocibox.cli._render import table
 
     body = [[r["ID"] if ns["no_trunc"] else r["ID"][:12], r["Image"],
-             json.dumps(r["Command"] if ns["no_trunc"] else _ellipsis(r["Command"], 20), ensure_ascii=False),
+             _json.dumps(r["Command"] if ns["no_trunc"] else _ellipsis(r["Command"], 20), ensure_ascii=False),
              r["RunningFor"], r["Status"], r["Ports"], r["Names"]] for r in rows]
     for line in table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], body):
         _out(line)
@@ -121,7 +128,7 @@ def _format(rows: list[dict[str, Any]], fmt: str) -> list[str]:
     import re
 
     if fmt == "json":
-        return [json.dumps({k: v for k, v in r.items() if k not in ("Created", "ExitCode", "ImageID")})
+        return [_json.dumps({k: v for k, v in r.items() if k not in ("Created", "ExitCode", "ImageID")})
                 for r in rows]
     table = fmt.startswith("table")
     body = fmt[5:].lstrip() if table else fmt
@@ -135,7 +142,7 @@ def _format(rows: list[dict[str, Any]], fmt: str) -> list[str]:
                 labels: dict[str, str] = dict(p.split("=", 1) for p in str(r["Labels"]).split(",") if "=" in p)
                 return labels.get(arg or "", "")
             value = r if not name else r.get(name, "")
-            return json.dumps(value) if as_json else str(value)
+            return _json.dumps(value) if as_json else str(value)
 
         return token.sub(one, body)
 
@@ -335,7 +342,7 @@ def inspect_each(names: list[str], docs: Any, fmt: str | None) -> int:
         for doc in out:
             _out(_template(doc, fmt))
     else:
-        _out(json.dumps(out, indent=4))
+        _out(_json_indented(out))
     return 1 if failed else 0
 
 
@@ -348,7 +355,7 @@ def _template(doc: dict[str, Any], fmt: str) -> str:
         for part in filter(None, m.group(2).split(".")):
             value = value.get(part, "") if isinstance(value, dict) else ""
         if m.group(1):
-            return json.dumps(value)
+            return _json.dumps(value)
         return str(value).lower() if isinstance(value, bool) else str(value)
 
     return re.sub(r"{{\s*(json\s+)?\.([\w.]*)\s*}}", one, fmt)
@@ -387,7 +394,7 @@ def inspect_any(settings: Settings, argv: list[str], prog: str) -> int:
         for d in out:
             _out(_template(d, ns["format"]))
     else:
-        _out(json.dumps(out, indent=4))
+        _out(_json_indented(out))
     return 1 if failed else 0
 
 
@@ -473,7 +480,7 @@ def stats(settings: Settings, argv: list[str], prog: str) -> None:
     rows = containers.stats(store, recs)
     if ns["format"] == "json":
         for r in rows:
-            _out(json.dumps(r))
+            _out(_json.dumps(r))
         return
     from ocibox.cli._render import table
 

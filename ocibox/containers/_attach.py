@@ -4,7 +4,6 @@ detach keys (docker's ctrl-p ctrl-q) leave the container running."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -12,6 +11,7 @@ import struct
 
 from ocibox import errors
 from ocibox import store as st
+from ocibox._contextlib import suppress
 from ocibox.monitor import EXITED, RESIZE, STDERR_DATA, STDIN_CLOSE, STDIN_DATA, STDOUT_DATA
 from ocibox.run import ATTACH
 
@@ -49,7 +49,7 @@ def attach(store: st.Store, rec: st.ContainerRecord, *, stdin: bool, tty: bool) 
     def resize(*_: object) -> None:
         import fcntl
 
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(1, termios.TIOCGWINSZ, b"\0" * 8))
             s.send(bytes([RESIZE]) + struct.pack("HH", rows, cols))
 

@@ -5,10 +5,10 @@ gives what ``run --privileged`` gives. Exit status: the command's; 126/127 when 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
+from ocibox import _json as json
 from ocibox import errors, ocispec
 from ocibox import store as st
 from ocibox.options import Parser

@@ -9,22 +9,25 @@ pidfd, the cgroup reopened from the record): no daemon is asked anything.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import sys
 import time
 
+from ocibox import _json as json
 from ocibox import errors
 from ocibox import store as st
+from ocibox._contextlib import suppress
 from ocibox.linux import proc
 from ocibox.run import DEFAULT_SETTINGS, EXIT, NetFlags, monitored, parse_signal, start_detached
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import signal
     from typing import Any
 
     from ocibox.settings import Settings
+else:
+    import _signal as signal  # not signal: its Signals enum imports enum (~3 ms of a stop)
 
 #: docker's exit code for a container whose end nobody saw (daemon crash, reboot)
 UNKNOWN_EXIT = 255
@@ -43,8 +46,6 @@ def status_word(rec: st.ContainerRecord) -> str:
 def signal_pid1(rec: st.ContainerRecord, sig: int) -> bool:
     """Send ``sig`` to the container's PID 1 if it is still the recorded process; False if it is gone.
     A pidfd is opened first and the start time checked after: the signal can never reach a reused pid."""
-    import signal
-
     if rec.pid <= 0:
         return False
     try:
@@ -85,8 +86,6 @@ def _let_go(store: st.Store, rec: st.ContainerRecord, timeout: float = 30.0) -> 
     """Before a container's record goes: its monitor must have let go of it. A cleanup may be running
     (the exit is recorded before it ends), or a restart may be in its back-off or starting a new PID 1:
     no restart from now on (``stopping``), whatever runs by then is killed, and the lock waited for."""
-    import signal
-
     cdir = store.container_dir(rec.id)
     if not monitored(cdir):
         return
@@ -151,7 +150,7 @@ def _teardown(store: st.Store, rec: st.ContainerRecord) -> bool:
 
     oom = False
     if rec.cgroup:
-        with contextlib.suppress(ValueError, OSError, errors.OciboxError):
+        with suppress(ValueError, OSError, errors.OciboxError):
             cg = reopen(json.loads(rec.cgroup))
             oom = cg.oom_kills() > 0
             cg.destroy()
@@ -230,7 +229,7 @@ def repair_all(store: st.Store) -> tuple[list[st.ContainerRecord], set[str]]:
     if recorded - set(live):
         from ocibox import network
 
-        with contextlib.suppress(errors.OciboxError):
+        with suppress(errors.OciboxError):
             network.repair(_settings(store), live, still_live=lambda cid: st.container_live(store, cid))
         recorded = _network_records(store)
     return recs, recorded
@@ -305,8 +304,6 @@ def stop(store: st.Store, rec: st.ContainerRecord, timeout: float | None = None,
          sig: int | None = None) -> st.ContainerRecord:
     """docker stop: the stop signal (--stop-signal, the image's StopSignal, SIGTERM), then SIGKILL after
     the timeout (--stop-timeout, default 10 s); returns once the exit is recorded. No restart follows."""
-    import signal
-
     rec = repair(store, rec)
     c = conf(rec)
     st.update_container(store, rec.id, stopping=True)
@@ -329,7 +326,7 @@ def _kill_all(rec: st.ContainerRecord, sig: int) -> bool:
     if rec.cgroup:
         from ocibox.cgroups import reopen
 
-        with contextlib.suppress(ValueError, OSError):
+        with suppress(ValueError, OSError):
             reopen(json.loads(rec.cgroup)).kill_all(sig)
     return sent
 
@@ -368,8 +365,6 @@ def _after_exit(store: st.Store, rec: st.ContainerRecord, guessed: int, stopped:
 
 def kill(store: st.Store, rec: st.ContainerRecord, sig: int) -> None:
     """docker kill: a signal to the container's PID 1 (SIGKILL by default); refused if it does not run."""
-    import signal
-
     rec = repair(store, rec)
     if rec.state not in ("running", "paused") or not signal_pid1(rec, sig):
         raise errors.UsageError(f"cannot kill container {rec.name}: it is not running")
@@ -424,8 +419,6 @@ def rename(store: st.Store, rec: st.ContainerRecord, new: str) -> None:
 def remove(store: st.Store, rec: st.ContainerRecord, *, force: bool = False, lock_held: bool = False) -> None:
     """docker rm: refused for a running container without ``force`` (then killed first); removes its
     record, its directory (writable layer, logs), its cgroups."""
-    import signal
-
     from ocibox.cgroups import remove_leftovers
 
     rec = repair(store, rec)
@@ -435,7 +428,7 @@ def remove(store: st.Store, rec: st.ContainerRecord, *, force: bool = False, loc
                                     "before removing it, or force-remove it with rm -f")
         st.update_container(store, rec.id, stopping=True)
         if rec.state == "paused":
-            with contextlib.suppress(errors.OciboxError):
+            with suppress(errors.OciboxError):
                 unpause(store, rec)
         _kill_all(rec, signal.SIGKILL)
         wait_pid_exit(rec, 10.0)
@@ -447,7 +440,7 @@ def remove(store: st.Store, rec: st.ContainerRecord, *, force: bool = False, loc
     from ocibox.linux import syscalls
 
     for mp in proc.mount_points_under(cdir):
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             syscalls.umount(mp, syscalls.MNT_DETACH)
     st.remove_tree(cdir)
     remove_leftovers(rec.id)

@@ -3,12 +3,12 @@ renders them)."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import time
 
+from ocibox import _json as json
 from ocibox import errors
 from ocibox import store as st
+from ocibox._contextlib import suppress
 from ocibox.containers._lifecycle import conf, network_view, repair_all
 from ocibox.units import human_duration
 
@@ -157,7 +157,7 @@ def inspect(store: st.Store, rec: st.ContainerRecord) -> dict[str, Any]:
     config: dict[str, Any] = {}
     try:
         with open(cdir / "config.json") as f:
-            config = json.load(f)
+            config = json.loads(f.read())
     except (OSError, ValueError):
         pass
     proc_: dict[str, Any] = config.get("process") or {}
@@ -247,7 +247,7 @@ def _port_bindings(c: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
 
     out: dict[str, list[dict[str, str]]] = {}
     for text in net["publish"]:
-        with contextlib.suppress(errors.OciboxError):
+        with suppress(errors.OciboxError):
             for p in network.parse_publish(text):
                 port = str(p.host_port or "") + (f"-{p.host_port_end}" if p.host_port_end else "")
                 out.setdefault(f"{p.container_port}/{p.protocol}", []).append({"HostIp": p.host_ip, "HostPort": port})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 import tarfile
@@ -10,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from ocibox._contextlib import suppress
 from ocibox.errors import StoreError, UsageError
 from ocibox.layers._merged import walk_merged
 from ocibox.layers._mount import copy_dir_for, image_lowerdirs, mount_rootfs
@@ -62,7 +62,7 @@ def umount_image(settings: Settings, name: str) -> None:
     copy = copy_dir_for(target)
     if copy.exists():
         remove_tree(copy)
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         target.rmdir()
         target.parent.rmdir()
 
@@ -90,7 +90,7 @@ def _tarinfo(rel: str, st: os.stat_result, path: str) -> tarfile.TarInfo:
         raise StoreError(f"cannot export {rel}: a socket or unknown file type")
     if not stat.S_ISLNK(st.st_mode):
         pax: dict[str, str] = {}
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             for k in os.listxattr(path, follow_symlinks=False):
                 if not k.startswith("trusted."):
                     v = os.getxattr(path, k, follow_symlinks=False)
@@ -143,6 +143,6 @@ def export_image(settings: Settings, name: str, output: Path | IO[bytes]) -> Non
             write_flat_tar(lowers, f)
         os.rename(tmp, out)
     except OSError as e:
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             tmp.unlink()
         raise StoreError(f"cannot write {output}: {e.strerror or e}") from None

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import os
-from collections.abc import Callable
 from pathlib import Path
 
+from ocibox._contextlib import suppress
 from ocibox.errors import RuntimeSetupError, StoreError
 from ocibox.linux import syscalls
 from ocibox.rootless import is_rootless
@@ -15,6 +13,7 @@ from ocibox.store import ImageRecord, Store, layer_row, remove_tree
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 # The legacy mount(2) data argument is one page; the kernel copies at most PAGE_SIZE - 1 bytes.
@@ -72,8 +71,16 @@ def _short_lowers(store: Store, record: ImageRecord) -> list[str]:
     return out
 
 
-@functools.cache
+_probed: dict[str, bool] = {}  # _overlay_works per tmp dir, once per process (not functools: ~2 ms)
+
+
 def _overlay_works(tmp: str) -> bool:
+    if tmp not in _probed:
+        _probed[tmp] = _probe_overlay(tmp)
+    return _probed[tmp]
+
+
+def _probe_overlay(tmp: str) -> bool:
     """Whether overlayfs mounts here: kernel support, and a store filesystem it accepts
     (d_type, xattrs). Probed once per process by a real mount of two tiny lowers, an
     upper and a work dir under the store's ``tmp/``."""
@@ -222,7 +229,7 @@ def _mount_overlay(store: Store, target_s: str, opts: str, readonly: bool) -> No
         os.chdir(store.layers)
         syscalls.mount("overlay", target_s, "overlay", syscalls.MS_RDONLY if readonly else 0, opts)
     finally:
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             if cwd >= 0:
                 os.fchdir(cwd)
                 os.close(cwd)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-from functools import cache
 
 from ocibox.linux.syscalls import PR_SET_NO_NEW_PRIVS, prctl
 
@@ -52,9 +51,13 @@ class ScmpArgCmp(ctypes.Structure):
     ]
 
 
-@cache
+_opened: list[ctypes.CDLL] = []  # once (not functools.cache: functools costs ~2 ms of a run)
+
+
 def libseccomp() -> ctypes.CDLL:
     """Open libseccomp.so.2 (Debian's libseccomp2) and declare the prototypes used here."""
+    if _opened:
+        return _opened[0]
     try:
         lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
     except OSError as e:
@@ -78,6 +81,7 @@ def libseccomp() -> ctypes.CDLL:
     lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
     lib.seccomp_version.restype = ctypes.POINTER(ctypes.c_uint * 3)
     lib.seccomp_version.argtypes = []
+    _opened.append(lib)
     return lib
 
 

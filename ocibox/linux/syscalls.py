@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-from functools import cache
 
 # mount(2) flags
 MS_RDONLY = 1
@@ -36,19 +35,24 @@ _SYS = {
 }
 
 
-@cache
+_opened: list[ctypes.CDLL] = []  # libc, once (a list, not functools.cache: functools costs ~2 ms of a run)
+
+
 def _libc() -> ctypes.CDLL:
+    if _opened:
+        return _opened[0]
     # "libc.so.6" directly: ctypes.util.find_library imports subprocess and friends (~10 ms on
     # the warm path of 'ocibox run'); it is only the fallback for a libc of another name.
     try:
-        return ctypes.CDLL("libc.so.6", use_errno=True)
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
     except OSError:
         from ctypes.util import find_library
 
-        return ctypes.CDLL(find_library("c") or "libc.so.6", use_errno=True)
+        libc = ctypes.CDLL(find_library("c") or "libc.so.6", use_errno=True)
+    _opened.append(libc)
+    return libc
 
 
-@cache
 def _nr(name: str) -> int:
     machine = os.uname().machine
     try:

@@ -16,12 +16,12 @@ every exec) until the container's cleanup, which it execs when PID 1 exits, has 
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import sys
 
 from ocibox import errors
+from ocibox._contextlib import suppress
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def spawn(config: ocispec.Spec, cdir: Path, *, rootfs: str, cgroup: Cgroup | Non
     in_r, in_w = os.pipe2(os.O_CLOEXEC) if interactive and not tty else (-1, -1)
     for fd in (out_r, err_r):
         if fd >= 0:
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)  # fewer wake-ups of the monitor (best effort)
     c1 = os.fork()
     if c1 == 0:  # pragma: no cover - the child that becomes the monitor
@@ -98,7 +98,7 @@ def spawn(config: ocispec.Spec, cdir: Path, *, rootfs: str, cgroup: Cgroup | Non
                    on_namespaces=on_namespaces, on_pid=on_pid)
         except BaseException as e:
             line, code = errors.to_wire(e, "container setup failed: ")
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.write(report_w, line)
         os._exit(code)
     os.close(report_w)
@@ -168,7 +168,7 @@ def _child(config: ocispec.Spec, cdir: Path, *, rootfs: str, cgroup: Cgroup | No
         os.set_inheritable(fd, True)
     os.chdir(cdir)  # the attach socket is bound by a short relative name (sun_path is 108 bytes)
     # The caller may be gone (killed): the container runs all the same, and its monitor must follow.
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         os.write(report, f"P{ctr.pid}\n".encode())
     os.close(report)
     sys.stdout.flush()
@@ -226,7 +226,7 @@ def start_detached(settings: Settings, store: Store, rec: ContainerRecord, *, lo
     def connect(pid: int) -> None:
         """In the child, while PID 1 sets itself up (on another CPU): the child's own connection to the
         store (one never crosses a fork) opened, and the record's data made, before the start needs them."""
-        import json
+        from ocibox import _json as json
 
         child_store = st.Store(store.root)
         child_store.db  # noqa: B018 - opens it
@@ -256,7 +256,7 @@ def start_detached(settings: Settings, store: Store, rec: ContainerRecord, *, lo
         if fuse is None:  # the kernel's overlay, its options read from the store here, mounted by PID 1
             rootfs_mount = prepare_rootfs(store, image, merged, upper=upper, work=work)
 
-        with contextlib.suppress(FileNotFoundError):
+        with suppress(FileNotFoundError):
             os.unlink(cdir / EXIT)
         net_flags = NetFlags.from_json(conf["net"]) if isinstance(conf["net"], dict) else NetFlags()
         if conf["net"] and not net_flags.plain():  # on networks: made again at each start

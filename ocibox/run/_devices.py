@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable
 
 from ocibox import ocispec
 from ocibox._record import record
 from ocibox.cgroups import ANY, Device
 from ocibox.errors import UsageError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 
 @record

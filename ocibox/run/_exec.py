@@ -14,11 +14,10 @@ then an error, or EOF once it exec'd.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 
 from ocibox import errors, ocispec
+from ocibox._contextlib import suppress
 from ocibox.linux import syscalls
 from ocibox.run._init import _mask, _read_in_root, _setrlimit, exit_status, find_executable
 from ocibox.run._intermediate import NS_FLAGS
@@ -26,8 +25,12 @@ from ocibox.run._spec import resolve_user
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import signal
+
     from ocibox.cgroups import Cgroup
     from ocibox.run._seccomp import SeccompFilter
+else:
+    import _signal as signal  # not signal: its Signals enum imports enum (~3 ms of an exec)
 
 _JOIN = ("user", "ipc", "uts", "network", "pid", "cgroup", "mount")
 
@@ -59,7 +62,7 @@ def exec_process(pid1: int, pid1_start: int, process: ocispec.Process, *, cgroup
     fds: dict[str, int] = {}
     try:
         for kind in namespaces:
-            with contextlib.suppress(FileNotFoundError):
+            with suppress(FileNotFoundError):
                 fds[kind] = os.open(f"/proc/{pid1}/ns/{_PROC_NAME[kind]}", os.O_RDONLY | os.O_CLOEXEC)
         # The namespaces are PID 1's only if it still is the process that started then (not a reuse).
         from ocibox.linux import proc
@@ -87,7 +90,7 @@ def exec_process(pid1: int, pid1_start: int, process: ocispec.Process, *, cgroup
                 _join(fds, cgroup, process, w, theirs, seccomp, user, devices_fallback, stdin_null)
             except BaseException as e:
                 line, code = errors.to_wire(e, "exec failed: ")
-                with contextlib.suppress(OSError):
+                with suppress(OSError):
                     os.write(w, line)
             os._exit(code)
         os.close(w)
@@ -175,7 +178,7 @@ def _join(fds: dict[str, int], cgroup: Cgroup | None, process: ocispec.Process, 
     for cap in range(cap_last + 1):
         if not bounding & (1 << cap):
             k.prctl(k.PR_CAPBSET_DROP, cap)
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         k.prctl(k.PR_CAP_AMBIENT, k.PR_CAP_AMBIENT_CLEAR_ALL)
     if process.no_new_privileges:
         k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Mapping
 
 from ocibox.errors import UsageError
 from ocibox.options import Parser
@@ -22,6 +21,7 @@ from ocibox.units import parse_size
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (5 ms of ocibox run)
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 DESCRIPTION = "Run a command in a new container (fresh namespaces, pivot_root, cgroup limits)."

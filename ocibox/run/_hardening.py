@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-
 from ocibox._record import record
 from ocibox.errors import UsageError
 from ocibox.linux import proc
@@ -20,6 +18,8 @@ from ocibox.run import _devices, _rlimits
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+
     from ocibox.cgroups import Device
     from ocibox.run import _seccomp
 

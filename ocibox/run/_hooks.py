@@ -49,7 +49,7 @@ def run_hooks(hooks: tuple[ocispec.Hook, ...], state: bytes, kind: str) -> None:
 
 def with_status(state: bytes, status: str) -> bytes:
     """The state JSON with another status (PID 1 reuses the creator's document for startContainer)."""
-    import json
+    from ocibox import _json as json
 
     doc = json.loads(state)
     doc["status"] = status

@@ -20,23 +20,25 @@ It talks to its creator through three fds:
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import posixpath
-import signal
 import stat
 
 from ocibox import errors, ocispec
+from ocibox._contextlib import contextmanager, suppress
 from ocibox._record import field, record
 from ocibox.run._spec import CAP_NUMBER, DEFAULT_PATH, resolve_user
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import signal
     from collections.abc import Callable, Iterator
     from types import ModuleType
 
     from ocibox.run._seccomp import SeccompFilter
+else:
+    import _signal as signal  # not signal: its Signals enum imports enum (~3 ms of a run)
 
 # runc's default device nodes, its /dev symlinks
 DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))
@@ -78,10 +80,10 @@ def preload() -> None:
     then those of the maps, which may not read the host's Python (a stdlib or venv below /root, 0700),
     so what it would import lazily is imported now."""
     import fcntl  # noqa: F401
-    import json  # noqa: F401
     import resource  # noqa: F401
     import struct  # noqa: F401
 
+    from ocibox import _json  # noqa: F401
     from ocibox.linux import proc, pty  # noqa: F401
     from ocibox.run import _hooks, _rlimits  # noqa: F401
 
@@ -242,7 +244,7 @@ def init(a: InitArgs) -> None:  # pragma: no cover - runs as PID 1 (the order is
     for cap in range(cap_last + 1):
         if not bounding & (1 << cap):
             k.prctl(k.PR_CAPBSET_DROP, cap)
-    with contextlib.suppress(OSError):  # kernels before 4.3 have no ambient set
+    with suppress(OSError):  # kernels before 4.3 have no ambient set
         k.prctl(k.PR_CAP_AMBIENT, k.PR_CAP_AMBIENT_CLEAR_ALL)
     if proc.no_new_privileges:
         k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
@@ -253,7 +255,7 @@ def init(a: InitArgs) -> None:  # pragma: no cover - runs as PID 1 (the order is
     k.capset(_mask(caps.effective, a.devices_fallback), _mask(caps.permitted, a.devices_fallback),
              _mask(caps.inheritable, a.devices_fallback))
     for name in caps.ambient:
-        with contextlib.suppress(OSError):  # runc ignores an ambient capability it cannot raise
+        with suppress(OSError):  # runc ignores an ambient capability it cannot raise
             k.prctl(k.PR_CAP_AMBIENT, k.PR_CAP_AMBIENT_RAISE, CAP_NUMBER[name.removeprefix("CAP_")])
     k.prctl(k.PR_SET_KEEPCAPS, 0)
     k.chdir(proc.cwd)
@@ -272,7 +274,7 @@ def init(a: InitArgs) -> None:  # pragma: no cover - runs as PID 1 (the order is
         k.close_range(first, 0xFFFFFFFF, k.CLOSE_RANGE_CLOEXEC)
     except OSError:
         for name in os.listdir("/proc/self/fd"):
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 if int(name) >= first:
                     os.set_inheritable(int(name), False)
 
@@ -650,12 +652,12 @@ def _devices(a: InitArgs, k: ModuleType, m: _Mounter) -> None:
                 # In a user namespace mknod makes no usable node: bind the host's (runc and crun do).
                 m.bind_device(f"/dev/{name}")
                 continue
-            with contextlib.suppress(FileExistsError):
+            with suppress(FileExistsError):
                 k.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
         for name, target in DEV_LINKS:
             if name == "core" and not os.path.exists("/proc/kcore"):
                 continue  # runc links /dev/core only where the host has a /proc/kcore
-            with contextlib.suppress(FileExistsError):
+            with suppress(FileExistsError):
                 k.symlink(target, name, dir_fd=dev)
     finally:
         os.close(dev)
@@ -670,7 +672,7 @@ def _devices(a: InitArgs, k: ModuleType, m: _Mounter) -> None:
         head, _, name = d.path.rpartition("/")
         parent = m.open(head, "dir")
         try:
-            with contextlib.suppress(FileNotFoundError):
+            with suppress(FileNotFoundError):
                 os.unlink(name, dir_fd=parent)
             k.mknod(name, kind | stat.S_IMODE(mode), os.makedev(d.major, d.minor), dir_fd=parent)
             os.chown(name, d.uid or 0, d.gid or 0, dir_fd=parent, follow_symlinks=False)
@@ -702,7 +704,7 @@ def _console(a: InitArgs, k: ModuleType, m: _Mounter) -> None:
         os.close(a.console_socket)
 
 
-@contextlib.contextmanager
+@contextmanager
 def _naming(what: str, hint: str) -> Iterator[None]:
     """Turn an OSError of one setup step into one line that names what was wrong and what to do."""
     try:
@@ -826,13 +828,13 @@ def _reaper(k: ModuleType, argv: tuple[str, ...], env: dict[str, str], setup: in
             exec_command(k, argv, env)
         except BaseException as e:
             line, code = errors.to_wire(e, "container setup failed: ")
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.write(setup, line)
             os._exit(code)
     os.close(setup)
 
     def forward(signum: int, frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
+        with suppress(ProcessLookupError):
             os.kill(pid, signum)
 
     for s in FORWARDED_SIGNALS:

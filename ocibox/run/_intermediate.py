@@ -5,10 +5,10 @@ shim or a monitor, to them)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 from ocibox import errors
+from ocibox._contextlib import suppress
 from ocibox.run._init import InitArgs, init
 
 TYPE_CHECKING = False
@@ -24,7 +24,7 @@ _JOIN_ORDER = ("user", "ipc", "uts", "network", "pid", "cgroup", "time", "mount"
 def report(fd: int, e: BaseException) -> int:
     """Send ``e`` to the creator on the setup pipe; return the exit code for this process."""
     line, code = errors.to_wire(e, "container setup failed: ")
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         os.write(fd, line)
     return code
 

@@ -115,7 +115,7 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
             raise
 
     def started(pid: int) -> None:  # PID 1 is in its cgroups
-        import json
+        from ocibox import _json as json
 
         st.set_container_pid(store, cid, pid, cgroup=json.dumps(cgroup.state()))
         if debug is not None:
@@ -194,8 +194,7 @@ def _detached(settings: Settings, store: st.Store, flags: RunFlags, spec: RunSpe
     """run -d: record the container (detached: it stays until rm), write its config.json, start it under a
     monitor, print its id. A command that cannot be executed fails here with 126/127, as docker's run -d
     does; the container then stays as created (removed with --rm)."""
-    import json
-
+    from ocibox import _json as json
     from ocibox import ocispec
     from ocibox.cgroups import resources_of
     from ocibox.run._config import build

@@ -21,14 +21,13 @@ the go pipe; PID 1 waits for it before it unshares its cgroup namespace and, lon
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import signal
 import sys
 from pathlib import Path
 
 from ocibox import errors, ocispec
+from ocibox._contextlib import suppress
 from ocibox.linux import syscalls
 from ocibox.run._config import INIT_ANNOTATION, USER_ANNOTATION
 from ocibox.run._fifo import start_fifo  # noqa: F401 - re-exported (it lived here)
@@ -38,12 +37,15 @@ from ocibox.run._spec import RunSpec
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import signal
     from collections.abc import Callable
     from typing import Any
 
     from ocibox.cgroups import Cgroup
     from ocibox.run._hardening import Prepared
     from ocibox.run._seccomp import SeccompFilter
+else:
+    import _signal as signal  # not signal: its Signals enum imports enum (~3 ms of a run)
 
 
 class _SetupPipe:
@@ -120,7 +122,7 @@ class Container:
     def close(self) -> list[str]:
         """Kill PID 1 if it still runs, close what create opened, remove the cgroup. Returns problems."""
         if self.pid and not self.reaped:
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.kill(self.pid, signal.SIGKILL)
                 os.waitpid(self.pid, 0)
             self.reaped = True
@@ -244,7 +246,7 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
         try:
             _created(ctr, c1, go_w, on_pid, late_etc, hook_point, on_namespaces, hold_w)
         finally:
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.close(go_w)
             if hook_point.fd >= 0:
                 os.close(hook_point.fd)
@@ -292,8 +294,7 @@ class _Hooks:
         self.config, self.bundle, self.state_of, self.fd = config, bundle, state_of, fd
 
     def run(self, pid: int) -> None:
-        import json
-
+        from ocibox import _json as json
         from ocibox.run._hooks import run_hooks
 
         try:
@@ -376,7 +377,7 @@ def _created(ctr: Container, c1: int, go_w: int, on_pid: Callable[[int], None] |
 def _release(c1: int, hold_w: int) -> None:
     """Let the intermediate exit (it waits on its hold pipe when there is one), and reap it."""
     if hold_w >= 0:
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             os.close(hold_w)
     os.waitpid(c1, 0)
 
@@ -401,7 +402,7 @@ def _forward_signals(pid: int) -> dict[int, Any]:
     """The signals a container's creator gets go to PID 1; the handlers they replaced."""
 
     def forward(signum: int, frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
+        with suppress(ProcessLookupError):
             os.kill(pid, signum)
 
     return {s: signal.signal(s, forward) for s in FORWARDED_SIGNALS}
@@ -437,7 +438,7 @@ def run_container(spec: RunSpec, rootfs: Path, state_dir: Path, *, mount_rootfs:
                    seccomp=prepared.profile if prepared is not None else None,
                    nodes=prepared.nodes if prepared is not None else (), resources=resources, netns=netns,
                    id_maps=id_maps, joined=joined)
-    import json
+    from ocibox import _json as json
 
     with open(state_dir / "config.json", "w") as f:  # for 'ocibox exec' into it
         f.write(json.dumps(ocispec.to_json(config)))  # dumps: the C encoder (dump is pure Python, ~1.5 ms)

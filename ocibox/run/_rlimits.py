@@ -8,10 +8,13 @@ not have (hard nofile 20000 there): ``check_ulimits`` says so before anything st
 from __future__ import annotations
 
 import resource
-from collections.abc import Iterable
 
 from ocibox._record import record
 from ocibox.errors import RuntimeSetupError, UsageError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 INFINITY = resource.RLIM_INFINITY
 

@@ -12,10 +12,10 @@ is gone is stale (a crash, a reboot): ``repair_container`` makes it exited.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
+from ocibox import _json as json
 from ocibox._record import record
 from ocibox.digest import Digest
 from ocibox.errors import OciboxError, UsageError

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 
 from ocibox._record import record
@@ -124,12 +123,15 @@ def load_image(store: Store, image_id: Digest) -> ImageRecord:
     )
 
 
-_ID_PREFIX = re.compile(r"^(?:sha256:)?([0-9a-f]{4,64})$")
+def _id_prefix(text: str) -> str | None:
+    """The hex of an image id or id prefix (``^(?:sha256:)?([0-9a-f]{4,64})$``), else None."""
+    hexpart = text.removeprefix("sha256:")
+    return hexpart if 4 <= len(hexpart) <= 64 and not hexpart.strip("0123456789abcdef") else None
 
 
 def find_image(store: Store, text: str) -> ImageRecord:
     """An image by ``name[:tag]``, ``name@digest``, full id or unique id prefix (docker's lookup order)."""
-    m = _ID_PREFIX.match(text)
+    prefix = _id_prefix(text)
     ref: Reference | None
     try:
         ref = Reference.parse(text)
@@ -146,8 +148,8 @@ def find_image(store: Store, text: str) -> ImageRecord:
             iid = Digest.parse(row[0]) if row else None
         if iid is not None:
             return load_image(store, iid)
-    if m:
-        rows = store.db.execute("SELECT id FROM images WHERE id LIKE ?", (f"sha256:{m.group(1)}%",)).fetchall()
+    if prefix is not None:
+        rows = store.db.execute("SELECT id FROM images WHERE id LIKE ?", (f"sha256:{prefix}%",)).fetchall()
         if len(rows) == 1:
             return load_image(store, Digest.parse(rows[0][0]))
         if len(rows) > 1:

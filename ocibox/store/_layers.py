@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 
 from ocibox.digest import Digest
 from ocibox.store._store import Store
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 SHORT_LEN = 20  # hex digits of a short link name: 128 layers * len("l/<short>:") = 2944 bytes
 

@@ -18,15 +18,14 @@ database row that makes it visible is committed after.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
 import time
 from _thread import get_ident
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from ocibox._contextlib import contextmanager, suppress
 from ocibox._record import record
 from ocibox.digest import Digest, verify_bytes
 from ocibox.errors import StoreError, UsageError
@@ -35,10 +34,15 @@ from ocibox.linux import proc
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import sqlite3
+    from collections.abc import Iterable, Iterator
 else:
     # The C module itself: the sqlite3 package around it adds only the DB-API's date and datetime
     # adapters, which ocibox never uses, and importing it (datetime with it) costs ~2 ms of every command.
-    import _sqlite3 as sqlite3
+    # It takes functools.lru_cache at import (each connection's statement cache): functools with
+    # collections behind it is another ~2 ms, so it gets lru_cache alone (ocibox._lazy).
+    from ocibox._lazy import import_deferring
+
+    sqlite3 = import_deferring("_sqlite3", ("functools",))
 
 SCHEMA_VERSION = 2
 
@@ -258,7 +262,7 @@ class Store:
             raise StoreError(f"cannot open database {self.root / 'ocibox.db'}: {e}") from None
         return conn
 
-    @contextlib.contextmanager
+    @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT``: one writer at a time, waits up to the busy timeout. A
         database error inside it (disk full, a corrupt file) is a StoreError, after the rollback."""
@@ -268,7 +272,7 @@ class Store:
         except sqlite3.Error as e:
             raise StoreError(f"store database {self.root / 'ocibox.db'}: {e}") from None
 
-    @contextlib.contextmanager
+    @contextmanager
     def snapshot(self) -> Iterator[None]:
         """A read transaction: what is read in the block is one consistent state, whatever other
         processes commit meanwhile."""
@@ -282,7 +286,7 @@ class Store:
     def checkpoint(self) -> None:
         """Move the write-ahead log into the database file and truncate it (after a big delete:
         the space comes back at once). Best effort: another reader may hold the log."""
-        with contextlib.suppress(sqlite3.Error):
+        with suppress(sqlite3.Error):
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
@@ -349,13 +353,13 @@ class Store:
             os.chmod(tmp, 0o644)
             os.rename(tmp, dest)
         except OSError as e:
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.unlink(tmp)
             raise disk_error(e, f"writing blob {digest}") from None
         return dest
 
     # ----- leases: what a live process uses, so prune keeps it ----------------------------
-    @contextlib.contextmanager
+    @contextmanager
     def lease(self, what: str, items: Iterable[Digest | str]) -> Iterator[Path]:
         """Declare that this process uses ``items`` (chain ids, blob digests, image ids) until the
         block ends. Written under the shared ``gc`` lock, so a prune (which takes it exclusively)
@@ -369,7 +373,7 @@ class Store:
         try:
             yield Path(tmp)
         finally:
-            with contextlib.suppress(FileNotFoundError):
+            with suppress(FileNotFoundError):
                 os.unlink(tmp)
 
     def extend_lease(self, lease: Path, items: Iterable[Digest | str]) -> None:
@@ -386,7 +390,7 @@ class Store:
             return out
         for e in entries:
             if not tmp_owner_alive(e.name):
-                with contextlib.suppress(FileNotFoundError):
+                with suppress(FileNotFoundError):
                     os.unlink(e.path)
                 continue
             try:
@@ -416,7 +420,7 @@ class Store:
             os.close(fd)
         return False
 
-    @contextlib.contextmanager
+    @contextmanager
     def lock(self, name: str, *, shared: bool = False) -> Iterator[None]:
         """An flock on ``locks/<name>``; released when the block ends or the process dies."""
         self.ensure()
@@ -446,7 +450,7 @@ def _create_unique(directory: Path, prefix: str) -> tuple[int, str]:
             continue
 
 
-@contextlib.contextmanager
+@contextmanager
 def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     deadline = time.monotonic() + 120
     while True:
@@ -502,7 +506,7 @@ def _remove_tree_careful(path: Path) -> None:
             pass
 
     if path.is_symlink() or path.is_file():
-        with contextlib.suppress(FileNotFoundError):
+        with suppress(FileNotFoundError):
             path.unlink()
         return
     if sys_version_has_onexc():

@@ -12,6 +12,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import sys
 import tarfile
 import termios
 import time
@@ -291,6 +292,22 @@ def test_debug_shows_cgroup_writes(box: Box) -> None:
 def _own_cgroup_dirs(parent: str) -> list[Path]:
     # every v1 hierarchy the runner writes to, devices included (the hardening's device rules)
     return [Path("/sys/fs/cgroup") / h / parent.lstrip("/") for h in ("memory", "cpu", "pids", "devices", "freezer")]
+
+
+def test_a_warm_run_imports_no_heavy_module(box: Box) -> None:
+    """``ocibox run`` of a cached image, started as installed (the venv's script), imports neither the
+    registry client nor the stdlib modules that cost most of a start here (re, enum, functools,
+    collections, contextlib, json's pure-Python parts, signal's enum, typing...): -X importtime names
+    every module imported, in the parent and in the container's PID 1 before it execs."""
+    script = Path(sys.executable).parent / "ocibox"
+    cp = subprocess.run([sys.executable, "-X", "importtime", str(script), "--root", str(box.root), "run", "--rm",
+                         "--network", "none", box.ref, "echo", "ran"], capture_output=True, text=True, timeout=60)
+    assert (cp.returncode, cp.stdout) == (0, "ran\n"), cp.stderr
+    imported = {line.split("|")[2].strip() for line in cp.stderr.splitlines() if line.startswith("import time:")}
+    assert {"ocibox.run._main", "_sqlite3", "pathlib"} <= imported  # the report is real
+    heavy = {"re", "enum", "functools", "collections", "contextlib", "json", "json.decoder", "signal", "typing",
+             "dataclasses", "fnmatch", "warnings", "urllib.parse", "ipaddress", "httpx", "ocibox.puller", "tqdm"}
+    assert imported & heavy == set()
 
 
 def test_many_runs_leave_nothing_behind(box: Box) -> None:

@@ -13,7 +13,7 @@ PACKAGE = Path(ocibox.__file__).parent
 # Lower numbers are further down; a module may import its own room and rooms below it.
 LEVELS = {
     "linux": 0,
-    "_record": 1, "_lazy": 1, "errors": 1, "units": 1, "options": 1,
+    "_record": 1, "_lazy": 1, "_contextlib": 1, "_json": 1, "errors": 1, "units": 1, "options": 1,
     "digest": 2, "reference": 2, "image": 2, "settings": 2, "ocispec": 2, "monitor": 2, "rootless": 2,
     "store": 3, "cgroups": 3,
     "layers": 4,
