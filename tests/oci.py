@@ -57,6 +57,14 @@ _KINDS = {
 }
 
 
+def extractall(tf: tarfile.TarFile, dest: str | Path, how: str = "fully_trusted", **kw: object) -> None:
+    """``tf.extractall(dest, filter=how)`` where tarfile has extraction filters (3.11.4+; Debian 12's
+    3.11.2 has none and extracts everything as "fully_trusted" does)."""
+    if hasattr(tarfile, "fully_trusted_filter"):
+        kw["filter"] = how
+    tf.extractall(dest, **kw)  # type: ignore[arg-type]
+
+
 def make_tar(entries: list[Entry]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:

@@ -15,6 +15,7 @@ Public surface (loaded lazily)::
     own_v1_dir(controller)               this process's cgroup directory in a v1 hierarchy
     cpu_weight(shares)                   cpu.shares -> cpu.weight (runc's conversion)
     MigrationWarmup                      pays the first migration's RCU grace period early
+    warm_for(argv) / warmup()            start it from the entry point for a verb that joins; take it
     resources_of(limits, rules) / limits_from_resources(res)   config.json's linux.resources, both ways
     container_cgroups(name) / remove_leftovers(name)   cgroups named after a container, in every hierarchy
     bpf_device_program / attach_v2 / write_v1 / read_v1 / V2_FALLBACK   the devices controller
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
         rootless_cgroup,
     )
     from ocibox.cgroups._resources import limits_from_resources, resources_of
-    from ocibox.cgroups._warmup import MigrationWarmup
+    from ocibox.cgroups._warmup import MigrationWarmup, warm_for, warmup
 
 _TABLE = {
     **dict.fromkeys(("CGROUP_ROOT", "Cgroup", "Limits", "cpu_weight", "detect"), "_base"),
@@ -58,6 +59,8 @@ _TABLE = {
     **dict.fromkeys(("CgroupV1", "CgroupV2", "NoCgroup", "delegated_root", "open_cgroup", "own_v1_dir", "reopen",
                      "rootless_cgroup"), "_manager"),
     "MigrationWarmup": "_warmup",
+    "warm_for": "_warmup",
+    "warmup": "_warmup",
     "limits_from_resources": "_resources",
     "resources_of": "_resources",
 }
@@ -89,5 +92,7 @@ __all__ = [
     "reopen",
     "resources_of",
     "rootless_cgroup",
+    "warm_for",
+    "warmup",
     "write_v1",
 ]

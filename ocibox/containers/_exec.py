@@ -35,11 +35,12 @@ OPTIONS = (
 def exec_main(settings: Settings, argv: list[str], prog: str) -> int:
     ns = Parser(prog, OPTIONS, (("container", "CONTAINER", ""), ("command", "COMMAND [ARG...]", "")),
                 description="Execute a command in a running container.", interspersed=False).parse(argv)
-    from ocibox.cgroups import MigrationWarmup
+    from ocibox import cgroups
 
     # The join's grace period paid in the background while the store is read (see MigrationWarmup; the
-    # first cgroup write of a process costs 7-10 ms here); stopped before the fork, as run does.
-    warmup = MigrationWarmup().start()
+    # first cgroup write of a process costs 7-10 ms here), from the entry point on (cgroups.warm_for);
+    # stopped before the fork, as run does.
+    warmup = cgroups.warmup()
     try:
         return _exec(settings, ns, prog, warmup)
     finally:

@@ -80,10 +80,11 @@ __all__ = [
 
 def run_main(settings: Settings, argv: list[str], prog: str = "ocibox run") -> int:
     """``ocibox run [OPTIONS] IMAGE [COMMAND] [ARG...]``; returns the exit status."""
-    from ocibox.cgroups import MigrationWarmup
+    from ocibox import cgroups
 
-    # Started before the rest of the runner is imported: see MigrationWarmup (10 to 30 ms less).
-    warmup = MigrationWarmup().start()
+    # Started by the entry point (cgroups.warm_for), else now, before the rest of the runner is imported:
+    # see MigrationWarmup (10 to 30 ms less).
+    warmup = cgroups.warmup()
     try:
         from ocibox.run._main import main
 

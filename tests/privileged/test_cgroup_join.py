@@ -30,7 +30,7 @@ def _rootfs(tmp_path: Path) -> Path:
     root = tmp_path / "rootfs"
     root.mkdir()
     with tarfile.open(fileobj=io.BytesIO(oci.busybox_layer())) as t:
-        t.extractall(root, filter="tar")
+        oci.extractall(t, root, "tar")
     return root
 
 
@@ -115,3 +115,27 @@ def test_migration_warmup_moves_nothing_and_stops(tmp_path: Path) -> None:
     bounded = MigrationWarmup(limit=0.05).start()  # never stopped: it ends by itself
     assert bounded.join(5)
     assert not bounded.alive and bounded.writes >= 1
+
+
+@pytest.mark.parametrize("argv,starts", [
+    (["run", "--rm", "busybox"], True),
+    (["--root", "/x", "--debug", "run", "busybox"], True),
+    (["--insecure-registry", "run", "ps"], False),  # "run" is the option's value here, "ps" the verb
+    (["container", "exec", "c1", "true"], True),
+    (["ps", "run"], False),
+    (["pull", "busybox"], False),
+    ([], False),
+])
+def test_the_entry_point_warms_up_only_for_verbs_that_join(argv: list[str], starts: bool) -> None:
+    from ocibox.cgroups import _warmup
+
+    assert _warmup._early == []
+    _warmup.warm_for(argv)
+    early = list(_warmup._early)
+    w = _warmup.warmup()  # the one started early is taken (else a new one starts)
+    try:
+        assert len(early) == int(starts) and (w is early[0] if starts else True)
+        assert _warmup._early == [] and w.alive
+    finally:
+        w.stop()
+    assert not w.alive

@@ -48,8 +48,7 @@ def main() -> int:
         with tarfile.open(fileobj=io.BytesIO(oci.busybox_layer())) as tf:
             for m in tf.getmembers():  # the user owns it all (no subordinate ids needed)
                 m.uid = m.gid = os.geteuid()
-            kw = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}  # 3.11.4+
-            tf.extractall(rootfs, **kw)  # type: ignore[arg-type]
+            oci.extractall(tf, rootfs)
     config = ImageConfig.parse(oci.image_config(["sha256:" + "0" * 64]))
     if mode == "plain":
         # a process in a cgroup not delegated to the user: limits refused with why and what to do
