@@ -210,6 +210,9 @@ def median(xs: list[float]) -> float:
 
 # ----------------------------------------------------------------------------- the benchmark
 class Life(Bench):
+    #: containers outlive the `run -d` that made them, with their monitors: no waiting for them
+    SETTLE = False
+
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args)
         os.environ["OCIBOX_CONFIG_DIR"] = str(self.scratch / "ocibox-config")

@@ -114,10 +114,13 @@ class SetupFailed(Exception):
 
 
 class Bench:
+    #: wait for what each command leaves running before the next starts (see measure.Meter)
+    SETTLE = True
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.scratch = Path(tempfile.mkdtemp(prefix="ocibox-bench.", dir="/var/tmp"))
-        self.meter = Meter(str(os.getpid()))
+        self.meter = Meter(str(os.getpid()), settle=self.SETTLE)
         self.registry: Registry | None = None
         self.refs: dict[str, str] = {}
         self.ocibox_pull = self.ocibox_run = "not checked"
@@ -631,6 +634,8 @@ def machine_facts(meter: Meter, rev_start: str) -> list[str]:
 
 
 METHOD = ("Each case: 1 warm-up round, then the given rounds, tools alternating A B C ... within a round, each "
+          "started once every process the previous command left behind has exited (podman's conmon and "
+          "`podman container cleanup` outlive `podman run --rm`; the harness is their subreaper and waits), "
           "from a fresh empty directory on the ext4 disk; registry: Debian's docker-registry on 127.0.0.1. Ratios "
           "are medians of the per-round ratios ocibox/peer. Peak RSS is the max over 20 ms samples of the summed "
           "VmRSS of every process of the command's tree (found through a fresh memory cgroup). podman pulls run "

@@ -201,9 +201,14 @@ class CgroupV1(Cgroup):
     def state(self) -> dict[str, object]:
         return {"version": 1, "dirs": {c: str(d) for c, d in self.dirs.items()}, "hier": self.hier, "path": self.path}
 
-    def join(self, pid: int) -> None:
-        for d in self.dirs.values():
-            self.w(d / "cgroup.procs", pid)
+    def join(self, pid: int, *, self_joined: bool = False) -> None:
+        for c, d in self.dirs.items():
+            if not (self_joined and c != "unified"):
+                self.w(d / "cgroup.procs", pid)
+
+    def self_join_files(self) -> list[str]:
+        # every v1 hierarchy has a tasks file; a hybrid host's cgroup2 mount ("unified") has none
+        return [str(d / "tasks") for c, d in self.dirs.items() if c != "unified"]
 
     def container_mounts(self) -> list[tuple[str, str, str]]:
         seen = []
@@ -373,7 +378,7 @@ class CgroupV2(Cgroup):
                 self.devices_fallback = True
                 self._notes.append(f"{e}; {V2_FALLBACK}")
 
-    def join(self, pid: int) -> None:
+    def join(self, pid: int, *, self_joined: bool = False) -> None:
         self.w(self.dir / "cgroup.procs", pid)
 
     def container_mounts(self) -> list[tuple[str, str, str]]:
@@ -456,7 +461,7 @@ class NoCgroup(Cgroup):
         if any(needs(c, limits) for c in ("memory", "cpu", "pids", "cpuset")):
             raise CgroupError(NO_DELEGATION)
 
-    def join(self, pid: int) -> None:
+    def join(self, pid: int, *, self_joined: bool = False) -> None:
         self.pid = pid
 
     def container_mounts(self) -> list[tuple[str, str, str]]:

@@ -106,7 +106,7 @@ _early: list[MigrationWarmup] = []  # the one warm_for started, until a verb tak
 
 def warm_for(argv: Sequence[str]) -> None:
     """Start the warmup at once when the command line is a verb that joins a container's cgroups
-    (``JOINING``): the entry points call it before they import the CLI, ~7 ms sooner than the verb
+    (``JOINING``) by pid (``needed()``): the entry points call it before they import the CLI, ~7 ms sooner than the verb
     itself could. The grace period takes 7-12 ms here from the first write, and ``run`` forks about
     20 ms after its interpreter starts: started by the verb, the fork waited for it. Global options
     before the verb are skipped (``--root PATH``...); anything else is left alone."""
@@ -116,10 +116,21 @@ def warm_for(argv: Sequence[str]) -> None:
     words = argv[i:i + 2]
     if words[:1] == ["container"]:
         words = words[1:]
-    if words[:1] and words[0] in JOINING:
+    if words[:1] and words[0] in JOINING and needed():
         _early.append(MigrationWarmup().start())
 
 
+def needed(root: str = ROOT) -> bool:
+    """Whether a container's join moves processes by pid: on a pure v2 host, and without root (a
+    delegated v2 cgroup). As root on v1 and hybrid hosts they move themselves in, without the lock
+    (Cgroup.self_join_files), and there is nothing to warm up."""
+    return os.geteuid() != 0 or os.path.exists(os.path.join(root, "cgroup.controllers"))
+
+
 def warmup() -> MigrationWarmup:
-    """The warmup ``warm_for`` started for this command, else a new one, started."""
-    return _early.pop() if _early else MigrationWarmup().start()
+    """The warmup ``warm_for`` started for this command, else a new one, started where ``needed()``
+    (else never started: its ``stop()`` returns at once)."""
+    if _early:
+        return _early.pop()
+    w = MigrationWarmup()
+    return w.start() if needed() else w

@@ -147,7 +147,7 @@ def _join(fds: dict[str, int], cgroup: Cgroup | None, process: ocispec.Process, 
     k.prctl(k.PR_SET_DUMPABLE, 0)
     # The cgroups first: by host path, which the container's mount namespace hides.
     if cgroup is not None:
-        cgroup.join(os.getpid())
+        cgroup.join_self()  # v1: by "0" to its tasks files, without the kernel's global lock
     for kind in _JOIN:
         if kind in fds:
             k.setns(fds[kind], NS_FLAGS[kind])

@@ -73,6 +73,8 @@ class InitArgs:
     no_pivot: bool = False  # chroot instead of pivot_root (runc's --no-pivot: only for ramfs roots)
     hooks: int = -1  # pipe read end: the state JSON once the creator ran createRuntime hooks (-1: no hooks)
     hold: int = -1  # pipe read end: the intermediate waits for its EOF before it exits (-1: it exits at once)
+    #: (fd, path) of Cgroup.self_join_files(), opened by the creator: PID 1 moves itself in by writing "0"
+    self_join: tuple[tuple[int, str], ...] = ()
 
 
 def preload() -> None:
@@ -495,8 +497,9 @@ def _hook_point(a: InitArgs) -> bytes:
 
 
 def _join(a: InitArgs, k: ModuleType, joined: bool) -> bool:
-    """Wait (once) until the creator moved this process into its cgroups; then, if the config asks
-    for a new cgroup namespace, make it: it is rooted at the cgroup the process is in when it unshares."""
+    """Wait (once) until the creator moved this process into its cgroups (or let it move itself in);
+    then, if the config asks for a new cgroup namespace, make it: it is rooted at the cgroup the process
+    is in when it unshares."""
     if joined:
         return True
     data = b""
@@ -505,6 +508,15 @@ def _join(a: InitArgs, k: ModuleType, joined: bool) -> bool:
     if not data.startswith(b"G"):
         os._exit(125)  # the creator could not move us into the cgroup (or attach the network): it reports why
     os.close(a.go)
+    # Into the cgroups by our own hand where the kernel lets a thread move itself without its global lock
+    # (v1's tasks files; see Cgroup.self_join_files): the creator moved us by pid everywhere else.
+    for fd, path in a.self_join:
+        try:
+            os.write(fd, b"0")
+        except OSError as e:
+            raise errors.CgroupError(f"moving the container into its cgroup failed: cannot write 0 to {path}: "
+                                     f"{e.strerror}") from None
+        os.close(fd)
     if len(data) > 1 and a.etc_dir:
         # Files the creator knew only now (the addresses the network got): "name\0text\0" pairs.
         parts = data[1:].split(b"\0")

@@ -186,6 +186,7 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
             seccomp = compile_filter(from_oci(config.linux.seccomp), seccomp_cache)
     ctr = Container(config, cgroup)
     console = theirs = -1
+    self_join: tuple[tuple[int, str], ...] = ()
     try:
         # 1. The cgroup first, with its limits and device rules, so the container never runs unlimited.
         if cgroup is not None:
@@ -213,6 +214,7 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
         if hooks.prestart or hooks.create_runtime or hooks.create_container or hooks.start_container:
             hook_r, hook_w = os.pipe2(os.O_CLOEXEC)
         hold_r, hold_w = os.pipe2(os.O_CLOEXEC) if on_namespaces is not None else (-1, -1)
+        self_join = _open_self_join(cgroup) if cgroup is not None else ()
         ann = config.annotations
         args = InitArgs(config=config, rootfs=rootfs, setup=setup_w, go=go_r, gate=gate_r, kernel=syscalls,
                         bundle=bundle, mount_rootfs=mount_rootfs, etc_dir=etc_dir, etc=etc or {},
@@ -222,7 +224,7 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
                         seccomp=seccomp,  # type: ignore[arg-type]
                         user=ann.get(USER_ANNOTATION), reaper=ann.get(INIT_ANNOTATION) == "true",
                         gate_fifo=bool(fifo), no_pivot=no_pivot, preserve_fds=preserve_fds, hooks=hook_r,
-                        hold=hold_r)
+                        hold=hold_r, self_join=self_join)
         c1 = os.fork()
         if c1 == 0:  # pragma: no cover - the intermediate
             os.close(setup_r)
@@ -236,9 +238,10 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
             if hold_w >= 0:
                 os.close(hold_w)
             intermediate(args)
-        for fd in (setup_w, go_r, gate_r, hook_r, hold_r):
+        for fd in (setup_w, go_r, gate_r, hook_r, hold_r, *(fd for fd, _ in self_join)):
             if fd >= 0:
                 os.close(fd)
+        self_join = ()
         if theirs >= 0:
             os.close(theirs)
             theirs = -1
@@ -261,9 +264,23 @@ def create(config: ocispec.Spec, *, rootfs: str, cgroup: Cgroup | None = None,
             sys.stderr.write(f"ocibox: warning: {problem}\n")
         raise
     finally:
-        for fd in (console, theirs):
+        for fd in (console, theirs, *(fd for fd, _ in self_join)):
             if fd >= 0:
                 os.close(fd)
+
+
+def _open_self_join(cgroup: Cgroup) -> tuple[tuple[int, str], ...]:
+    """The files PID 1 moves itself into its cgroups through, opened here (a failure is ours to report)."""
+    out: list[tuple[int, str]] = []
+    try:
+        for path in cgroup.self_join_files():
+            out.append((os.open(path, os.O_WRONLY | os.O_CLOEXEC), path))
+    except OSError as e:
+        for fd, _ in out:
+            os.close(fd)
+        raise errors.CgroupError(f"cannot open {e.filename} to move the container into its cgroup: "
+                                 f"{e.strerror}") from None
+    return tuple(out)
 
 
 def _refuse_unsupported(config: ocispec.Spec) -> None:
@@ -338,9 +355,10 @@ def _created(ctr: Container, c1: int, go_w: int, on_pid: Callable[[int], None] |
             # The intermediate waits in the container's namespaces (PID 1's are out of reach until it
             # execs: it is not dumpable): what attaches to them opens them through it.
             on_namespaces(c1)
-        # PID 1 into the cgroups (where the limits already are), while it mounts its rootfs.
+        # PID 1 into the cgroups (where the limits already are), while it mounts its rootfs; it moves
+        # itself in where it can (Cgroup.self_join_files), after our go-ahead.
         if ctr.cgroup is not None:
-            ctr.cgroup.join(ctr.pid)
+            ctr.cgroup.join(ctr.pid, self_joined=True)
         payload = b""
         if late_etc is not None:
             payload = b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in late_etc().items())

@@ -1,7 +1,9 @@
 """The runner moves the container's PID 1 into its cgroups while that process mounts its rootfs
-(``run_container``): what happens when that move fails. The failure is injected (a cgroup manager
-whose join raises), since a real cgroup write cannot be made to fail on demand; everything else is
-real: the cgroups are created and removed, the namespaces, mounts and processes are the kernel's."""
+(``run_container``; on v1 PID 1 moves itself in through the ``tasks`` files the creator opened, see
+``Cgroup.self_join_files``): that it is in them, and what happens when that move fails. The failures
+are injected (a cgroup manager whose join raises, or whose self-join files are ones a write of "0"
+fails on), since a real cgroup write cannot be made to fail on demand; everything else is real: the
+cgroups are created and removed, the namespaces, mounts and processes are the kernel's."""
 
 from __future__ import annotations
 
@@ -81,13 +83,72 @@ def test_the_container_runs_in_its_cgroup(tmp_path: Path) -> None:
     assert not any(d.exists() for d in _dirs(cg))  # removed once it exited
 
 
+def test_pid1_is_in_every_cgroup_of_the_container(tmp_path: Path) -> None:
+    """Seen from the host while it runs: each of the container's cgroup directories lists one process,
+    the container's PID 1 (the host pid whose pid-namespace pid is 1). (From inside, a container whose
+    PID 1 had stayed in its creator's cgroups would look the same: its cgroup namespace would be rooted
+    there.)"""
+    import threading
+
+    root = _rootfs(tmp_path)
+    cg = open_cgroup(f"ocibox-test-join-{os.getpid()}", _spec("true").limits)
+    seen: dict[str, list[int]] = {}
+    nspid: list[str] = []
+
+    def look() -> None:  # a thread: run_container must run in the main thread (it forwards signals)
+        deadline = time.monotonic() + 10
+        while not (root / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        for d in _dirs(cg):
+            seen[str(d)] = [int(p) for p in (d / "cgroup.procs").read_text().split()]
+        first = next(iter(seen.values()))
+        if first:  # the host pid's pids in each pid namespace, innermost last
+            nspid.extend(line.split()[-1] for line in Path(f"/proc/{first[0]}/status").read_text().splitlines()
+                         if line.startswith("NSpid:"))
+
+    t = threading.Thread(target=look)
+    t.start()
+    try:
+        assert run_container(_spec("sh", "-c", "touch /started; sleep 1"), root, tmp_path / "state", cgroup=cg) == 0
+    finally:
+        t.join()
+    assert len(seen) == len(_dirs(cg)) and all(len(pids) == 1 for pids in seen.values()), seen
+    pid1 = next(iter(seen.values()))[0]
+    assert all(pids == [pid1] for pids in seen.values()), seen
+    assert nspid == ["1"]  # it is the container's PID 1
+
+
+@pytest.mark.parametrize("files,error", [
+    (["/dev/full"], "moving the container into its cgroup failed: cannot write 0 to /dev/full: No space left"),
+    (["/proc/sys/kernel/ostype"], "cannot open /proc/sys/kernel/ostype to move the container into its cgroup"),
+])
+def test_a_failed_self_join_stops_the_container_before_its_command(tmp_path: Path, files: list[str],
+                                                                   error: str) -> None:
+    """PID 1's own move fails (a write of "0" refused), or the creator cannot open the file for it."""
+    root = _rootfs(tmp_path)
+    spec = _spec("touch", "/ran")
+    real = open_cgroup(f"ocibox-test-join-{os.getpid()}", spec.limits)
+
+    class FailingSelfJoin(type(real)):  # type: ignore[misc]
+        def self_join_files(self) -> list[str]:  # the injected fault
+            return files
+
+    cg = FailingSelfJoin(f"ocibox-test-join-{os.getpid()}", spec.limits)
+    before = _children()
+    with pytest.raises(CgroupError, match=error):
+        run_container(spec, root, tmp_path / "state", cgroup=cg)
+    assert not (root / "ran").exists()
+    assert not any(d.exists() for d in _dirs(cg))
+    assert _children() == before
+
+
 def test_a_failed_join_stops_the_container_before_its_command(tmp_path: Path) -> None:
     root = _rootfs(tmp_path)
     spec = _spec("touch", "/ran")
     real = open_cgroup(f"ocibox-test-join-{os.getpid()}", spec.limits)
 
     class FailingJoin(type(real)):  # type: ignore[misc]
-        def join(self, pid: int) -> None:  # the injected fault
+        def join(self, pid: int, *, self_joined: bool = False) -> None:  # the injected fault
             raise CgroupError(f"injected: cannot move {pid}")
 
     cg = FailingJoin(f"ocibox-test-join-{os.getpid()}", spec.limits)
@@ -117,7 +178,7 @@ def test_migration_warmup_moves_nothing_and_stops(tmp_path: Path) -> None:
     assert not bounded.alive and bounded.writes >= 1
 
 
-@pytest.mark.parametrize("argv,starts", [
+@pytest.mark.parametrize("argv,joins", [
     (["run", "--rm", "busybox"], True),
     (["--root", "/x", "--debug", "run", "busybox"], True),
     (["--insecure-registry", "run", "ps"], False),  # "run" is the option's value here, "ps" the verb
@@ -126,9 +187,13 @@ def test_migration_warmup_moves_nothing_and_stops(tmp_path: Path) -> None:
     (["pull", "busybox"], False),
     ([], False),
 ])
-def test_the_entry_point_warms_up_only_for_verbs_that_join(argv: list[str], starts: bool) -> None:
+def test_the_entry_point_warms_up_only_for_verbs_that_join(argv: list[str], joins: bool,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the join moves processes by pid (a v2 host, faked here by ``needed``: this host is v1)."""
     from ocibox.cgroups import _warmup
 
+    monkeypatch.setattr(_warmup, "needed", lambda root=_warmup.ROOT: True)
+    starts = joins
     assert _warmup._early == []
     _warmup.warm_for(argv)
     early = list(_warmup._early)
