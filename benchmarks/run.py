@@ -120,7 +120,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.scratch = Path(tempfile.mkdtemp(prefix="ocibox-bench.", dir="/var/tmp"))
-        self.meter = Meter(str(os.getpid()), settle=self.SETTLE)
+        self.meter = Meter(str(os.getpid()), settle=self.SETTLE and not getattr(args, "back_to_back", False))
         self.registry: Registry | None = None
         self.refs: dict[str, str] = {}
         self.ocibox_pull = self.ocibox_run = "not checked"
@@ -635,7 +635,8 @@ def machine_facts(meter: Meter, rev_start: str) -> list[str]:
 
 METHOD = ("Each case: 1 warm-up round, then the given rounds, tools alternating A B C ... within a round, each "
           "started once every process the previous command left behind has exited (podman's conmon and "
-          "`podman container cleanup` outlive `podman run --rm`; the harness is their subreaper and waits), "
+          "`podman container cleanup` outlive `podman run --rm`; the harness is their subreaper and waits; "
+          "not with --back-to-back), "
           "from a fresh empty directory on the ext4 disk; registry: Debian's docker-registry on 127.0.0.1. Ratios "
           "are medians of the per-round ratios ocibox/peer. Peak RSS is the max over 20 ms samples of the summed "
           "VmRSS of every process of the command's tree (found through a fresh memory cgroup). podman pulls run "
@@ -679,6 +680,9 @@ def main() -> int:
     ap.add_argument("--serve", action="store_true",
                     help="only start the registry with the fixtures, print their references, wait (for profiling)")
     ap.add_argument("--out", default=str(HERE / "results" / "latest.md"), help="where to write the tables")
+    ap.add_argument("--back-to-back", action="store_true",
+                    help="start each command as soon as the previous returned, even while what it left behind "
+                         "still runs (podman's cleanup): the method of the issues' first figures")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("Error: the benchmarks need root (podman, runc, mounts, cgroups); run them as root", file=sys.stderr)

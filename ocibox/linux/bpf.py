@@ -6,7 +6,8 @@ from __future__ import annotations
 import ctypes
 import os
 
-from ocibox.linux.syscalls import _check, _libc
+from ocibox.linux._ctypes_kernel import libc
+from ocibox.linux.syscalls import _check
 
 BPF_PROG_LOAD = 5
 BPF_PROG_ATTACH = 8
@@ -35,7 +36,8 @@ def _bpf(cmd: int, attr: ctypes.Structure, what: str) -> int:
     nr = _SYS_BPF.get(os.uname().machine)
     if nr is None:
         raise OSError(38, f"bpf: syscall number unknown on {os.uname().machine}")
-    return _check(_libc().syscall(nr, cmd, ctypes.byref(attr), ctypes.sizeof(attr)), what)
+    ret = libc().syscall(nr, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+    return _check(-ctypes.get_errno() if ret < 0 else ret, what)
 
 
 def prog_load_cgroup_device(insns: bytes, name: str = "ocibox_dev") -> int:

@@ -3,14 +3,20 @@
 The filter is built by the system's libseccomp, never assembled by hand. The library must be opened
 (``libseccomp()`` called) while the host's /usr/lib is still visible, i.e. before pivot_root; the
 program it exports is installed later with ``seccomp_set_mode_filter``, which needs no library.
+ctypes is imported only to build a filter: a warm run reads its program from ocibox's cache and
+installs it through ``ocibox.linux.syscalls``.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 
+from ocibox.linux import syscalls
 from ocibox.linux.syscalls import PR_SET_NO_NEW_PRIVS, prctl
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ctypes
 
 SCMP_ACT_KILL_PROCESS = 0x80000000
 SCMP_ACT_KILL_THREAD = 0x00000000
@@ -40,24 +46,32 @@ def scmp_act_trace(msg: int) -> int:
     return SCMP_ACT_TRACE_BASE | (msg & 0xFFFF)
 
 
-class ScmpArgCmp(ctypes.Structure):
+def _argcmp_type() -> type[ctypes.Structure]:
     """struct scmp_arg_cmp: argument index, comparison, datum_a (value or mask), datum_b."""
+    import ctypes
 
-    _fields_ = [
-        ("arg", ctypes.c_uint),
-        ("op", ctypes.c_int),
-        ("datum_a", ctypes.c_uint64),
-        ("datum_b", ctypes.c_uint64),
-    ]
+    class ScmpArgCmp(ctypes.Structure):
+        _fields_ = [
+            ("arg", ctypes.c_uint),
+            ("op", ctypes.c_int),
+            ("datum_a", ctypes.c_uint64),
+            ("datum_b", ctypes.c_uint64),
+        ]
+
+    return ScmpArgCmp
 
 
 _opened: list[ctypes.CDLL] = []  # once (not functools.cache: functools costs ~2 ms of a run)
+_arg_cmp: list[type[ctypes.Structure]] = []
 
 
 def libseccomp() -> ctypes.CDLL:
     """Open libseccomp.so.2 (Debian's libseccomp2) and declare the prototypes used here."""
     if _opened:
         return _opened[0]
+    import ctypes
+
+    arg_cmp = _argcmp_type()
     try:
         lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
     except OSError as e:
@@ -74,14 +88,13 @@ def libseccomp() -> ctypes.CDLL:
     lib.seccomp_arch_resolve_name.argtypes = [ctypes.c_char_p]
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
     lib.seccomp_rule_add_array.argtypes = [
-        ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(ScmpArgCmp),
+        ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(arg_cmp),
     ]
     lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
     lib.seccomp_load.argtypes = [ctypes.c_void_p]
     lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
-    lib.seccomp_version.restype = ctypes.POINTER(ctypes.c_uint * 3)
-    lib.seccomp_version.argtypes = []
     _opened.append(lib)
+    _arg_cmp.append(arg_cmp)
     return lib
 
 
@@ -126,8 +139,10 @@ def seccomp_syscall_resolve_name(name: str) -> int:
 
 def seccomp_rule_add_array(ctx: int, action: int, syscall: int, args: list[tuple[int, int, int, int]]) -> None:
     """Add one rule; ``args`` are (index, op, datum_a, datum_b) comparisons, all of which must hold."""
-    arr = (ScmpArgCmp * max(len(args), 1))(*[ScmpArgCmp(i, op, a, b) for i, op, a, b in args])
-    ret = libseccomp().seccomp_rule_add_array(ctx, action, syscall, len(args), arr)
+    lib = libseccomp()
+    arg_cmp = _arg_cmp[0]
+    arr = (arg_cmp * max(len(args), 1))(*[arg_cmp(i, op, a, b) for i, op, a, b in args])
+    ret = lib.seccomp_rule_add_array(ctx, action, syscall, len(args), arr)
     _scmp_check(ret, f"seccomp_rule_add(syscall {syscall}, action {action:#x})")
 
 
@@ -140,7 +155,9 @@ def seccomp_load(ctx: int) -> None:
 
 
 def seccomp_version() -> str:
-    v = libseccomp().seccomp_version().contents
+    v = syscalls.libseccomp_version()
+    if v is None:
+        raise OSError(2, "libseccomp.so.2 cannot be loaded; install libseccomp2")
     return f"{v[0]}.{v[1]}.{v[2]}"
 
 
@@ -158,10 +175,6 @@ def seccomp_export_bpf(ctx: int) -> bytes:
         os.close(fd)
 
 
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 
@@ -171,7 +184,5 @@ def seccomp_set_mode_filter(program: bytes) -> None:
     way seccomp_load does: no_new_privs first, then the filter. Needs no library after pivot_root."""
     if not program or len(program) % 8 or len(program) // 8 > 4096:
         raise OSError(22, f"seccomp program of {len(program)} bytes is not a BPF program")
-    buf = ctypes.create_string_buffer(program, len(program))
-    prog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
     prctl(PR_SET_NO_NEW_PRIVS, 1)
-    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog))
+    syscalls.seccomp_filter(program)  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER

@@ -1,10 +1,18 @@
-"""Raw syscalls through ctypes: what Python 3.11's ``os`` lacks (mount, pivot_root, openat2, unshare,
-setns, prctl, capabilities, close_range, sethostname). Each raises ``OSError`` with errno set."""
+"""Raw syscalls: what Python 3.11's ``os`` lacks (mount, pivot_root, openat2, unshare, setns, prctl,
+capabilities, close_range, sethostname). Each raises ``OSError`` with errno set.
+
+They reach the kernel through ``_kernel``, a small C extension (``_kernel.c``, built by ``python -m
+ocibox.linux``, which scripts/install-deps runs), or, where it is not built or was built from another
+version of its source, through ctypes (``_ctypes_kernel``: the same calls, ~2.5 ms more to import).
+``OCIBOX_CTYPES=1`` takes the ctypes ones (the tests run both)."""
 
 from __future__ import annotations
 
-import ctypes
 import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
 
 # mount(2) flags
 MS_RDONLY = 1
@@ -29,127 +37,85 @@ RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_BENEATH = 0x08
 RESOLVE_IN_ROOT = 0x10
 
-_SYS = {
-    "x86_64": {"pivot_root": 155, "openat2": 437, "capget": 125, "capset": 126, "close_range": 436},
-    "aarch64": {"pivot_root": 41, "openat2": 437, "capget": 90, "capset": 91, "close_range": 436},
-}
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-_opened: list[ctypes.CDLL] = []  # libc, once (a list, not functools.cache: functools costs ~2 ms of a run)
-
-
-def _libc() -> ctypes.CDLL:
-    if _opened:
-        return _opened[0]
-    # "libc.so.6" directly: ctypes.util.find_library imports subprocess and friends (~10 ms on
-    # the warm path of 'ocibox run'); it is only the fallback for a libc of another name.
+def source_stamp() -> str:
+    """``_kernel.c``'s "mtime_ns size", which a build of it carries as ``STAMP`` ("" if the source is
+    not shipped: then any build is taken)."""
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        st = os.stat(os.path.join(HERE, "_kernel.c"))
     except OSError:
-        from ctypes.util import find_library
-
-        libc = ctypes.CDLL(find_library("c") or "libc.so.6", use_errno=True)
-    _opened.append(libc)
-    return libc
+        return ""
+    return f"{st.st_mtime_ns} {st.st_size}"
 
 
-def _nr(name: str) -> int:
-    machine = os.uname().machine
-    try:
-        return _SYS[machine][name]
-    except KeyError:
-        raise OSError(38, f"{name}: syscall number unknown on {machine}") from None
+def _load() -> ModuleType:
+    if not os.environ.get("OCIBOX_CTYPES"):
+        try:
+            from ocibox.linux import _kernel  # type: ignore[attr-defined]
+        except ImportError:
+            pass
+        else:
+            stamp = source_stamp()
+            if not stamp or stamp == _kernel.STAMP:
+                return _kernel  # type: ignore[no-any-return]
+    from ocibox.linux import _ctypes_kernel
+
+    return _ctypes_kernel
+
+
+#: the raw calls (``_kernel`` or ``_ctypes_kernel``): each returns its result, or -errno
+K = _load()
 
 
 def _check(ret: int, what: str) -> int:
     if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
+        raise OSError(-ret, f"{what}: {os.strerror(-ret)}")
     return ret
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
-    libc = _libc()
-    ret = libc.mount(
-        source.encode() if source is not None else None,
-        target.encode(),
-        fstype.encode() if fstype is not None else None,
-        ctypes.c_ulong(flags),
-        data.encode() if data is not None else None,
-    )
-    _check(ret, f"mount {fstype or ''} {source or ''} on {target}")
+    _check(K.mount(source, target, fstype, flags, data), f"mount {fstype or ''} {source or ''} on {target}")
 
 
 def umount(target: str, flags: int = 0) -> None:
-    _check(_libc().umount2(target.encode(), flags), f"umount {target}")
+    _check(K.umount2(target, flags), f"umount {target}")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    ret = _libc().syscall(_nr("pivot_root"), new_root.encode(), put_old.encode())
-    _check(ret, f"pivot_root {new_root}")
+    _check(K.pivot_root(new_root, put_old), f"pivot_root {new_root}")
 
 
 def sethostname(name: str) -> None:
-    b = name.encode()
-    _check(_libc().sethostname(b, len(b)), f"sethostname {name}")
+    _check(K.sethostname(name), f"sethostname {name}")
 
 
 def setdomainname(name: str) -> None:
-    b = name.encode()
-    _check(_libc().setdomainname(b, len(b)), f"setdomainname {name}")
+    _check(K.setdomainname(name), f"setdomainname {name}")
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
-    libc = _libc()
-    return _check(
-        libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)),
-        f"prctl({option})",
-    )
+    return _check(K.prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
 
 
 def child_subreaper() -> bool:
     """This process is a child subreaper (PR_GET_CHILD_SUBREAPER)."""
-    value = ctypes.c_int(0)
-    _check(_libc().prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(value), ctypes.c_ulong(0), ctypes.c_ulong(0),
-                         ctypes.c_ulong(0)), "prctl(PR_GET_CHILD_SUBREAPER)")
-    return bool(value.value)
-
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+    return bool(_check(K.child_subreaper(), "prctl(PR_GET_CHILD_SUBREAPER)"))
 
 
 def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
     """openat2(2): open ``path`` relative to ``dirfd`` with RESOLVE_* confinement. Returns an fd."""
-    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
-    ret = _libc().syscall(_nr("openat2"), dirfd, path.encode(), ctypes.byref(how), ctypes.sizeof(how))
-    return _check(ret, f"openat2 {path}")
+    return _check(K.openat2(dirfd, path, flags | os.O_CLOEXEC, mode, resolve), f"openat2 {path}")
 
 
 def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
-    _check(_libc().syscall(_nr("close_range"), first, last, flags), "close_range")
-
-
-# capabilities (linux/capability.h, version 3: two 32-bit words per set)
-_LINUX_CAPABILITY_VERSION_3 = 0x20080522
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+    _check(K.close_range(first, last, flags), "close_range")
 
 
 def capset(effective: int, permitted: int, inheritable: int) -> None:
-    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
-    for i in range(2):
-        data[i].effective = (effective >> (32 * i)) & 0xFFFFFFFF
-        data[i].permitted = (permitted >> (32 * i)) & 0xFFFFFFFF
-        data[i].inheritable = (inheritable >> (32 * i)) & 0xFFFFFFFF
-    _check(_libc().syscall(_nr("capset"), ctypes.byref(hdr), data), "capset")
+    """The capability sets of this thread (version 3 of the interface: two 32-bit words per set)."""
+    _check(K.capset(effective, permitted, inheritable), "capset")
 
 
 # ---------------------------------------------------------------- namespaces, prctl
@@ -179,33 +145,40 @@ CLONE_NEWUSER = 0x10000000
 
 def personality(persona: int) -> int:
     """personality(2): the execution domain of this process and what it execs."""
-    return _check(_libc().personality(ctypes.c_ulong(persona)), f"personality({persona:#x})")
+    return _check(K.personality(persona), f"personality({persona:#x})")
 
 
 def unshare(flags: int) -> None:
     """unshare(2) (``os.unshare`` only exists from Python 3.12)."""
-    _check(_libc().unshare(ctypes.c_int(flags)), f"unshare({flags:#x})")
+    _check(K.unshare(flags), f"unshare({flags:#x})")
 
 
 def setns(fd: int, nstype: int = 0) -> None:
     """setns(2): join the namespace ``fd`` refers to (``os.setns`` only exists from Python 3.12)."""
-    _check(_libc().setns(ctypes.c_int(fd), ctypes.c_int(nstype)), f"setns({nstype:#x})")
+    _check(K.setns(fd, nstype), f"setns({nstype:#x})")
 
 
 def capget() -> tuple[int, int, int]:
     """(effective, permitted, inheritable) of this thread."""
-    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
-    _check(_libc().syscall(_nr("capget"), ctypes.byref(hdr), data), "capget")
-    eff = data[0].effective | (data[1].effective << 32)
-    perm = data[0].permitted | (data[1].permitted << 32)
-    inh = data[0].inheritable | (data[1].inheritable << 32)
+    ret, eff, perm, inh = K.capget()
+    _check(ret, "capget")
     return eff, perm, inh
 
 
 def socket(domain: int, type_: int, protocol: int = 0) -> int:
     """socket(2) as a bare fd (for ioctls; importing the socket module costs ~5 ms)."""
-    return _check(_libc().socket(domain, type_ | os.O_CLOEXEC, protocol), "socket")
+    return _check(K.socket(domain, type_ | os.O_CLOEXEC, protocol), "socket")
+
+
+def seccomp_filter(program: bytes) -> None:
+    """prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER) with a classic-BPF program (ocibox.linux.seccomp)."""
+    _check(K.seccomp_filter(program), "prctl(PR_SET_SECCOMP)")
+
+
+def libseccomp_version() -> tuple[int, int, int] | None:
+    """libseccomp.so.2's version, or None where it cannot be loaded."""
+    v = K.libseccomp_version()
+    return None if v is None else (int(v[0]), int(v[1]), int(v[2]))
 
 
 # ---------------------------------------------------------------- what os already has

@@ -294,6 +294,17 @@ def _own_cgroup_dirs(parent: str) -> list[Path]:
     return [Path("/sys/fs/cgroup") / h / parent.lstrip("/") for h in ("memory", "cpu", "pids", "devices", "freezer")]
 
 
+def test_a_container_made_through_ctypes(box: Box) -> None:
+    """With OCIBOX_CTYPES=1 the raw syscalls go through ctypes (the fallback where the C extension of
+    ocibox.linux is not built): the container is the same (capabilities, seccomp, hostname, mounts)."""
+    script = 'grep -E "^(CapEff|Seccomp|NoNewPrivs):" /proc/self/status; hostname; grep -c "^[^ ]* [^ ]* [^ ]* / / .* - overlay " /proc/self/mountinfo'
+    runs = [box.run("--rm", "--network", "none", "--hostname", "h1", box.ref, "sh", "-c", script,
+                    env={**os.environ, "OCIBOX_CTYPES": flag}) for flag in ("1", "")]
+    assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
+    assert runs[0].stdout == runs[1].stdout
+    assert runs[0].stdout.split() == ["CapEff:", DEFAULT_CAP_MASK, "NoNewPrivs:", "1", "Seccomp:", "2", "h1", "1"]
+
+
 def test_a_warm_run_imports_no_heavy_module(box: Box) -> None:
     """``ocibox run`` of a cached image, started as installed (the venv's script), imports neither the
     registry client nor the stdlib modules that cost most of a start here (re, enum, functools,
@@ -306,7 +317,8 @@ def test_a_warm_run_imports_no_heavy_module(box: Box) -> None:
     imported = {line.split("|")[2].strip() for line in cp.stderr.splitlines() if line.startswith("import time:")}
     assert {"ocibox.run._main", "_sqlite3", "pathlib"} <= imported  # the report is real
     heavy = {"re", "enum", "functools", "collections", "contextlib", "json", "json.decoder", "signal", "typing",
-             "dataclasses", "fnmatch", "warnings", "urllib.parse", "ipaddress", "httpx", "ocibox.puller", "tqdm"}
+             "dataclasses", "fnmatch", "warnings", "urllib.parse", "ipaddress", "httpx", "ocibox.puller", "tqdm",
+             "ctypes"}  # ctypes: where ocibox.linux's C extension is built (scripts/install-deps builds it)
     assert imported & heavy == set()
 
 
