@@ -114,9 +114,10 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
             st.finish_container(store, cid, None, remove=True)
             raise
 
-    def started(pid: int) -> None:  # PID 1 is in its cgroups
+    def started(pid: int) -> None:  # PID 1 is in its cgroups (it sets itself up meanwhile)
         from ocibox import _json as json
 
+        st.touch_image(store, record.id)  # here, not before the fork: beside PID 1's setup, not before it
         st.set_container_pid(store, cid, pid, cgroup=json.dumps(cgroup.state()))
         if debug is not None:
             for note in cgroup.notes:
@@ -129,7 +130,6 @@ def main(settings: Settings, argv: list[str], warmup: MigrationWarmup | None = N
         # seccomp program built while libseccomp is reachable, --ulimit checked
         prepared = _hardening.prepare(spec.hardening, spec.caps, cache_dir=str(settings.root / "seccomp"),
                                       echo=debug)
-        st.touch_image(store, record.id)
         for d in (upper, work, merged):
             d.mkdir(parents=True)
         if id_maps is not None:

@@ -456,14 +456,20 @@ def run_container(spec: RunSpec, rootfs: Path, state_dir: Path, *, mount_rootfs:
                    seccomp=prepared.profile if prepared is not None else None,
                    nodes=prepared.nodes if prepared is not None else (), resources=resources, netns=netns,
                    id_maps=id_maps, joined=joined)
-    from ocibox import _json as json
 
-    with open(state_dir / "config.json", "w") as f:  # for 'ocibox exec' into it
-        f.write(json.dumps(ocispec.to_json(config)))  # dumps: the C encoder (dump is pure Python, ~1.5 ms)
+    def on_pid(pid: int) -> None:
+        # While PID 1 sets itself up, before the container is recorded as running: for 'ocibox exec' into it.
+        from ocibox import _json as json
+
+        with open(state_dir / "config.json", "w") as f:
+            f.write(json.dumps(ocispec.to_json(config)))
+        if on_start is not None:
+            on_start(pid)
+
     ctr = create(config, rootfs=str(rootfs), cgroup=cgroup, seccomp=prepared.seccomp if prepared else None,
                  mount_rootfs=mount_rootfs, etc_dir=str(etc_dir),
                  etc={**etc_files(spec.hostname, spec.network), **(etc or {})},
-                 stdin_null=not spec.interactive, on_pid=on_start, late_etc=late_etc, on_namespaces=on_namespaces)
+                 stdin_null=not spec.interactive, on_pid=on_pid, late_etc=late_etc, on_namespaces=on_namespaces)
     try:
         ctr.start()
         status = ctr.wait(spec.interactive)

@@ -11,6 +11,7 @@ import resource
 
 from ocibox._record import record
 from ocibox.errors import RuntimeSetupError, UsageError
+from ocibox.linux import proc
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
@@ -79,14 +80,7 @@ def parse_ulimit(value: str) -> Ulimit:
 
 
 def _has_cap_sys_resource() -> bool:
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> _CAP_SYS_RESOURCE & 1)
-    except OSError:
-        pass
-    return False
+    return bool(proc.capability_set("CapEff") >> _CAP_SYS_RESOURCE & 1)
 
 
 def _raise_above(u: Ulimit, cur_hard: int) -> RuntimeSetupError:
