@@ -7,6 +7,7 @@ under ``TYPE_CHECKING`` and for the runtime in the table given here.
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 
@@ -80,11 +81,19 @@ def import_deferring(name: str, deferred: tuple[str, ...]) -> types.ModuleType:
             return real(*a, **k)
 
         parse.quote_from_bytes = quote_from_bytes  # type: ignore[attr-defined]
+    # Windows-only modules some of them try in a try/except (ntpath: nt, five times, and _winapi): each
+    # miss searched every path entry. None in sys.modules makes the import fail at once, as it would.
+    absent = [n for n in ("nt", "_winapi") if n not in sys.modules and os.name != "nt"]
+    for n in absent:
+        sys.modules[n] = None  # type: ignore[assignment]
     try:
         __import__(name)
     finally:
         for n in made:
             if isinstance(sys.modules.get(n), _Deferred):
+                del sys.modules[n]
+        for n in absent:
+            if sys.modules.get(n) is None:
                 del sys.modules[n]
     return sys.modules[name]
 
