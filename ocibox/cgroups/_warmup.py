@@ -106,10 +106,10 @@ _early: list[MigrationWarmup] = []  # the one warm_for started, until a verb tak
 
 def warm_for(argv: Sequence[str]) -> None:
     """Start the warmup at once when the command line is a verb that joins a container's cgroups
-    (``JOINING``) by pid (``needed()``): the entry points call it before they import the CLI, ~7 ms sooner than the verb
-    itself could. The grace period takes 7-12 ms here from the first write, and ``run`` forks about
-    20 ms after its interpreter starts: started by the verb, the fork waited for it. Global options
-    before the verb are skipped (``--root PATH``...); anything else is left alone."""
+    (``JOINING``) by pid (``needed()``): the entry points call it before they import the CLI, ~7 ms
+    sooner than the verb itself could. The grace period takes 7-12 ms (up to 40 on a busy host) from
+    the first write, and ``run`` forks about 20 ms after its interpreter starts. Global options before
+    the verb are skipped (``--root PATH``...); anything else is left alone."""
     i = 0
     while i < len(argv) and argv[i].startswith("-"):
         i += 2 if argv[i] in ("--root", "--insecure-registry") else 1
