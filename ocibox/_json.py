@@ -32,7 +32,6 @@ class _Context:
     parse_float = float
     parse_int = int
     parse_constant = _CONSTANTS.__getitem__
-    memo: dict[str, str] = {}
 
 
 _scan = _make_scanner(_Context())  # type: ignore[arg-type]  # (typeshed asks for the scanner's own type)

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 ROOT = "/sys/fs/cgroup"
 #: the verbs (with ``container`` before them or not) whose process joins a container's cgroups
 JOINING = frozenset({"run", "exec"})
+#: the global options that take a value (the CLI's GLOBAL_OPTIONS; a unit test holds the two together)
+VALUE_OPTIONS = ("--root", "--insecure-registry")
 
 
 class MigrationWarmup:
@@ -112,7 +114,7 @@ def warm_for(argv: Sequence[str]) -> None:
     the verb are skipped (``--root PATH``...); anything else is left alone."""
     i = 0
     while i < len(argv) and argv[i].startswith("-"):
-        i += 2 if argv[i] in ("--root", "--insecure-registry") else 1
+        i += 2 if argv[i] in VALUE_OPTIONS else 1
     words = argv[i:i + 2]
     if words[:1] == ["container"]:
         words = words[1:]
@@ -127,10 +129,8 @@ def needed(root: str = ROOT) -> bool:
     return os.geteuid() != 0 or os.path.exists(os.path.join(root, "cgroup.controllers"))
 
 
-def warmup() -> MigrationWarmup:
-    """The warmup ``warm_for`` started for this command, else a new one, started where ``needed()``
-    (else never started: its ``stop()`` returns at once)."""
+def warmup() -> MigrationWarmup | None:
+    """The warmup ``warm_for`` started for this command, else a new one where ``needed()``, else None."""
     if _early:
         return _early.pop()
-    w = MigrationWarmup()
-    return w.start() if needed() else w
+    return MigrationWarmup().start() if needed() else None

@@ -44,7 +44,8 @@ def exec_main(settings: Settings, argv: list[str], prog: str) -> int:
     try:
         return _exec(settings, ns, prog, warmup)
     finally:
-        warmup.stop()
+        if warmup is not None:
+            warmup.stop()
 
 
 def _exec(settings: Settings, ns: dict[str, Any], prog: str, warmup: Any) -> int:
@@ -89,7 +90,8 @@ def _exec(settings: Settings, ns: dict[str, Any], prog: str, warmup: Any) -> int
         cgroup = reopen(json.loads(rec.cgroup))
     from ocibox.run import exec_process
 
-    warmup.stop()  # a fork waits for a cgroup migration in flight
+    if warmup is not None:
+        warmup.stop()  # a fork waits for a cgroup migration in flight
     if ns["detach"]:
         return _detached(rec, process, cgroup, seccomp, user)
     proc = exec_process(rec.pid, rec.pid_start, process, cgroup=cgroup, seccomp=seccomp, user=user,

@@ -64,20 +64,21 @@ static PyObject *k_pivot_root(PyObject *self, PyObject *args) {
     return result(syscall(SYS_pivot_root, new_root, put_old));
 }
 
-static PyObject *k_sethostname(PyObject *self, PyObject *args) {
+/* sethostname(2) and setdomainname(2): a name and its length */
+static PyObject *name_call(PyObject *args, int (*set)(const char *, size_t)) {
     const char *name;
     Py_ssize_t len;
     if (!PyArg_ParseTuple(args, "s#", &name, &len))
         return NULL;
-    return result(sethostname(name, (size_t)len));
+    return result(set(name, (size_t)len));
+}
+
+static PyObject *k_sethostname(PyObject *self, PyObject *args) {
+    return name_call(args, sethostname);
 }
 
 static PyObject *k_setdomainname(PyObject *self, PyObject *args) {
-    const char *name;
-    Py_ssize_t len;
-    if (!PyArg_ParseTuple(args, "s#", &name, &len))
-        return NULL;
-    return result(setdomainname(name, (size_t)len));
+    return name_call(args, setdomainname);
 }
 
 static PyObject *k_prctl(PyObject *self, PyObject *args) {

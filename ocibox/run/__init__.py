@@ -90,7 +90,8 @@ def run_main(settings: Settings, argv: list[str], prog: str = "ocibox run") -> i
 
         return main(settings, argv, warmup=warmup, prog=prog)
     finally:
-        warmup.stop()
+        if warmup is not None:
+            warmup.stop()
 
 
 _LAZY = {

@@ -148,3 +148,12 @@ def test_a_reader_that_went_away_ends_it_quietly(tmp_path: Path) -> None:
     finally:
         os.close(w)
     assert (cp.returncode, cp.stderr) == (141, "")
+
+
+def test_the_entry_points_warmup_knows_the_global_options_that_take_a_value() -> None:
+    """cgroups.warm_for finds the verb before the CLI is imported: it skips the same global options."""
+    from ocibox.cgroups import _warmup
+    from ocibox.cli import GLOBAL_OPTIONS
+
+    takes_value = {name for names, kind, _, _ in GLOBAL_OPTIONS if kind != "bool" for name in names}
+    assert takes_value == set(_warmup.VALUE_OPTIONS)
